@@ -1,0 +1,1 @@
+"""Benchmarks: ``checkpoint bench NAME`` prints figures; ``checkpoint bench`` runs them all."""

@@ -1,0 +1,205 @@
+"""The device's one typed configuration (TOML), rejecting unknown keys with a clear message.
+
+Every hardware seam is chosen here, never by ``if testing`` branches: ``camera.source`` picks
+the frame source, ``light.backend`` the lamp driver, ``clock.backend`` the clock.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing, unreadable, or names a key or value we do not know."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DeviceConfig(_Section):
+    id: str = "demo-device"
+    checkpoint: str = "demo-checkpoint"
+    data_dir: Path = Path("/var/lib/checkpoint")
+
+
+class CameraConfig(_Section):
+    source: Literal["replay", "opencv", "picamera2"] = "picamera2"
+    #: replay: a folder of images or a video file; opencv: a video file (or use device/url)
+    path: Path | None = None
+    #: opencv: USB camera index
+    device: int | None = None
+    #: opencv: RTSP / HTTP stream URL
+    url: str | None = None
+    fps: float = Field(default=15.0, gt=0, le=120)
+    loop: bool = False
+    width: int = Field(default=1280, gt=0)
+    height: int = Field(default=720, gt=0)
+    #: picamera2: size of the lores YUV stream whose Y plane is decoded
+    lores_width: int = Field(default=640, gt=0)
+    lores_height: int = Field(default=480, gt=0)
+    #: picamera2: manual lens position (dioptres) for a fixed mount; None keeps autofocus
+    lens_position: float | None = None
+    capture_timeout_s: float = Field(default=2.0, gt=0)
+    #: no frame for this long -> camera-lost pattern, close and reopen
+    no_frame_timeout_s: float = Field(default=5.0, gt=0)
+    #: after this many failed reopens in a row, exit non-zero so systemd restarts us
+    max_reopen_attempts: int = Field(default=5, ge=1)
+    reopen_backoff_s: float = Field(default=1.0, gt=0)
+    reopen_backoff_max_s: float = Field(default=30.0, gt=0)
+
+
+class DecoderConfig(_Section):
+    #: region of interest [x, y, width, height] in frame pixels; None = whole frame
+    roi: tuple[int, int, int, int] | None = None
+    #: scale factor applied before decoding (0 < f <= 1)
+    downscale: float = Field(default=1.0, gt=0, le=1)
+    #: try pyzbar on a code zxing-cpp located but could not read (only if libzbar is present)
+    pyzbar_fallback: bool = True
+
+
+class DebounceConfig(_Section):
+    #: a code must be out of view this long before it may be decided again
+    forget_after_s: float = Field(default=2.0, ge=0)
+    #: even while held in view, decide again after this long (0 = never)
+    repeat_after_s: float = Field(default=0.0, ge=0)
+
+
+class LightConfig(_Section):
+    backend: Literal["gpio", "terminal", "none"] = "gpio"
+    #: gpiozero pin factory name ("lgpio", "rpigpio", "mock", ...); empty = gpiozero's default order
+    pin_factory: str = ""
+    green_pin: int = 17
+    red_pin: int = 27
+    amber_pin: int = 22
+    buzzer_pin: int | None = 23
+    #: one RGB LED instead of three lamps: [red, green, blue] pins
+    rgb_pins: tuple[int, int, int] | None = None
+    active_high: bool = True
+    #: how long a verdict stays lit before the idle state
+    verdict_hold_s: float = Field(default=3.0, gt=0)
+
+
+class PolicyConfig(_Section):
+    #: signed policy bundle; relative paths are under device.data_dir
+    path: Path = Path("policy.cpenv")
+
+
+class TrustConfig(_Section):
+    #: signed trust-list bundle (issuer keys and EU DSCs)
+    path: Path = Path("trust.cpenv")
+
+
+class RiskConfig(_Section):
+    path: Path = Path("risk")
+
+
+class ScanLogConfig(_Section):
+    path: Path = Path("scanlog.sqlite")
+    synchronous: Literal["FULL", "NORMAL"] = "FULL"
+    retention_days: int = Field(default=30, ge=0)
+    #: below this much free space the oldest acknowledged records are pruned and the lamp warns
+    min_free_mb: int = Field(default=200, ge=0)
+
+
+class SyncConfig(_Section):
+    #: central server base URL; empty = never sync (a stand-alone checkpoint)
+    server_url: str = ""
+    interval_s: float = Field(default=60.0, gt=0)
+    batch_size: int = Field(default=500, ge=1, le=10_000)
+    timeout_s: float = Field(default=10.0, gt=0)
+    backoff_max_s: float = Field(default=300.0, gt=0)
+    #: unreachable longer than this -> server-unreachable lamp pattern
+    unreachable_alarm_s: float = Field(default=6 * 3600, gt=0)
+
+
+class KeysConfig(_Section):
+    """Key material; relative paths are under device.data_dir."""
+
+    #: the device's own Ed25519 signing key (created on the device at provisioning)
+    device_key: Path = Path("keys/device_ed25519.pem")
+    #: pinned publisher key that signs policy, trust list, risk lists and server time
+    publisher_public_key: Path = Path("keys/publisher_ed25519.pub.pem")
+    #: the central server's X25519 key: scan-log holder hashes are encrypted to it
+    server_encryption_key: Path = Path("keys/server_x25519.pub.pem")
+
+
+class StatusConfig(_Section):
+    path: Path = Path("status.json")
+    #: staff screen on loopback; 0 = off
+    staff_screen_port: int = Field(default=0, ge=0, le=65535)
+    language: Literal["vi", "en"] = "vi"
+
+
+class ClockConfig(_Section):
+    backend: Literal["system", "fixed"] = "system"
+    #: with backend = "fixed": the ISO-8601 instant to use (replays, tests)
+    fixed_at: str | None = None
+
+
+class Config(_Section):
+    """The whole device configuration."""
+
+    device: DeviceConfig = DeviceConfig()
+    camera: CameraConfig = CameraConfig()
+    decoder: DecoderConfig = DecoderConfig()
+    debounce: DebounceConfig = DebounceConfig()
+    light: LightConfig = LightConfig()
+    policy: PolicyConfig = PolicyConfig()
+    trust: TrustConfig = TrustConfig()
+    risk: RiskConfig = RiskConfig()
+    scanlog: ScanLogConfig = ScanLogConfig()
+    sync: SyncConfig = SyncConfig()
+    keys: KeysConfig = KeysConfig()
+    status: StatusConfig = StatusConfig()
+    clock: ClockConfig = ClockConfig()
+
+    @field_validator("device")
+    @classmethod
+    def _device_id_is_safe(cls, v: DeviceConfig) -> DeviceConfig:
+        if not v.id or not all(c.isalnum() or c in "-_." for c in v.id):
+            raise ValueError("device.id must be letters, digits, '-', '_' or '.'")
+        return v
+
+    def resolve(self, path: Path) -> Path:
+        """A configured path, made absolute under ``device.data_dir`` when relative."""
+        return path if path.is_absolute() else self.device.data_dir / path
+
+
+def _explain(error: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"])
+        if item["type"] == "extra_forbidden":
+            lines.append(f"  - unknown key '{where}': remove it or check its spelling")
+        else:
+            lines.append(f"  - {where}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict, source: str = "<config>") -> Config:
+    """Validate a config mapping; raise ConfigError naming every bad or unknown key."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, source)) from None
+
+
+def load_config(path: Path | str) -> Config:
+    """Load and validate a TOML config file."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    config = parse_config(data, str(path))
+    if not config.device.data_dir.is_absolute():
+        device = config.device.model_copy(update={"data_dir": (path.parent / config.device.data_dir).resolve()})
+        config = config.model_copy(update={"device": device})
+    return config
