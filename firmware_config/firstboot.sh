@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# First boot of a checkpoint Pi (Raspberry Pi OS Lite, Bookworm or later). Run once as root by
+# checkpoint-firstboot.service; safe to run again. It:
+#   1. installs the OS packages the appliance needs (picamera2, lgpio and libzbar come from the
+#      Raspberry Pi OS archive, never from PyPI);
+#   2. creates the service user in the gpio and video groups;
+#   3. creates /opt/checkpoint/.venv with --system-site-packages and installs the appliance wheel;
+#   4. moves the provisioning bundle from the boot partition to /etc/checkpoint (config, pinned
+#      keys, enrollment token), creates the device key ON the device, and enables the service.
+set -euo pipefail
+
+BOOT_BUNDLE=${BOOT_BUNDLE:-/boot/firmware/checkpoint}
+PREFIX=${PREFIX:-/opt/checkpoint}
+ETC=${ETC:-/etc/checkpoint}
+DATA=${DATA:-/var/lib/checkpoint}
+log() { echo "checkpoint-firstboot: $*"; }
+
+if [ ! -d "$BOOT_BUNDLE" ] && [ ! -f "$ETC/config.toml" ]; then
+  log "no provisioning bundle at $BOOT_BUNDLE and no $ETC/config.toml: copy a bundle made by 'checkpoint provision' onto the boot partition"
+  exit 1
+fi
+
+log "installing OS packages"
+apt-get update -qq
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+  python3-venv python3-picamera2 python3-lgpio libzbar0 systemd-timesyncd
+
+id checkpoint >/dev/null 2>&1 || useradd --system --home-dir "$DATA" --shell /usr/sbin/nologin checkpoint
+usermod -a -G gpio,video checkpoint
+
+log "installing the appliance into $PREFIX"
+mkdir -p "$PREFIX"
+[ -x "$PREFIX/.venv/bin/python" ] || python3 -m venv --system-site-packages "$PREFIX/.venv"
+"$PREFIX/.venv/bin/pip" install -q --no-index --find-links "$PREFIX/wheels" checkpoint-appliance
+
+if [ -d "$BOOT_BUNDLE" ]; then
+  log "installing provisioning bundle"
+  install -d -m 0750 -o root -g checkpoint "$ETC"
+  cp -r "$BOOT_BUNDLE"/. "$ETC"/
+  chgrp -R checkpoint "$ETC"; chmod -R g+rX,o-rwx "$ETC"
+  rm -rf "$BOOT_BUNDLE"   # the enrollment token must not stay on the FAT boot partition
+fi
+install -d -m 0750 -o checkpoint -g checkpoint "$DATA"
+
+install -m 0644 "$PREFIX"/systemd/*.service /etc/systemd/system/
+systemctl daemon-reload
+systemctl enable --now systemd-timesyncd checkpoint.service
+log "done: 'checkpoint status' shows the daemon"
