@@ -1,0 +1,81 @@
+"""Shared, generic fixtures: keys, a fresh scan log, a server on loopback."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from edge.passes.credential import holder_hash
+from edge.verdict import Decision, Reason, Verdict
+
+PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(scope="session")
+def server_x25519() -> X25519PrivateKey:
+    return X25519PrivateKey.generate()
+
+
+@pytest.fixture(scope="session")
+def publisher_key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+@pytest.fixture
+def device_key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+def sample_verdict(i: int) -> Verdict:
+    """A varied but deterministic verdict for scan-log tests."""
+    kinds = [(Decision.PASS, Reason.OK), (Decision.REFUSE, Reason.RISK_F1), (Decision.CHECK, Reason.NOT_A_PASS)]
+    decision, reason = kinds[i % 3]
+    hh = None if reason is Reason.NOT_A_PASS else holder_hash(f"0790{i:08d}")
+    return Verdict(decision=decision, reason=reason, format=None if hh is None else "CP1",
+                   kind=None if hh is None else "resident", holder_hash=hh)
+
+
+def append_samples(log, n: int, start: int = 0) -> list[int]:
+    """Append ``n`` sample verdicts to a ScanLog; return their sequence numbers."""
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+    return [log.append(sample_verdict(i), wall_time=at, monotonic=float(i), clock_trusted=True,
+                       policy_version=3, risk_version=12) for i in range(start, start + n)]
+
+
+@pytest.fixture
+def scanlog(tmp_path: Path, server_x25519):
+    from edge.scanlog import ScanLog
+    log = ScanLog(tmp_path / "scanlog.sqlite", device_id="dev-1", boot_id="boot-a",
+                  server_encryption_key=server_x25519.public_key())
+    yield log
+    log.close()
+
+
+def _pg_available() -> bool:
+    try:
+        import psycopg
+        with psycopg.connect(PG_DSN, connect_timeout=2):
+            return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request, tmp_path: Path) -> Iterator[str]:
+    """A server database URL: a fresh SQLite file, or a unique PostgreSQL schema dropped afterwards."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'server.sqlite'}"
+        return
+    if not _pg_available():
+        pytest.skip("PostgreSQL at 127.0.0.1:5432 is not reachable")
+    import psycopg
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    yield f"{PG_DSN}?schema={schema}"
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
