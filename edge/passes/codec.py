@@ -1,0 +1,75 @@
+"""Bounded text -> bytes -> CBOR steps shared by every pass format (prefix, base45, zlib, CBOR).
+
+Every step checks its size limit before doing the work, so hostile input (a zlib bomb, huge
+base45, deeply nested CBOR) costs bounded time and memory and ends in ``PassRejected``.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import base45
+import cbor2
+
+from edge.passes.limits import MAX_CBOR_DEPTH, MAX_COMPRESSED_BYTES, MAX_INFLATED_BYTES, MAX_TEXT_CHARS
+from edge.verdict import PassRejected, Reason
+
+_B45_ALPHABET = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:")
+
+
+def strip_prefix(text: str, prefix: str, fmt: str) -> str:
+    """The base45 body after ``prefix``; TOO_LARGE / MALFORMED when it cannot be a pass."""
+    if len(text) > MAX_TEXT_CHARS:
+        raise PassRejected(Reason.TOO_LARGE, f"{len(text)} characters > {MAX_TEXT_CHARS}", format=fmt)
+    if not text.startswith(prefix):
+        raise PassRejected(Reason.NOT_A_PASS, f"missing {prefix!r} prefix", format=fmt)
+    return text[len(prefix):].strip()
+
+
+def b45decode(body: str, fmt: str) -> bytes:
+    """Decode base45 text (length already bounded by ``strip_prefix``)."""
+    if len(body) > MAX_TEXT_CHARS:
+        raise PassRejected(Reason.TOO_LARGE, "base45 body too long", format=fmt)
+    if not body or not _B45_ALPHABET.issuperset(body):
+        raise PassRejected(Reason.MALFORMED, "not base45 text", format=fmt)
+    try:
+        return base45.b45decode(body)
+    except (ValueError, TypeError) as exc:
+        raise PassRejected(Reason.MALFORMED, f"bad base45: {exc}", format=fmt) from None
+
+
+def inflate(data: bytes, fmt: str, *, required: bool = False) -> bytes:
+    """zlib-inflate at most MAX_INFLATED_BYTES; data not starting with a zlib header passes as is.
+
+    The size cap is enforced by ``decompressobj(...).decompress(data, max_length)`` so a bomb
+    never expands beyond the cap in memory.
+    """
+    if len(data) > MAX_COMPRESSED_BYTES:
+        raise PassRejected(Reason.TOO_LARGE, f"{len(data)} compressed bytes", format=fmt)
+    if len(data) < 2 or data[0] & 0x0F != 8 or ((data[0] << 8) | data[1]) % 31:
+        if required:
+            raise PassRejected(Reason.MALFORMED, "not zlib data", format=fmt)
+        return data  # the DCC spec allows an uncompressed COSE (starts 0xD2 or 0x84)
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(data, MAX_INFLATED_BYTES)
+    except zlib.error as exc:
+        raise PassRejected(Reason.MALFORMED, f"bad zlib data: {exc}", format=fmt) from None
+    if inflater.unconsumed_tail:
+        raise PassRejected(Reason.TOO_LARGE, f"inflates beyond {MAX_INFLATED_BYTES} bytes", format=fmt)
+    if not inflater.eof:
+        raise PassRejected(Reason.MALFORMED, "truncated zlib stream", format=fmt)
+    return out
+
+
+def cbor_loads(data: bytes, fmt: str, what: str = "CBOR") -> Any:
+    """Decode one CBOR item: bounded depth, no duplicate map keys."""
+    if len(data) > MAX_INFLATED_BYTES:
+        raise PassRejected(Reason.TOO_LARGE, f"{what} of {len(data)} bytes", format=fmt)
+    try:
+        return cbor2.loads(data, max_depth=MAX_CBOR_DEPTH, allow_duplicate_keys=False)
+    except RecursionError:
+        raise PassRejected(Reason.MALFORMED, f"{what} nested too deeply", format=fmt) from None
+    except (cbor2.CBORError, ValueError, TypeError, OverflowError, MemoryError) as exc:
+        raise PassRejected(Reason.MALFORMED, f"bad {what}: {str(exc)[:120]}", format=fmt) from None

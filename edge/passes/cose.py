@@ -1,0 +1,142 @@
+"""COSE_Sign1 (RFC 9052) for both pass formats: parse, verify, sign. ES256, PS256 and EdDSA.
+
+The parser never trusts a header it cannot read: ``alg`` and ``kid`` come from the protected
+header when present there (protected wins) and from the unprotected header otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
+
+from edge.passes.codec import cbor_loads
+from edge.verdict import PassRejected, Reason
+
+COSE_SIGN1_TAG = 18
+HDR_ALG = 1
+HDR_KID = 4
+
+ES256 = -7
+EDDSA = -8
+PS256 = -37
+ALG_NAMES = {ES256: "ES256", EDDSA: "EdDSA", PS256: "PS256"}
+ALG_IDS = {name: alg for alg, name in ALG_NAMES.items()}
+
+_PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.DIGEST_LENGTH)
+_PSS_AUTO = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.AUTO)
+_SHA256 = hashes.SHA256()
+_ECDSA = ec.ECDSA(_SHA256)
+_MIN_RSA_BITS = 2048
+
+PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+
+
+@dataclass(frozen=True)
+class Sign1:
+    """A parsed, not yet verified COSE_Sign1 message."""
+
+    protected_bytes: bytes
+    alg: int | None
+    kid: bytes | None
+    payload: bytes
+    signature: bytes
+
+    def to_be_signed(self) -> bytes:
+        """The Sig_structure the signature covers (external_aad is empty)."""
+        return cbor2.dumps(["Signature1", self.protected_bytes, b"", self.payload])
+
+
+def _header_map(value: Any, fmt: str, which: str) -> Mapping:
+    if not isinstance(value, Mapping):
+        raise PassRejected(Reason.MALFORMED, f"COSE {which} header is not a map", format=fmt)
+    return value
+
+
+def parse_sign1(data: bytes, fmt: str) -> Sign1:
+    """Parse a (tagged or untagged) COSE_Sign1 from CBOR bytes; MALFORMED on any structural defect."""
+    obj = cbor_loads(data, fmt, "COSE")
+    if isinstance(obj, cbor2.CBORTag):
+        if obj.tag != COSE_SIGN1_TAG:
+            raise PassRejected(Reason.MALFORMED, f"CBOR tag {obj.tag} is not COSE_Sign1", format=fmt)
+        obj = obj.value
+    if not isinstance(obj, list | tuple) or len(obj) != 4:
+        raise PassRejected(Reason.MALFORMED, "COSE_Sign1 must be a 4-element array", format=fmt)
+    protected_bytes, unprotected, payload, signature = obj
+    if not all(isinstance(v, bytes) for v in (protected_bytes, payload, signature)):
+        raise PassRejected(Reason.MALFORMED, "COSE_Sign1 fields have the wrong types", format=fmt)
+    protected = _header_map(cbor_loads(protected_bytes, fmt, "protected header"), fmt, "protected") \
+        if protected_bytes else {}
+    unprotected = _header_map(unprotected, fmt, "unprotected")
+    alg = protected.get(HDR_ALG, unprotected.get(HDR_ALG))
+    kid = protected.get(HDR_KID, unprotected.get(HDR_KID))
+    if alg is not None and (not isinstance(alg, int) or isinstance(alg, bool)):
+        raise PassRejected(Reason.UNSUPPORTED_ALGORITHM, f"alg {alg!r} is not an integer", format=fmt)
+    if kid is not None and not isinstance(kid, bytes):
+        raise PassRejected(Reason.MALFORMED, "kid is not a byte string", format=fmt)
+    return Sign1(protected_bytes, alg, kid, payload, signature)
+
+
+def check_alg(alg: int | None, fmt: str, allowed: frozenset[int]) -> int:
+    """Return ``alg`` if this format supports it, else UNSUPPORTED_ALGORITHM."""
+    if alg not in allowed:
+        raise PassRejected(Reason.UNSUPPORTED_ALGORITHM, f"algorithm {alg!r} is not accepted", format=fmt)
+    return alg
+
+
+def key_matches_alg(key: PublicKey, alg: int) -> bool:
+    """Whether ``key`` is the right type (and curve / size) for ``alg``."""
+    if alg == ES256:
+        return isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1)
+    if alg == PS256:
+        return isinstance(key, rsa.RSAPublicKey) and key.key_size >= _MIN_RSA_BITS
+    if alg == EDDSA:
+        return isinstance(key, ed25519.Ed25519PublicKey)
+    return False
+
+
+def verify_signature(key: PublicKey, alg: int, signature: bytes, to_be_signed: bytes) -> bool:
+    """True when ``signature`` over ``to_be_signed`` is valid for ``key`` under ``alg``."""
+    if not key_matches_alg(key, alg):
+        return False
+    try:
+        if alg == ES256:
+            if len(signature) != 64:
+                return False
+            der = encode_dss_signature(int.from_bytes(signature[:32], "big"),
+                                       int.from_bytes(signature[32:], "big"))
+            key.verify(der, to_be_signed, _ECDSA)  # type: ignore[union-attr]
+        elif alg == PS256:
+            try:
+                key.verify(signature, to_be_signed, _PSS, _SHA256)  # type: ignore[union-attr]
+            except InvalidSignature:
+                # some issuers sign with the maximum salt length; the salt is still checked
+                key.verify(signature, to_be_signed, _PSS_AUTO, _SHA256)  # type: ignore[union-attr]
+        else:
+            key.verify(signature, to_be_signed)  # type: ignore[union-attr]
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def sign1(payload: bytes, key: PrivateKey, alg: int, kid: bytes) -> bytes:
+    """Make a tagged COSE_Sign1 with ``alg`` and ``kid`` in the protected header."""
+    protected = cbor2.dumps({HDR_ALG: alg, HDR_KID: kid})
+    tbs = cbor2.dumps(["Signature1", protected, b"", payload])
+    if alg == ES256:
+        r, s = decode_dss_signature(key.sign(tbs, _ECDSA))  # type: ignore[call-arg, union-attr]
+        signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    elif alg == PS256:
+        signature = key.sign(tbs, _PSS, _SHA256)  # type: ignore[call-arg, union-attr]
+    elif alg == EDDSA:
+        signature = key.sign(tbs)  # type: ignore[call-arg, union-attr]
+    else:
+        raise ValueError(f"cannot sign with algorithm {alg}")
+    return cbor2.dumps(cbor2.CBORTag(COSE_SIGN1_TAG, [protected, {}, payload, signature]))

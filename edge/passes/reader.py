@@ -1,0 +1,36 @@
+"""Prefix dispatch: QR text -> the reader of its pass format -> a verified Credential."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from edge.passes import cp1
+from edge.passes.credential import Credential
+from edge.passes.limits import MAX_TEXT_CHARS
+from edge.trust import TrustStore
+from edge.verdict import PassRejected, Reason
+
+
+def format_of(text: str) -> str | None:
+    """The pass format named by the text's prefix, or None for a QR that is no pass."""
+    if text.startswith(cp1.PREFIX):
+        return cp1.FMT
+    if text.startswith("HC1:"):
+        return "HC1"
+    return None
+
+
+def read_pass(text: str, trust: TrustStore, now: datetime | None = None) -> Credential:
+    """Decode and authenticate any supported pass; PassRejected names what is wrong."""
+    if not isinstance(text, str):
+        raise PassRejected(Reason.MALFORMED, f"expected text, got {type(text).__name__}")
+    if len(text) > MAX_TEXT_CHARS:
+        raise PassRejected(Reason.TOO_LARGE, f"{len(text)} characters", format=format_of(text))
+    fmt = format_of(text)
+    if fmt == cp1.FMT:
+        return cp1.read_cp1(text, trust, now)
+    if fmt == "HC1":
+        from edge.passes import hc1  # imported lazily: the DCC schema loads on first use
+
+        return hc1.read_hc1(text, trust, now)
+    raise PassRejected(Reason.NOT_A_PASS, "no known pass prefix")
