@@ -36,3 +36,8 @@ class RiskLookup(Protocol):
     def lookup(self, key: bytes, today: date | None = None) -> RiskEntry | None:
         """The entry for a 16-byte key, or None; entries past ``until`` count as absent."""
         ...
+
+
+class RiskUpdateError(ValueError):
+    """A risk-list update was rejected (forged, replayed, out of chain, truncated, corrupt or
+    not matching its digest); the list in use is unchanged."""
