@@ -1,0 +1,1 @@
+"""The central server: device enrollment, scan-record ingest, list publishing, fleet dashboard."""

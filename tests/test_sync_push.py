@@ -1,0 +1,155 @@
+"""Push path end to end over real HTTP on loopback, against SQLite and PostgreSQL storage."""
+
+import json
+
+import pytest
+import requests
+from conftest import append_samples, sample_verdict
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edge.scanlog import ScanLog
+from sync.client import SyncClient, SyncError
+from sync.protocol import API, HEADER_DEVICE, HEADER_SIGNATURE, b64, request_signing_bytes
+from sync.server.app import create_app
+from sync.server.runner import ServerThread
+from sync.server.settings import ServerSettings
+from sync.server.storage import open_storage
+
+TOKEN = "provision-me"
+
+
+@pytest.fixture
+def server(db_url, server_x25519, publisher_key):
+    settings = ServerSettings(db_url=db_url, encryption_key=server_x25519, publisher_key=publisher_key,
+                              enroll_token=TOKEN)
+    with ServerThread(create_app(settings)) as srv:
+        srv.storage = srv._server.config.app.state.storage
+        yield srv
+
+
+def make_client(url, scanlog, key, **kw) -> SyncClient:
+    return SyncClient(url, scanlog, key, batch_size=kw.pop("batch_size", 7), timeout_s=5, backoff_base_s=0.01,
+                      backoff_max_s=0.2, **kw)
+
+
+def assert_server_matches(storage, log: ScanLog, holders: dict[int, bytes] | None = None):
+    """The server holds exactly the device's records: same seqs, same hashes, no gap or duplicate."""
+    device = log.records()
+    held = storage.records(log.device_id)
+    assert [r["seq"] for r in held] == [r["seq"] for r in device] == list(range(1, len(device) + 1))
+    assert [r["hash"].hex() for r in held] == [r["hash"] for r in device]
+    assert storage.acked_seq(log.device_id) == log.head_seq
+    for rec in held:
+        if holders is not None:
+            assert rec["holder_hash"] == holders.get(rec["seq"])
+
+
+def test_enroll_push_idempotent_and_decrypted(server, scanlog, device_key):
+    client = make_client(server.url, scanlog, device_key)
+    assert client.enroll(TOKEN) == 0
+    append_samples(scanlog, 30)
+    result = client.run_once()
+    assert result.pushed == 30 and result.acked_seq == 30 and scanlog.pending() == 0
+    holders = {i + 1: sample_verdict(i).holder_hash for i in range(30)}
+    assert_server_matches(server.storage, scanlog, holders)
+    # nothing twice: resending everything changes nothing and is answered with the same ack
+    body = json.dumps({"device_id": "dev-1", "records": scanlog.records()}).encode()
+    sig = b64(device_key.sign(request_signing_bytes("POST", f"{API}/push", body)))
+    resp = requests.post(server.url + f"{API}/push", data=body, timeout=5,
+                         headers={HEADER_DEVICE: "dev-1", HEADER_SIGNATURE: sig})
+    assert resp.status_code == 200 and resp.json()["acked_seq"] == 30 and resp.json()["stored"] == 0
+    assert resp.json()["duplicates"] == 30
+    assert_server_matches(server.storage, scanlog, holders)
+    fleet = requests.get(server.url + f"{API}/fleet", timeout=5).json()
+    assert fleet[0]["records"] == 30 and fleet[0]["verdicts"] == {"PASS": 10, "REFUSE": 10, "CHECK": 10}
+    page = requests.get(server.url + "/", timeout=5).text
+    assert "dev-1" in page and "1 devices, 30 records, 0 with gaps" in page
+
+
+def test_enrollment_rules(server, scanlog, device_key):
+    client = make_client(server.url, scanlog, device_key)
+    with pytest.raises(SyncError) as err:
+        client.enroll("wrong")
+    assert err.value.status == 401
+    append_samples(scanlog, 2)
+    with pytest.raises(SyncError) as err:
+        client.push()  # not enrolled
+    assert err.value.status == 401 and scanlog.pending() == 2
+    client.enroll(TOKEN)
+    client.enroll(TOKEN)  # same key again: fine
+    other = make_client(server.url, scanlog, Ed25519PrivateKey.generate())
+    with pytest.raises(SyncError) as err:
+        other.enroll(TOKEN)
+    assert err.value.status == 409
+    with pytest.raises(SyncError) as err:
+        other.push()  # impostor signature
+    assert err.value.status == 401 and scanlog.pending() == 2
+
+
+def test_tampered_record_refused_and_nothing_acked(server, scanlog, device_key, tmp_path):
+    import sqlite3
+    client = make_client(server.url, scanlog, device_key)
+    client.enroll(TOKEN)
+    append_samples(scanlog, 10)
+    db = sqlite3.connect(tmp_path / "scanlog.sqlite", isolation_level=None)
+    db.execute("DROP TRIGGER records_append_only")
+    db.execute("UPDATE records SET decision='PASS' WHERE seq=3")
+    with pytest.raises(SyncError) as err:
+        client.run_once()
+    assert err.value.status == 409 and "record_altered" in str(err.value)
+    assert scanlog.acked_seq == 0 and server.storage.acked_seq("dev-1") == 0
+
+
+def test_restart_mid_batch_resends_and_converges(server, scanlog, device_key, tmp_path, server_x25519):
+    client = make_client(server.url, scanlog, device_key, batch_size=5)
+    client.enroll(TOKEN)
+    append_samples(scanlog, 12)
+    # the server stored a batch, but the device "crashed" before recording the answer
+    body = json.dumps({"device_id": "dev-1", "records": scanlog.unsent(5)}).encode()
+    sig = b64(device_key.sign(request_signing_bytes("POST", f"{API}/push", body)))
+    requests.post(server.url + f"{API}/push", data=body, headers={HEADER_DEVICE: "dev-1", HEADER_SIGNATURE: sig},
+                  timeout=5).raise_for_status()
+    scanlog.close()
+    log2 = ScanLog(tmp_path / "scanlog.sqlite", device_id="dev-1", boot_id="boot-b",
+                   server_encryption_key=server_x25519.public_key())
+    assert log2.acked_seq == 0
+    append_samples(log2, 3, start=12)
+    result = make_client(server.url, log2, device_key, batch_size=5).run_once()
+    assert result.acked_seq == 15
+    assert_server_matches(server.storage, log2)
+    log2.close()
+
+
+def test_storage_answers_highest_contiguous(db_url, server_x25519, scanlog):
+    from edge.privacy import HolderOpener
+    from sync.protocol import WireRecord
+    from sync.server.ingest import ingest
+    storage = open_storage(db_url)
+    storage.enroll("dev-1", b"k" * 32)
+    append_samples(scanlog, 9)
+    recs = [WireRecord.model_validate(r) for r in scanlog.records()]
+    opener = HolderOpener(server_x25519)
+    assert ingest(storage, opener, "dev-1", recs[5:9]).acked_seq == 0  # held beyond a gap
+    assert storage.fleet()[0].held_beyond_gap == 4
+    assert ingest(storage, opener, "dev-1", recs[0:3]).acked_seq == 3
+    res = ingest(storage, opener, "dev-1", recs[2:6])  # 3 and 6 are held already: 4 and 5 fill the gap
+    assert (res.acked_seq, res.stored, res.duplicates) == (9, 2, 2)
+    assert storage.fleet()[0].held_beyond_gap == 0 and storage.fleet()[0].records == 9
+    storage.close()
+
+
+def test_undecryptable_holder_is_kept_sealed(db_url, scanlog):
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+    from edge.privacy import HolderOpener
+    from sync.protocol import WireRecord
+    from sync.server.ingest import ingest
+    storage = open_storage(db_url)
+    storage.enroll("dev-1", b"k" * 32)
+    append_samples(scanlog, 2)
+    recs = [WireRecord.model_validate(r) for r in scanlog.records()]
+    res = ingest(storage, HolderOpener(X25519PrivateKey.generate()), "dev-1", recs)
+    assert res.acked_seq == 2 and res.undecryptable == 2
+    held = storage.records("dev-1")
+    assert held[0]["holder_hash"] is None and held[0]["holder_enc"].hex() == recs[0].holder_enc
+    storage.close()
