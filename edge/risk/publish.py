@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterable
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,7 @@ from edge.risk.records import (
     merge,
 )
 from edge.risk.segment import Segment, write_segment
-from edge.risk.types import KEY_BYTES, RiskStatus
+from edge.risk.types import KEY_BYTES, Change, RiskStatus
 from edge.risk.wire import DELTA, SNAPSHOT, encode_update
 
 log = logging.getLogger(__name__)
@@ -42,8 +42,6 @@ STATE = "state.json"
 MAX_CHAIN = 48
 #: deltas kept on disk (older devices get a snapshot)
 KEEP_DELTAS = 200
-
-Change = tuple[bytes, RiskStatus | None, date | None]
 
 
 class RiskPublishError(ValueError):
@@ -96,8 +94,10 @@ class RiskPublisher:
         return Segment(self.directory / name).records() if name else empty()
 
     # ------------------------------------------------------------------ publishing
-    def publish(self, changes: Iterable[Change], published_at: datetime | None = None) -> int:
+    def publish(self, changes: Iterable[Change] | np.ndarray, published_at: datetime | None = None) -> int:
         """Apply changes (status None = remove) and publish the next version; return it.
+
+        ``changes`` may also be a sorted, unique record array (``records.RECORD``) for bulk loads.
 
         Entries already past their end date on the publication day are removed. A publication
         with no effective change still gets a new version (it refreshes the publication time).
@@ -108,7 +108,7 @@ class RiskPublisher:
             if last is not None and published_at < last:
                 raise RiskPublishError(f"publication time {published_at.isoformat()} is before the "
                                        f"last one {last.isoformat()}")
-            wanted = self._normalise(changes)
+            wanted = changes if isinstance(changes, np.ndarray) else self._normalise(changes)
             current = self.records()
             delta = self._effective_delta(current, wanted, day_number(published_at.date()))
             found, pos = lookup_many(current, delta["key"])
@@ -120,11 +120,13 @@ class RiskPublisher:
             version = self.latest_version + 1
             set_name = f"set-{version:010d}.bin"
             write_segment(self.directory / set_name, new_set)
-            delta_name = f"delta-{version:010d}.cbor"
-            blob = encode_update(DELTA, version - 1, version, digest.bytes, delta, self._key, published_at)
-            _atomic_write(self.directory / delta_name, blob)
             deltas = dict(self._state["deltas"])
-            deltas[str(version)] = delta_name
+            blob = b""
+            if version > 1:  # a device at version 0 always gets a snapshot
+                delta_name = f"delta-{version:010d}.cbor"
+                blob = encode_update(DELTA, version - 1, version, digest.bytes, delta, self._key, published_at)
+                _atomic_write(self.directory / delta_name, blob)
+                deltas[str(version)] = delta_name
             for stale in sorted(deltas, key=int)[:-KEEP_DELTAS]:
                 with contextlib.suppress(OSError):
                     (self.directory / deltas.pop(stale)).unlink()
@@ -133,9 +135,10 @@ class RiskPublisher:
                            "digest": digest.bytes.hex(), "entries": len(new_set), "set": set_name,
                            "deltas": deltas}
             _atomic_write(self.directory / STATE, json.dumps(self._state, indent=1).encode())
-            if old_set:
+            stale = [self.directory / old_set] if old_set else []
+            for path in [*stale, *self.directory.glob("snapshot-*.cbor")]:
                 with contextlib.suppress(OSError):
-                    (self.directory / old_set).unlink()
+                    path.unlink()
             log.info("event=risk_published version=%d changes=%d entries=%d delta_bytes=%d",
                      version, len(delta), len(new_set), len(blob))
             return version

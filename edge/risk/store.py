@@ -204,6 +204,31 @@ class RiskStore:
                      update.type, new_state.version, new_state.entries, len(new_state.segments))
             return new_state.version
 
+    def compact(self) -> None:
+        """Fold every overlay into the base (one full rewrite; e.g. for a quiet night hour)."""
+        with self._apply_lock:
+            state = self._state
+            if len(state.segments) < 2:
+                return
+            merged = empty()
+            for segment, _ in state.segments:
+                merged = merge(merged, segment.records())
+            merged = merged[merged["status"] != REMOVED]
+            written = self.directory / f"seg-{state.version:010d}-{secrets.token_hex(4)}.bin"
+            try:
+                checksum = write_segment(written, merged)
+                new_state = _State(state.version, state.published_at, state.digest, state.entries,
+                                   ((Segment(written, len(merged)), checksum),), state.needs_snapshot)
+                self._write_manifest(new_state)
+            except (OSError, SegmentError) as exc:
+                with contextlib.suppress(OSError):
+                    written.unlink()
+                log.error("event=risk_compaction_failed error=%r action=keep_current_list", str(exc))
+                return
+            self._state = new_state
+            self._remove_unreferenced()
+            log.info("event=risk_compacted version=%d entries=%d", state.version, len(merged))
+
     def _reject(self, state: _State, message: str, needs_snapshot: bool = False) -> RiskUpdateError:
         if needs_snapshot and not state.needs_snapshot:
             flagged = _State(state.version, state.published_at, state.digest, state.entries,

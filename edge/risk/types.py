@@ -24,6 +24,10 @@ class RiskEntry:
     until: date | None = None
 
 
+#: one publisher change: (16-byte key, status or None to remove, last day it applies or None)
+Change = tuple[bytes, RiskStatus | None, date | None]
+
+
 class RiskLookup(Protocol):
     """What the verifier needs of a risk list: a lookup, a version and a publication time."""
 
