@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 #: columns of the server's ``records`` table, in row-tuple order
@@ -58,6 +60,78 @@ def next_contiguous(acked: int, seqs: list[int]) -> int:
         elif seq > acked + 1:
             break
     return acked
+
+
+class SQLStorage:
+    """Shared queries of the SQL back-ends; subclasses provide ``_all``/``_exec`` and ``insert``.
+
+    SQL is written with ``?`` placeholders; a back-end with another style converts in ``_all``.
+    """
+
+    _lock: threading.Lock
+
+    def _all(self, sql: str, params: tuple = ()) -> list[tuple]:
+        raise NotImplementedError
+
+    def _exec(self, sql: str, params: tuple = ()) -> None:
+        raise NotImplementedError
+
+    def enroll(self, device_id: str, public_key: bytes, *, replace: bool = False) -> bool:
+        with self._lock:
+            rows = self._all("SELECT public_key FROM devices WHERE device_id=?", (device_id,))
+            if rows:
+                if bytes(rows[0][0]) == public_key:
+                    return True
+                if not replace:
+                    return False
+                self._exec("UPDATE devices SET public_key=? WHERE device_id=?", (public_key, device_id))
+                return True
+            self._exec("INSERT INTO devices (device_id, public_key, enrolled_at) VALUES (?, ?, ?)",
+                       (device_id, public_key, datetime.now(UTC).isoformat(timespec="seconds")))
+            return True
+
+    def device_key(self, device_id: str) -> bytes | None:
+        with self._lock:
+            rows = self._all("SELECT public_key FROM devices WHERE device_id=?", (device_id,))
+        return bytes(rows[0][0]) if rows else None
+
+    def hashes(self, device_id: str, lo: int, hi: int) -> dict[int, bytes]:
+        with self._lock:
+            rows = self._all("SELECT seq, hash FROM records WHERE device_id=? AND seq BETWEEN ? AND ?",
+                             (device_id, lo, hi))
+        return {seq: bytes(h) for seq, h in rows}
+
+    def acked_seq(self, device_id: str) -> int:
+        with self._lock:
+            rows = self._all("SELECT acked_seq FROM devices WHERE device_id=?", (device_id,))
+        return rows[0][0] if rows else 0
+
+    def fleet(self) -> list[DeviceSummary]:
+        with self._lock:
+            devices = self._all("SELECT device_id, enrolled_at, last_seen, acked_seq, records FROM devices "
+                                "ORDER BY device_id")
+            out = []
+            for device_id, enrolled, seen, acked, n in devices:
+                verdicts = dict(self._all("SELECT decision, COUNT(*) FROM records WHERE device_id=? "
+                                          "GROUP BY decision", (device_id,)))
+                beyond = self._all("SELECT COUNT(*) FROM records WHERE device_id=? AND seq > ?",
+                                   (device_id, acked))[0][0]
+                out.append(DeviceSummary(device_id, enrolled, seen, acked, n, beyond, verdicts))
+        return out
+
+    def records(self, device_id: str) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._all(f"SELECT {', '.join(RECORD_COLUMNS)} FROM records WHERE device_id=? ORDER BY seq",
+                             (device_id,))
+        out = []
+        for r in rows:
+            rec = dict(zip(RECORD_COLUMNS, r, strict=True))
+            for k in ("holder_hash", "holder_enc", "prev_hash", "hash"):
+                if rec[k] is not None:
+                    rec[k] = bytes(rec[k])
+            rec["clock_trusted"] = int(rec["clock_trusted"])
+            out.append(rec)
+        return out
 
 
 def open_storage(url: str) -> Storage:
