@@ -1,0 +1,97 @@
+"""``checkpoint risk publish|apply|status`` and the CSV/JSON input reader, end to end on real files."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edge.cli import main
+from edge.keys import load_ed25519_private, save_private_key, save_public_key
+from edge.passes.credential import holder_hash
+from edge.risk.inputs import RiskInputError, load_rows, parse_row
+from edge.risk.publish import RiskPublisher
+from edge.risk.types import RiskStatus
+
+EU_HASH = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[Path, Path, Path]:
+    key = Ed25519PrivateKey.generate()
+    save_private_key(tmp_path / "publisher.pem", key)
+    data = tmp_path / "device"
+    save_public_key(data / "keys" / "publisher_ed25519.pub.pem", key.public_key())
+    config = tmp_path / "device.toml"
+    config.write_text(f'[device]\ndata_dir = "{data}"\n', encoding="utf-8")
+    return tmp_path / "publisher.pem", tmp_path / "central", config
+
+
+def test_parse_rows_accepts_ids_and_hex_keys(tmp_path: Path) -> None:
+    csv_file = tmp_path / "in.csv"
+    csv_file.write_text(f"id,key,status,until\n 0790 123 ,,F0,\n,{EU_HASH.upper()},revoked,2030-01-31\n"
+                        "0790456,,remove,\n", encoding="utf-8")
+    changes = [parse_row(r, f"row {n}") for n, r in enumerate(load_rows(csv_file), 1)]
+    assert changes == [(holder_hash("0790123"), RiskStatus.F0, None),
+                       (bytes.fromhex(EU_HASH), RiskStatus.REVOKED, date(2030, 1, 31)),
+                       (holder_hash("0790456"), None, None)]
+    json_file = tmp_path / "in.json"
+    json_file.write_text(json.dumps({"entries": [{"key": EU_HASH * 2, "status": "F1"}]}), encoding="utf-8")
+    assert parse_row(load_rows(json_file)[0], "x") == (bytes.fromhex(EU_HASH), RiskStatus.F1, None)
+
+
+@pytest.mark.parametrize(("row", "message"), [
+    ({"status": "F0"}, "neither"),
+    ({"id": "1", "key": EU_HASH, "status": "F0"}, "not both"),
+    ({"key": "zz", "status": "F0"}, "not hexadecimal"),
+    ({"key": "abcd", "status": "F0"}, "32 or 64"),
+    ({"id": "1", "status": "F9"}, "unknown status"),
+    ({"id": "1", "status": "F0", "until": "31/01/2030"}, "row 7"),
+])
+def test_bad_rows_name_the_row(row: dict, message: str) -> None:
+    with pytest.raises(RiskInputError, match=message):
+        parse_row(row, "row 7")
+
+
+def test_publish_apply_status_round_trip(setup: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    key_file, central, config = setup
+    runner = CliRunner()
+    first = tmp_path / "first.csv"
+    first.write_text("id,status\n" + "".join(f"ID{i},F0\n" for i in range(300)), encoding="utf-8")
+    result = runner.invoke(main, ["risk", "publish", "--dir", str(central), "--key", str(key_file),
+                                  "--at", "2024-03-01T08:00:00+00:00", str(first)])
+    assert result.exit_code == 0, result.output
+    assert "version 1" in result.output
+    second = tmp_path / "second.json"
+    second.write_text(json.dumps([{"id": "ID1", "status": "remove"}, {"key": EU_HASH, "status": "REVOKED"}]),
+                      encoding="utf-8")
+    result = runner.invoke(main, ["risk", "publish", "--dir", str(central), "--key", str(key_file),
+                                  "--at", "2024-03-01T09:00:00+00:00", str(second)])
+    assert result.exit_code == 0, result.output
+    publisher = RiskPublisher(central, load_ed25519_private(key_file))
+    snapshot = tmp_path / "snap.cbor"
+    snapshot.write_bytes(publisher.snapshot())
+    garbage = tmp_path / "garbage.cbor"
+    garbage.write_bytes(b"\x83garbage")
+    result = runner.invoke(main, ["risk", "apply", "--config", str(config), str(garbage), str(snapshot)])
+    assert result.exit_code == 1
+    assert "rejected" in result.output and "now version 2" in result.output
+    result = runner.invoke(main, ["risk", "status", "--config", str(config), "--json"])
+    assert result.exit_code == 0, result.output
+    status = json.loads(result.output)
+    assert status["version"] == 2 and status["entries"] == 300 and not status["needs_snapshot"]
+    assert status["published_at"] == "2024-03-01T09:00:00+00:00"
+
+
+def test_publish_reports_bad_input_without_publishing(setup: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    key_file, central, _ = setup
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,status\nA,F0\nB,F7\n", encoding="utf-8")
+    result = CliRunner().invoke(main, ["risk", "publish", "--dir", str(central), "--key", str(key_file), str(bad)])
+    assert result.exit_code == 1
+    assert "row 2" in result.output and "F7" in result.output
+    assert not (central / "state.json").exists()
