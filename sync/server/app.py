@@ -64,7 +64,12 @@ def _default_risk_updates(settings: ServerSettings):
         from edge.risk.publish import RiskPublisher
     except ImportError:  # pragma: no cover - the risk area is not installed
         return None
-    return RiskPublisher(settings.data_dir / "risk", settings.publisher_key).updates_for
+    directory, key = settings.data_dir / "risk", settings.publisher_key
+
+    def updates_for(device_version: int) -> list[bytes]:
+        # re-read per request: `checkpoint risk publish` runs in another process
+        return RiskPublisher(directory, key).updates_for(device_version)
+    return updates_for
 
 
 def create_app(settings: ServerSettings, storage: Storage | None = None) -> FastAPI:
