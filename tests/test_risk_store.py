@@ -16,7 +16,7 @@ import edge.risk.store as store_module
 from edge.passes.credential import holder_hash
 from edge.risk.digest import SetDigest
 from edge.risk.publish import RiskPublisher
-from edge.risk.records import RECORD
+from edge.risk.records import RECORD, decode_until
 from edge.risk.store import RiskStore
 from edge.risk.types import RiskEntry, RiskStatus, RiskUpdateError
 from edge.risk.wire import DELTA, encode_update
@@ -253,6 +253,7 @@ def test_device_set_equals_publisher_set(tmp_path_factory: pytest.TempPathFactor
             assert (got is None) == (want is None)
             if got is not None:
                 assert int(got.status) == want[0]
+                assert got.until == decode_until(want[1])
     assert len(list((root / "dev").glob("seg-*.bin"))) == store.status().segments <= 3
 
 
@@ -288,3 +289,24 @@ def test_lookups_stay_consistent_while_updates_swap(tmp_path: Path, publisher: R
     assert not errors, errors
     assert store.version == 16
     assert store.lookup(probe[0], T0.date()) == RiskEntry(RiskStatus.F1)  # the last publish (i=14)
+
+
+def test_compact_folds_overlays_and_keeps_answers(tmp_path: Path, publisher: RiskPublisher) -> None:
+    ids = keys(100)
+    publisher.publish([(k, RiskStatus.F0, None) for k in ids], T0)
+    store = open_store(tmp_path / "dev")
+    sync(store, publisher)
+    publisher.publish([(ids[0], None, None), (holder_hash("late"), RiskStatus.REVOKED, None)], T0)
+    sync(store, publisher)
+    assert store.status().segments == 2
+    store.compact()
+    status = store.status()
+    assert status.segments == 1 and status.entries == 100 and status.version == 2
+    assert store.lookup(ids[0], T0.date()) is None
+    assert store.lookup(holder_hash("late"), T0.date()) == RiskEntry(RiskStatus.REVOKED)
+    assert len(list((tmp_path / "dev").glob("seg-*.bin"))) == 1
+    reopened = open_store(tmp_path / "dev")
+    assert reopened.status() == status
+    publisher.publish([(ids[1], None, None)], T0)
+    sync(reopened, publisher)
+    assert reopened.lookup(ids[1], T0.date()) is None
