@@ -1,0 +1,171 @@
+"""EU Digital COVID Certificate (``HC1:``): prefix -> base45 -> zlib -> COSE_Sign1 -> CWT -> DCC payload.
+
+ES256 and PS256; the DSC is looked up by kid (protected header wins, every certificate with the
+kid is tried), must be valid when the DCC was issued and now, and its DCC key-usage OIDs (if
+any) must cover the certificate type. The payload (claim -260/1) is checked against the DCC
+JSON schema shipped in ``dcc_schema.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import cbor2
+import jsonschema
+
+from edge.passes.codec import b45decode, cbor_loads, inflate, strip_prefix
+from edge.passes.cose import ES256, PS256, Sign1, check_alg, parse_sign1
+from edge.passes.credential import Credential, PassFormat, PassKind, Recovery, TestResult, Vaccination, holder_hash
+from edge.passes.signer import check_key_period, find_signer
+from edge.trust import SOURCE_DSC, TrustedKey, TrustStore
+from edge.verdict import PassRejected, Reason
+
+PREFIX = "HC1:"
+FMT = PassFormat.HC1.value
+ALGORITHMS = frozenset({ES256, PS256})
+CWT_TAG = 61
+CLAIM_ISS, CLAIM_EXP, CLAIM_IAT, CLAIM_HCERT = 1, 4, 6, -260
+KIND_BY_GROUP = {"v": PassKind.DCC_VACCINATION, "t": PassKind.DCC_TEST, "r": PassKind.DCC_RECOVERY}
+TEST_NOT_DETECTED = "260415000"
+KID_BYTES = 8
+USAGE_BY_KIND = {PassKind.DCC_VACCINATION: "v", PassKind.DCC_TEST: "t", PassKind.DCC_RECOVERY: "r"}
+
+
+def decode_hc1(text: str) -> Sign1:
+    """Unwrap the transport layers into a parsed (unverified) COSE_Sign1."""
+    data = inflate(b45decode(strip_prefix(text, PREFIX, FMT), FMT), FMT, required=True)
+    return parse_sign1(_untag_cwt(data), FMT)
+
+
+def _untag_cwt(data: bytes) -> bytes:
+    """Drop an outer CWT tag (61) so that a double-tagged message parses like a plain COSE_Sign1."""
+    if data[:2] == b"\xd8\x3d":
+        return data[2:]
+    return data
+
+
+def verify_signature(msg: Sign1, trust: TrustStore) -> TrustedKey:
+    """The DSC that signed ``msg``; UNSUPPORTED_ALGORITHM / UNKNOWN_ISSUER / BAD_SIGNATURE otherwise."""
+    check_alg(msg.alg, FMT, ALGORITHMS)
+    if msg.kid is not None and len(msg.kid) != KID_BYTES:
+        raise PassRejected(Reason.UNKNOWN_ISSUER, f"kid must be {KID_BYTES} bytes, got {len(msg.kid)}", format=FMT)
+    return find_signer(msg, trust, SOURCE_DSC, FMT)
+
+
+def _bad(detail: str) -> PassRejected:
+    return PassRejected(Reason.SCHEMA_INVALID, detail, format=FMT)
+
+
+def _time(value: Any, what: str) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 2**40:
+        return datetime.fromtimestamp(value, UTC)
+    raise _bad(f"CWT {what} is not a timestamp")
+
+
+def plain(value: Any) -> Any:
+    """CBOR-decoded data as JSON-like Python (dicts, lists, ISO strings for dates)."""
+    if isinstance(value, Mapping):
+        return {str(k) if not isinstance(k, str) else k: plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, cbor2.CBORTag):
+        return plain(value.value)
+    return value
+
+
+def read_claims(msg: Sign1) -> tuple[Mapping, dict]:
+    """The CWT claims map and the DCC payload (claim -260, key 1) as plain JSON-like data."""
+    claims = cbor_loads(msg.payload, FMT, "CWT")
+    hcert = claims.get(CLAIM_HCERT) if isinstance(claims, Mapping) else None
+    if not isinstance(hcert, Mapping) or not isinstance(hcert.get(1), Mapping):
+        raise PassRejected(Reason.MALFORMED, "CWT is not a claims map with a DCC payload (claim -260/1)",
+                           format=FMT)
+    return claims, plain(hcert[1])
+
+
+@lru_cache(maxsize=1)
+def schema_validator() -> jsonschema.protocols.Validator:
+    """The compiled DCC schema validator (built once)."""
+    schema = json.loads(resources.files("edge.passes").joinpath("dcc_schema.json").read_text(encoding="utf-8"))
+    cls = jsonschema.validators.validator_for(schema)
+    return cls(schema)  # like upstream test runs: "format" is annotation only; dates are parsed later
+
+
+def validate_payload(dcc: dict) -> None:
+    """SCHEMA_INVALID naming the first violation, if the DCC payload breaks the schema."""
+    error = jsonschema.exceptions.best_match(schema_validator().iter_errors(dcc))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+        raise _bad(f"{where}: {error.message[:160]}")
+
+
+def revocation_keys(issuer: str, uci: str, msg: Sign1) -> tuple[bytes, bytes, bytes]:
+    """EU DCC revocation hashes (UCI, COUNTRYCODEUCI, SIGNATURE), each SHA-256 truncated to 16 bytes.
+
+    For ES256 the SIGNATURE hash covers only r (the first half of the signature).
+    """
+    sig = msg.signature[:32] if msg.alg == ES256 else msg.signature
+    return (hashlib.sha256(uci.encode()).digest()[:16],
+            hashlib.sha256((issuer + uci).encode()).digest()[:16],
+            hashlib.sha256(sig).digest()[:16])
+
+
+def _day(value: Any) -> date | None:
+    try:
+        return date.fromisoformat(str(value)[:10]) if value else None
+    except ValueError:
+        raise _bad(f"{value!r} is not a date") from None
+
+
+def _credential(claims: Mapping, dcc: dict, msg: Sign1, key: TrustedKey) -> Credential:
+    group = next(g for g in ("v", "t", "r") if g in dcc)
+    entry = dcc[group][0]
+    issuer = claims.get(CLAIM_ISS)
+    issuer = issuer if isinstance(issuer, str) else key.issuer
+    vaccination = test = recovery = None
+    if group == "v":
+        vaccination = Vaccination(int(entry["dn"]), int(entry["sd"]), _day(entry["dt"]), entry.get("mp"))
+    elif group == "t":
+        try:
+            taken = datetime.fromisoformat(entry["sc"].replace("Z", "+00:00"))
+        except ValueError:
+            raise _bad("test sample time is not ISO-8601") from None
+        taken = taken if taken.tzinfo else taken.replace(tzinfo=UTC)
+        test = TestResult(taken, entry["tr"] == TEST_NOT_DETECTED, entry.get("tt"))
+    else:
+        recovery = Recovery(_day(entry["fr"]), _day(entry["df"]), _day(entry["du"]))
+    name = dcc["nam"]
+    holder = holder_hash(f"{name.get('fnt', '')}<<{name.get('gnt', '')}|{dcc['dob']}", salt="DCC-holder-v1")
+    return Credential(
+        format=PassFormat.HC1, kind=KIND_BY_GROUP[group], pass_id=entry["ci"], issuer=issuer, kid=key.kid,
+        holder_hash=holder, issued_at=_time(claims.get(CLAIM_IAT), "iat"),
+        expires_at=_time(claims.get(CLAIM_EXP), "exp"), vaccination=vaccination, test=test, recovery=recovery,
+        risk_keys=revocation_keys(issuer, entry["ci"], msg),
+    )
+
+
+def read_hc1(text: str, trust: TrustStore, now: datetime | None = None) -> Credential:
+    """Decode, authenticate and schema-check an EU DCC; PassRejected with a reason on any defect."""
+    msg = decode_hc1(text)
+    key = verify_signature(msg, trust)
+    claims, dcc = read_claims(msg)
+    validate_payload(dcc)
+    credential = _credential(claims, dcc, msg, key)
+    usage = USAGE_BY_KIND[credential.kind]
+    if not key.allows_usage(usage):
+        raise PassRejected(Reason.ISSUER_KEY_USAGE, f"DSC may sign {sorted(key.usages)}, not {usage!r}",
+                           format=FMT)
+    check_key_period(key, credential.issued_at, now, FMT)
+    return credential
