@@ -28,8 +28,8 @@ def server(db_url, server_x25519, publisher_key):
 
 
 def make_client(url, scanlog, key, **kw) -> SyncClient:
-    return SyncClient(url, scanlog, key, batch_size=kw.pop("batch_size", 7), timeout_s=5, backoff_base_s=0.01,
-                      backoff_max_s=0.2, **kw)
+    opts = {"batch_size": 7, "timeout_s": 5, "backoff_base_s": 0.01, "backoff_max_s": 0.2, **kw}
+    return SyncClient(url, scanlog, key, **opts)
 
 
 def assert_server_matches(storage, log: ScanLog, holders: dict[int, bytes] | None = None):
