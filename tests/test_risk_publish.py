@@ -145,3 +145,15 @@ def test_wire_rejects_bad_status_and_dated_removal() -> None:
     with pytest.raises(RiskUpdateError, match="unknown status"):
         decode_update(snapshot_with_removal, [KEY.public_key()])
     assert decode_update(_signed(_payload()), [KEY.public_key()]).records["status"].tolist() == [1, 1]
+
+
+def test_two_publisher_instances_share_one_history(tmp_path: Path) -> None:
+    first, second = RiskPublisher(tmp_path, KEY), RiskPublisher(tmp_path, KEY)
+    keys = ids(3)
+    assert first.publish([(keys[0], RiskStatus.F0, None)], T0) == 1
+    assert second.publish([(keys[1], RiskStatus.F1, None)], T0) == 2
+    assert first.publish([(keys[2], RiskStatus.REVOKED, None)], T0) == 3
+    assert {bytes(k) for k in RiskPublisher(tmp_path, KEY).records()["key"]} == set(keys)
+    chain = [decode_update(b, [KEY.public_key()]) for b in second.updates_for(1)]
+    assert [u.version for u in chain] == [2, 3]
+    assert not list(tmp_path.glob("*.tmp"))

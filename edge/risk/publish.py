@@ -9,9 +9,11 @@ the next publication (they appear as removals in its delta), so devices drop the
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
+import secrets
 import threading
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -49,7 +51,8 @@ class RiskPublishError(ValueError):
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    """Write via a uniquely named temporary file (the server may run several writers) and rename."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     with open(tmp, "wb") as fh:
         fh.write(data)
         fh.flush()
@@ -68,6 +71,10 @@ class RiskPublisher:
         self._lock = threading.RLock()
         self._state = self._load_state()
 
+    def _refresh(self) -> None:
+        """Re-read state.json (small): another process or instance may have published since."""
+        self._state = self._load_state()
+
     def _load_state(self) -> dict:
         path = self.directory / STATE
         if not path.exists():
@@ -77,7 +84,9 @@ class RiskPublisher:
 
     @property
     def latest_version(self) -> int:
-        return int(self._state["version"])
+        with self._lock:
+            self._refresh()
+            return int(self._state["version"])
 
     @property
     def published_at(self) -> datetime | None:
@@ -102,7 +111,9 @@ class RiskPublisher:
         Entries already past their end date on the publication day are removed. A publication
         with no effective change still gets a new version (it refreshes the publication time).
         """
-        with self._lock:
+        with self._lock, open(self.directory / ".publish.lock", "w") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)  # one publisher at a time, across processes
+            self._state = self._load_state()
             published_at = (published_at or datetime.now(UTC)).replace(microsecond=0)
             last = self.published_at
             if last is not None and published_at < last:
@@ -130,12 +141,13 @@ class RiskPublisher:
             for stale in sorted(deltas, key=int)[:-KEEP_DELTAS]:
                 with contextlib.suppress(OSError):
                     (self.directory / deltas.pop(stale)).unlink()
-            old_set = self._state["set"]
+            previous_set = self._state["set"]
             self._state = {"version": version, "published_at": int(published_at.timestamp()),
                            "digest": digest.bytes.hex(), "entries": len(new_set), "set": set_name,
                            "deltas": deltas}
             _atomic_write(self.directory / STATE, json.dumps(self._state, indent=1).encode())
-            stale = [self.directory / old_set] if old_set else []
+            # the previous set stays one round for readers that loaded the old state.json
+            stale = [p for p in self.directory.glob("set-*.bin") if p.name not in (set_name, previous_set)]
             for path in [*stale, *self.directory.glob("snapshot-*.cbor")]:
                 with contextlib.suppress(OSError):
                     path.unlink()
@@ -179,11 +191,12 @@ class RiskPublisher:
     def snapshot(self) -> bytes:
         """The signed snapshot of the latest version (built once per version, then cached)."""
         with self._lock:
+            self._refresh()
             version = self.latest_version
             if version == 0:
                 raise RiskPublishError("nothing has been published yet")
             path = self.directory / f"snapshot-{version:010d}.cbor"
-            if path.exists():
+            with contextlib.suppress(FileNotFoundError):  # another process may be replacing it
                 return path.read_bytes()
             blob = encode_update(SNAPSHOT, 0, version, bytes.fromhex(self._state["digest"]),
                                  self.records(), self._key, self.published_at)
@@ -198,6 +211,7 @@ class RiskPublisher:
         """What a device at ``device_version`` needs: the delta chain, or [snapshot] when the
         device is new (0), ahead, too far behind or the chain is no longer kept; [] if current."""
         with self._lock:
+            self._refresh()
             latest = self.latest_version
             if device_version == latest:
                 return []
