@@ -165,6 +165,20 @@ class ScanLog:
                 raise ScanLogError(f"scan record not written: {exc}") from exc
         return seq
 
+    def append_many(self, entries: list[tuple[Verdict, datetime, float, bool, Any, Any]]) -> list[int]:
+        """Append ``(verdict, wall_time, monotonic, clock_trusted, policy_version, risk_version)``
+        tuples in one transaction (imports and benchmarks; the scan path uses ``append``)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                seqs = [self._insert(v, _wall(w), float(m), bool(t), _text(p), _text(r))
+                        for v, w, m, t, p, r in entries]
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return seqs
+
     def _insert(self, verdict: Verdict, wall: str, mono: float, trusted: bool,
                 policy_version: str | None, risk_version: str | None) -> int:
         row = self._db.execute("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1").fetchone()

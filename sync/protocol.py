@@ -85,13 +85,19 @@ class ErrorBody(_Wire):
     acked_seq: int | None = None
 
 
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, check_circular=False).encode
+
+
 def canonical_fields(r: WireRecord | dict[str, Any]) -> bytes:
     """The bytes a record's hash covers (everything but the two hashes), deterministic JSON."""
-    g = r.get if isinstance(r, dict) else r.__getattribute__
-    fields = [g("seq"), g("wall_time"), float(g("monotonic")), g("boot_id"), bool(g("clock_trusted")),
-              g("format"), g("kind"), g("holder_enc"), g("decision"), g("reason"),
-              g("policy_version"), g("risk_version")]
-    return json.dumps(fields, separators=(",", ":"), ensure_ascii=True).encode()
+    if isinstance(r, dict):
+        fields = [r["seq"], r["wall_time"], float(r["monotonic"]), r["boot_id"], bool(r["clock_trusted"]),
+                  r["format"], r["kind"], r["holder_enc"], r["decision"], r["reason"], r["policy_version"],
+                  r["risk_version"]]
+    else:
+        fields = [r.seq, r.wall_time, float(r.monotonic), r.boot_id, bool(r.clock_trusted), r.format, r.kind,
+                  r.holder_enc, r.decision, r.reason, r.policy_version, r.risk_version]
+    return _encode(fields).encode()
 
 
 def record_hash(prev_hash: bytes, fields: bytes) -> bytes:

@@ -1,0 +1,143 @@
+"""``checkpoint bench sync``: durable scan-log appends, backlog drain, server ingest (SQLite, PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from edge.bench.report import median
+from edge.passes.credential import holder_hash
+from edge.privacy import HolderOpener
+from edge.scanlog import ScanLog
+from edge.verdict import Decision, Reason, Verdict
+
+PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _verdict(i: int) -> Verdict:
+    if i % 5 == 4:
+        return Verdict(Decision.CHECK, Reason.NOT_A_PASS)
+    return Verdict(Decision.PASS, Reason.OK, format="CP1", kind="resident", holder_hash=holder_hash(str(i)))
+
+
+def _log(path: Path, key: X25519PrivateKey, synchronous: str = "FULL") -> ScanLog:
+    return ScanLog(path, device_id="bench-1", boot_id="bench", server_encryption_key=key.public_key(),
+                   synchronous=synchronous)
+
+
+def bench_appends(tmp: Path, key: X25519PrivateKey, n: int, runs: int = 3) -> float:
+    """Median durable appends/s (one commit with synchronous=FULL per record)."""
+    rates = []
+    for r in range(runs):
+        log = _log(tmp / f"appends-{r}.sqlite", key)
+        start = time.perf_counter()
+        for i in range(n):
+            log.append(_verdict(i), wall_time=datetime.now(UTC), monotonic=time.monotonic(), clock_trusted=True,
+                       policy_version=1, risk_version=1)
+        rates.append(n / (time.perf_counter() - start))
+        log.close()
+    return median(rates)
+
+
+def fill_backlog(log: ScanLog, n: int, chunk: int = 20_000) -> None:
+    now = datetime.now(UTC)
+    for start in range(0, n, chunk):
+        log.append_many([(_verdict(i), now, float(i), True, 1, 1) for i in range(start, min(n, start + chunk))])
+
+
+def bench_drain(tmp: Path, key: X25519PrivateKey, n: int, batch_size: int = 5000) -> tuple[float, float]:
+    """(seconds to fill, seconds to drain) an ``n``-record backlog to a local SQLite server over HTTP."""
+    from sync.client import SyncClient
+    from sync.server.app import create_app
+    from sync.server.runner import ServerThread
+    from sync.server.settings import ServerSettings
+    log = _log(tmp / "backlog.sqlite", key)
+    t0 = time.perf_counter()
+    fill_backlog(log, n)
+    fill_s = time.perf_counter() - t0
+    device_key = Ed25519PrivateKey.generate()
+    settings = ServerSettings(db_url=f"sqlite:///{tmp / 'server.sqlite'}", encryption_key=key, enroll_token="b")
+    with ServerThread(create_app(settings)) as srv:
+        client = SyncClient(srv.url, log, device_key, batch_size=batch_size, timeout_s=60)
+        client.enroll("b")
+        start = time.perf_counter()
+        client.push()
+        drain_s = time.perf_counter() - start
+    if log.pending():
+        raise RuntimeError(f"backlog not drained: {log.pending()} left")
+    log.close()
+    return fill_s, drain_s
+
+
+def bench_ingest(db_url: str, key: X25519PrivateKey, bodies: list[bytes], n: int) -> float:
+    """Server ingest records/s: parse the JSON batch, check the chain, decrypt, store (no HTTP)."""
+    from sync.protocol import PushBatch
+    from sync.server.ingest import ingest
+    from sync.server.storage import open_storage
+    storage = open_storage(db_url)
+    try:
+        raw = Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        storage.enroll("bench-1", raw)
+        opener = HolderOpener(key)
+        start = time.perf_counter()
+        for body in bodies:
+            ingest(storage, opener, "bench-1", PushBatch.model_validate_json(body).records)
+        elapsed = time.perf_counter() - start
+        if storage.acked_seq("bench-1") != n:
+            raise RuntimeError("ingest benchmark did not store every record")
+    finally:
+        storage.close()
+    return n / elapsed
+
+
+def _pg_ingest(key: X25519PrivateKey, bodies: list[bytes], n: int) -> float | None:
+    try:
+        import psycopg
+        with psycopg.connect(PG_URL, connect_timeout=3):
+            pass
+    except Exception:
+        return None
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    try:
+        return bench_ingest(f"{PG_URL}?schema={schema}", key, bodies, n)
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def run(quick: bool = False, **_opts) -> dict[str, float | int | str]:
+    """Figures: appends_per_s, backlog_1m_s (or the quick size, scaled), ingest_sqlite_per_s, ingest_pg_per_s."""
+    key = X25519PrivateKey.generate()
+    backlog = 50_000 if quick else 1_000_000
+    ingest_n = 50_000 if quick else 200_000
+    with tempfile.TemporaryDirectory(prefix="bench-sync-") as d:
+        tmp = Path(d)
+        appends = bench_appends(tmp, key, 300 if quick else 2000)
+        fill_s, drain_s = bench_drain(tmp, key, backlog)
+        src = _log(tmp / "ingest-src.sqlite", key, synchronous="NORMAL")
+        fill_backlog(src, ingest_n)
+        bodies = []
+        for start in range(1, ingest_n + 1, 5000):
+            recs = src.records(start, 5000)
+            bodies.append(json.dumps({"device_id": "bench-1", "records": recs}, separators=(",", ":")).encode())
+        src.close()
+        ingest_sqlite = bench_ingest(f"sqlite:///{tmp / 'ingest.sqlite'}", key, bodies, ingest_n)
+        ingest_pg = _pg_ingest(key, bodies, ingest_n)
+    figures: dict[str, float | int | str] = {
+        "appends_per_s": round(appends, 1),
+        "backlog_records": backlog,
+        "backlog_fill_s": round(fill_s, 2),
+        "backlog_drain_s": round(drain_s, 2),
+        "backlog_1m_s": round(drain_s * 1_000_000 / backlog, 2),
+        "ingest_sqlite_per_s": round(ingest_sqlite, 1),
+        "ingest_pg_per_s": round(ingest_pg, 1) if ingest_pg is not None else "unavailable",
+    }
+    return figures
