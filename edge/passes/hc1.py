@@ -103,12 +103,33 @@ def schema_validator() -> jsonschema.protocols.Validator:
     return cls(schema)  # like upstream test runs: "format" is annotation only; dates are parsed later
 
 
+@lru_cache(maxsize=1)
+def _compiled_schema() -> Any:
+    """The same schema compiled to Python code by fastjsonschema (the fast path; ~50x jsonschema)."""
+    import fastjsonschema
+
+    schema = json.loads(resources.files("edge.passes").joinpath("dcc_schema.json").read_text(encoding="utf-8"))
+    schema.pop("$schema", None)  # compile with fastjsonschema's draft-07 rules: the schema uses no newer keyword
+    return fastjsonschema.compile(schema, use_formats=False)
+
+
 def validate_payload(dcc: dict) -> None:
-    """SCHEMA_INVALID naming the first violation, if the DCC payload breaks the schema."""
+    """SCHEMA_INVALID naming the first violation, if the DCC payload breaks the schema.
+
+    The compiled validator decides; jsonschema is only asked for the explanation of a failure.
+    """
+    import fastjsonschema
+
+    try:
+        _compiled_schema()(dcc)
+        return
+    except fastjsonschema.JsonSchemaException:
+        pass
     error = jsonschema.exceptions.best_match(schema_validator().iter_errors(dcc))
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(root)"
         raise _bad(f"{where}: {error.message[:160]}")
+    raise _bad("payload breaks the DCC schema")
 
 
 def revocation_keys(issuer: str, uci: str, msg: Sign1) -> tuple[bytes, bytes, bytes]:
