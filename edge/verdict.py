@@ -45,6 +45,7 @@ class Reason(StrEnum):
     RISK_LIST_MISSING = "risk_list_missing"
     CLOCK_UNTRUSTED = "clock_untrusted"
     INTERNAL_ERROR = "internal_error"
+    DEVICE_NOT_READY = "device_not_ready"
 
 
 #: reason -> (Vietnamese, English). Short enough for a lamp-side screen.
@@ -75,8 +76,11 @@ MESSAGES: dict[Reason, tuple[str, str]] = {
     Reason.NO_RULE: ("Không có quy định áp dụng: kiểm tra thủ công", "No rule applies: check by hand"),
     Reason.RISK_LIST_STALE: ("Danh sách nguy cơ đã cũ: kiểm tra thủ công", "Risk list is stale: check by hand"),
     Reason.RISK_LIST_MISSING: ("Chưa có danh sách nguy cơ: kiểm tra thủ công", "No risk list: check by hand"),
-    Reason.CLOCK_UNTRUSTED: ("Đồng hồ thiết bị chưa tin cậy: kiểm tra thủ công", "Device clock untrusted: check by hand"),
+    Reason.CLOCK_UNTRUSTED: ("Đồng hồ thiết bị chưa tin cậy: kiểm tra thủ công",
+                             "Device clock untrusted: check by hand"),
     Reason.INTERNAL_ERROR: ("Lỗi thiết bị: kiểm tra thủ công", "Device error: check by hand"),
+    Reason.DEVICE_NOT_READY: ("Thiết bị chưa nhận danh sách tin cậy hoặc quy định: kiểm tra thủ công",
+                              "Device has no trust list or policy yet: check by hand"),
 }
 
 
@@ -130,6 +134,7 @@ class PassRejected(Exception):
 def refuse_or_check(reason: Reason) -> Decision:
     """The default decision for a reason when no pass could be accepted."""
     if reason in {Reason.NO_RULE, Reason.RISK_LIST_STALE, Reason.RISK_LIST_MISSING,
-                  Reason.CLOCK_UNTRUSTED, Reason.INTERNAL_ERROR, Reason.NOT_A_PASS}:
+                  Reason.CLOCK_UNTRUSTED, Reason.INTERNAL_ERROR, Reason.NOT_A_PASS,
+                  Reason.DEVICE_NOT_READY}:
         return Decision.CHECK
     return Decision.REFUSE

@@ -1,0 +1,1 @@
+"""The end-to-end demo: a central server and one checkpoint, on loopback, in one process."""
