@@ -73,9 +73,8 @@ class VerifierSlot:
         """Load (or re-load after an install) the trust list, policy and risk list from disk."""
         config = self._config
         with self._lock:
-            if self.risk is None or kind in ("all", "risk"):
-                self.risk = self.risk if (self.risk is not None and kind == "risk") else open_risk_store(
-                    config.resolve(config.risk.path), self._keys)
+            if self.risk is None:  # one store object for the process: the sync client applies into it
+                self.risk = open_risk_store(config.resolve(config.risk.path), self._keys)
             try:
                 trust = load_trust_file(config.resolve(config.trust.path), self._keys)
                 policy = load_policy_file(config.resolve(config.policy.path), self._keys)

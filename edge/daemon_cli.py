@@ -23,11 +23,11 @@ def run(config_path: Path) -> None:
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     try:
-        from edge.appliance import build_daemon
+        from edge.appliance import build_appliance
     except ImportError as exc:
-        raise click.ClickException(f"the daemon composition (edge.appliance.build_daemon) is not available: {exc}"
-                                   ) from None
-    daemon = build_daemon(config)
+        raise click.ClickException(f"the daemon composition (edge.appliance) is not available: {exc}") from None
+    appliance = build_appliance(config)
+    daemon = appliance.daemon
     daemon.install_signal_handlers()
     screen = None
     if config.status.staff_screen_port:
@@ -42,8 +42,9 @@ def run(config_path: Path) -> None:
                       config.status.staff_screen_port, exc)
             screen = None
     try:
-        code = daemon.run()
+        code = appliance.run()
     finally:
         if screen is not None:
             screen.stop()
+        appliance.close()
     sys.exit(code)

@@ -1,0 +1,106 @@
+"""The composed device: config -> appliance -> daemon, on a replay camera, with real stores."""
+
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import cv2
+import tomli_w
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from edge.appliance import Appliance
+from edge.camera.synth import render_sequence
+from edge.config import load_config
+from edge.keys import save_public_key
+from edge.passes.cp1 import issue_cp1
+from edge.passes.credential import PassKind, Vaccination, holder_hash
+from edge.passes.issuer import IssuerKey
+from edge.policy import default_policy, seal_policy
+from edge.risk.publish import RiskPublisher
+from edge.risk.types import RiskStatus
+from edge.trust import build_trust_envelope
+from edge.verdict import Decision, Reason
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def _device(tmp_path: Path, texts: list[str]) -> tuple[Path, Ed25519PrivateKey]:
+    publisher = Ed25519PrivateKey.generate()
+    data = tmp_path / "device"
+    save_public_key(data / "keys/publisher_ed25519.pub.pem", publisher.public_key())
+    save_public_key(data / "keys/server_x25519.pub.pem", X25519PrivateKey.generate().public_key())
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i, image in enumerate(render_sequence(texts, (640, 480), seed=3, idle_frames=3, hold_frames=5)):
+        cv2.imwrite(str(frames / f"{i:04d}.png"), image)
+    config = {"device": {"id": "T-1", "data_dir": str(data)},
+              "camera": {"source": "replay", "path": str(frames), "fps": 100.0},
+              "light": {"backend": "none"},
+              "clock": {"backend": "fixed", "fixed_at": NOW.isoformat()}}
+    path = tmp_path / "config.toml"
+    path.write_text(tomli_w.dumps(config))
+    return path, publisher
+
+
+def _issuer() -> IssuerKey:
+    return IssuerKey.generate("VN-HN-CDC", "EdDSA", not_before=NOW - timedelta(days=10))
+
+
+def _pass(issuer: IssuerKey, citizen: str) -> str:
+    return issue_cp1(issuer, PassKind.RESIDENT, holder_hash(citizen), expires_at=NOW + timedelta(days=30),
+                     zones=("hn-zone-1",), vaccination=Vaccination(2, 2))
+
+
+def _publish(config_path: Path, publisher: Ed25519PrivateKey, issuer: IssuerKey, store=None) -> None:
+    """Install trust list, policy and a risk list as a sync would (into ``store`` when given)."""
+    config = load_config(config_path)
+    config.resolve(config.trust.path).write_bytes(build_trust_envelope([issuer.trusted_key()], publisher, 1))
+    config.resolve(config.policy.path).write_bytes(seal_policy(default_policy("hn-zone-1"), publisher))
+    pub = RiskPublisher(config.device.data_dir.parent / "central-risk", publisher)
+    pub.publish([(holder_hash("F0-PERSON"), RiskStatus.F0, None)], published_at=NOW)
+    if store is None:
+        from edge.risk.store import RiskStore
+        store = RiskStore.open(config.resolve(config.risk.path), [publisher.public_key()])
+    for blob in pub.updates_for(0):
+        store.apply(blob)
+
+
+def test_unprovisioned_device_checks_by_hand_then_verifies_after_install(tmp_path: Path):
+    issuer = _issuer()
+    texts = [_pass(issuer, "CITIZEN-1"), _pass(issuer, "F0-PERSON")]
+    config_path, publisher = _device(tmp_path, texts)
+    events = []
+    appliance = Appliance(load_config(config_path), on_decision=events.append)
+    try:
+        assert appliance.verifier.verify(texts[0]).reason == Reason.DEVICE_NOT_READY
+        _publish(config_path, publisher, issuer, store=appliance.verifier.risk)
+        appliance.verifier.reload("trust")
+        assert appliance.daemon.run() == 0
+        assert [(e.shown, e.verdict.reason) for e in events] == [
+            (Decision.PASS, Reason.OK), (Decision.REFUSE, Reason.RISK_F0)]
+        records = appliance.scanlog.records()
+        assert [r["decision"] for r in records] == ["PASS", "REFUSE"]
+        assert records[0]["policy_version"] == "1" and records[0]["risk_version"] == "1"
+    finally:
+        appliance.close()
+
+
+def test_checkpoint_run_cli_reads_replay_to_the_end(tmp_path: Path):
+    issuer = _issuer()
+    config_path, publisher = _device(tmp_path, [_pass(issuer, "CITIZEN-2")])
+    _publish(config_path, publisher, issuer)
+    proc = subprocess.run([sys.executable, "-m", "edge.cli", "run", "--config", str(config_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    config = load_config(config_path)
+    from edge.keys import load_x25519_public
+    from edge.scanlog import ScanLog
+    log = ScanLog(config.resolve(config.scanlog.path), device_id="T-1", boot_id="x",
+                  server_encryption_key=load_x25519_public(config.resolve(config.keys.server_encryption_key)))
+    try:
+        assert [r["decision"] for r in log.records()] == ["PASS"]
+    finally:
+        log.close()
+    assert load_config(config_path).resolve(config.status.path).exists()
