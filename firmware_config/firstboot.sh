@@ -42,7 +42,23 @@ if [ -d "$BOOT_BUNDLE" ]; then
 fi
 install -d -m 0750 -o checkpoint -g checkpoint "$DATA"
 
+# The device key is created here, on the device, and enrolled with the fleet token; the token is
+# then deleted. Offline at first boot? The daemon still starts (amber until the first sync), and
+# enrollment is retried by this unit on the next boot.
+if [ -f "$ETC/enroll.token" ]; then
+  # the token travels in the environment (not argv, which every user can read in ps)
+  if CHECKPOINT_ENROLL_TOKEN="$(cat "$ETC/enroll.token")" runuser -u checkpoint \
+       --whitelist-environment=CHECKPOINT_ENROLL_TOKEN -- \
+       "$PREFIX/.venv/bin/checkpoint" sync --config "$ETC/config.toml" --once --deadline 120; then
+    rm -f "$ETC/enroll.token"
+    log "device enrolled and synced"
+  else
+    log "enrollment failed (no network?): will retry at next boot"
+  fi
+fi
+
 install -m 0644 "$PREFIX"/systemd/*.service /etc/systemd/system/
 systemctl daemon-reload
 systemctl enable --now systemd-timesyncd checkpoint.service
+[ -f "$ETC/enroll.token" ] || systemctl disable checkpoint-firstboot.service 2>/dev/null || true
 log "done: 'checkpoint status' shows the daemon"
