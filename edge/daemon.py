@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -83,7 +84,8 @@ class Daemon:
                  status_extra: Callable[[], dict] | None = None,
                  notifier: Notifier | None = None,
                  on_decision: Callable[[DecisionEvent], None] | None = None,
-                 health_interval_s: float = 1.0, read_timeout_s: float = 0.25, keep_last: int = 10):
+                 health_interval_s: float = 1.0, read_timeout_s: float = 0.25, keep_last: int = 10,
+                 monotonic: Callable[[], float] = time.monotonic):
         self.source, self.decoder, self.debouncer = source, decoder, debouncer
         self.verifier, self.recorder, self.light, self.clock = verifier, recorder, light, clock
         self.camera = camera or CameraConfig()
@@ -93,6 +95,9 @@ class Daemon:
         self.on_decision = on_decision
         self.health_interval_s = health_interval_s
         self.read_timeout_s = min(read_timeout_s, self.camera.capture_timeout_s)
+        #: loop timing and frame-to-light latency use the same monotonic as the frame sources
+        #: (``time.monotonic``), even when ``clock`` is a FixedClock; debouncing uses ``clock.monotonic``
+        self.monotonic = monotonic
         self.stop_event = threading.Event()
         self.frames = 0
         self.errors = 0
@@ -165,12 +170,12 @@ class Daemon:
         except CameraError as exc:
             log.error("event=camera_open_failed error=%s action=retrying with backoff", exc)
             return self._recover()
-        self._opened_at = self.clock.monotonic()
+        self._opened_at = self.monotonic()
         return True
 
     def _no_frame_for(self) -> float:
         since = self.last_frame_at if self.last_frame_at is not None else self._opened_at
-        return self.clock.monotonic() - max(since, self._opened_at)
+        return self.monotonic() - max(since, self._opened_at)
 
     def _recover(self) -> bool:
         """Close and reopen the camera with backoff; False after too many failures in a row."""
@@ -195,7 +200,7 @@ class Daemon:
             except Exception as exc:  # a broken back-end must not kill the loop either
                 log.exception("event=camera_reopen_crashed attempt=%d error=%r", self.reopen_failures, exc)
                 continue
-            self._opened_at = self.clock.monotonic()
+            self._opened_at = self.monotonic()
             log.info("event=camera_reopened attempt=%d action=waiting for frames", self.reopen_failures)
             return True
         return True  # stopping: not a camera failure
@@ -209,7 +214,7 @@ class Daemon:
 
     def _on_frame(self, frame: Frame) -> None:
         self.frames += 1
-        self.last_frame_at = self.clock.monotonic()
+        self.last_frame_at = self.monotonic()
         if self.camera_lost or self.reopen_failures:
             log.info("event=camera_recovered after_attempts=%d", self.reopen_failures)
             self.reopen_failures, self._backoff = 0, self.camera.reopen_backoff_s
@@ -237,7 +242,7 @@ class Daemon:
                           exc)
         shown = verdict.decision if recorded else Decision.CHECK
         self.light.show(shown)
-        shown_at = self.clock.monotonic()
+        shown_at = self.monotonic()
         self.decisions += 1
         event = DecisionEvent(frame.seq, text, verdict, shown, recorded, frame.captured, shown_at,
                               self.clock.now().isoformat(timespec="seconds"))
@@ -259,7 +264,7 @@ class Daemon:
 
     # -- housekeeping: health, lamps, status ----------------------------------------------
     def _housekeeping(self) -> None:
-        now = self.clock.monotonic()
+        now = self.monotonic()
         if now >= self._next_health:
             self._next_health = now + self.health_interval_s
             self._poll_health()
@@ -287,7 +292,7 @@ class Daemon:
 
     def snapshot(self) -> dict:
         """What the daemon is doing now (the status file's content)."""
-        now = self.clock.monotonic()
+        now = self.monotonic()
         data: dict = {
             "state": self.state,
             "updated_at": self.clock.now().isoformat(timespec="seconds"),
