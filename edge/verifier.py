@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from edge.clock import Clock
@@ -87,11 +87,10 @@ class Verifier:
             if exc.reason in _TIME_REASONS and not trusted:
                 return Verdict(Decision.CHECK, Reason.CLOCK_UNTRUSTED, format=exc.format, detail=exc.detail)
             return Verdict(refuse_or_check(exc.reason), exc.reason, format=exc.format, detail=exc.detail[:200])
-        base = Verdict(Decision.CHECK, Reason.INTERNAL_ERROR, format=cred.format.value, kind=cred.kind.value,
-                       pass_id=cred.pass_id, issuer=cred.issuer, holder_hash=cred.holder_hash)
         reason = self._decide(cred, state, now, trusted)
         decision = Decision.PASS if reason == Reason.OK else refuse_or_check(reason)
-        return replace(base, decision=decision, reason=reason)
+        return Verdict(decision, reason, format=cred.format.value, kind=cred.kind.value, pass_id=cred.pass_id,
+                       issuer=cred.issuer, holder_hash=cred.holder_hash)
 
     @staticmethod
     def _decide(cred: Credential, state: _State, now: datetime, trusted: bool) -> Reason:

@@ -55,7 +55,7 @@ class Sign1:
 
 
 def _header_map(value: Any, fmt: str, which: str) -> Mapping:
-    if not isinstance(value, Mapping):
+    if type(value) is not dict and not isinstance(value, Mapping):
         raise PassRejected(Reason.MALFORMED, f"COSE {which} header is not a map", format=fmt)
     return value
 
@@ -67,10 +67,10 @@ def parse_sign1(data: bytes, fmt: str) -> Sign1:
         if obj.tag != COSE_SIGN1_TAG:
             raise PassRejected(Reason.MALFORMED, f"CBOR tag {obj.tag} is not COSE_Sign1", format=fmt)
         obj = obj.value
-    if not isinstance(obj, list | tuple) or len(obj) != 4:
+    if type(obj) not in (list, tuple) or len(obj) != 4:
         raise PassRejected(Reason.MALFORMED, "COSE_Sign1 must be a 4-element array", format=fmt)
     protected_bytes, unprotected, payload, signature = obj
-    if not all(isinstance(v, bytes) for v in (protected_bytes, payload, signature)):
+    if not (type(protected_bytes) is bytes and type(payload) is bytes and type(signature) is bytes):
         raise PassRejected(Reason.MALFORMED, "COSE_Sign1 fields have the wrong types", format=fmt)
     protected = _header_map(cbor_loads(protected_bytes, fmt, "protected header"), fmt, "protected") \
         if protected_bytes else {}
