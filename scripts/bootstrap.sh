@@ -53,13 +53,19 @@ if [ ! -x .venv/bin/python ]; then
   fi
 fi
 
-extras=""
-[ $want_dev = 1 ] && extras="[dev]"
-stamp=".venv/.installed$( [ $want_dev = 1 ] && echo -dev)"
+# .venv/.installed holds "<pyproject digest> <extras>"; a dev install also serves the demo.
 digest=$(sha256sum pyproject.toml | cut -c1-16)
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
-  say "installing the project and its dependencies into .venv (first run takes a minute)"
-  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e ".${extras}"
-  echo "$digest" > "$stamp"
+installed=$(cat .venv/.installed 2>/dev/null || true)
+if [ $want_dev = 1 ]; then
+  wanted="$digest dev"
+  [ "$installed" = "$wanted" ] && exit 0
+  extras="[dev]"
+else
+  wanted="$digest base"
+  [ "$installed" = "$wanted" ] || [ "$installed" = "$digest dev" ] && exit 0
+  extras=""
 fi
+say "installing the project and its dependencies into .venv (first run takes a minute)"
+.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}"
+echo "$wanted" > .venv/.installed
