@@ -9,6 +9,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from edge.passes.cp1 import issue_cp1
 from edge.passes.credential import PassKind, TestResult, Vaccination, holder_hash
+from edge.passes.hc1_issue import DocumentSigner, issue_hc1, vaccination_payload
 from edge.passes.issuer import IssuerKey
 from edge.risk.types import RiskStatus
 from edge.verdict import Decision, Reason
@@ -36,8 +37,11 @@ def risk_entries() -> list[tuple[bytes, RiskStatus, date | None]]:
     return [(holder_hash(F0_ID), RiskStatus.F0, None), (holder_hash(F1_ID), RiskStatus.F1, None)]
 
 
-def travellers(issuer: IssuerKey, now: datetime, zone: str) -> list[Traveller]:
-    """Six travellers covering pass, refusals and a hand check; passes are signed with ``issuer``."""
+def travellers(issuer: IssuerKey, dsc: DocumentSigner, now: datetime, zone: str) -> list[Traveller]:
+    """Seven travellers covering passes, refusals and a hand check.
+
+    CP1 passes are signed with ``issuer``; the vaccine passport (EU DCC) with the document signer ``dsc``.
+    """
     vaccinated = Vaccination(doses=2, series_doses=2, last_dose=(now - timedelta(days=60)).date(),
                              product="EU/1/20/1528")
     fresh_test = TestResult(taken_at=now - timedelta(hours=20), negative=True, test_type="rapid-antigen")
@@ -65,5 +69,11 @@ def travellers(issuer: IssuerKey, now: datetime, zone: str) -> list[Traveller]:
                   issue_cp1(forger, PassKind.CROSS_PROVINCE_WORKER, holder_hash(WORKER_ID), expires_at=in_a_year,
                             zones=(zone,), vaccination=vaccinated),
                   Decision.REFUSE, Reason.BAD_SIGNATURE),
+        Traveller("VN vaccine passport (DCC)",
+                  issue_hc1(dsc, vaccination_payload(family_name="Trần", given_name="Thị Bình",
+                                                     date_of_birth=date(1990, 5, 17), dose=2, series=2,
+                                                     last_dose=(now - timedelta(days=90)).date()),
+                            issued_at=now - timedelta(days=80)),
+                  Decision.PASS, Reason.OK),
         Traveller("not a pass (a web link)", "https://tokhaiyte.vn/khai-bao", Decision.CHECK, Reason.NOT_A_PASS),
     ]

@@ -12,6 +12,7 @@ import cv2
 from edge.camera.synth import render_sequence
 from edge.config import Config
 from edge.demo.scenario import Traveller, risk_entries, travellers
+from edge.passes.hc1_issue import DocumentSigner
 from edge.passes.issuer import IssuerKey
 from edge.policy import default_policy, seal_policy
 from edge.provision import ServerKeys, device_config, write_bundle
@@ -32,6 +33,7 @@ class Central:
 
     settings: ServerSettings
     issuer: IssuerKey
+    dsc: DocumentSigner
     enroll_token: str
     server: ServerThread | None = None
 
@@ -41,7 +43,8 @@ class Central:
         settings = ServerSettings.from_data_dir(root, db_url=db_url, enroll_token=token)
         # the issuing key has been in service for a year (so last month's permits verify)
         since = datetime.now(UTC).replace(microsecond=0) - timedelta(days=365)
-        return cls(settings, IssuerKey.generate("VN-HN-CDC", "EdDSA", not_before=since, valid_days=3 * 365), token)
+        return cls(settings, IssuerKey.generate("VN-HN-CDC", "EdDSA", not_before=since, valid_days=3 * 365),
+                   DocumentSigner.generate("VN", "PS256", not_before=since, valid_days=3 * 365), token)
 
     def publish(self, now: datetime) -> None:
         """Sign and publish trust list, policy and risk list, as the province's IT would."""
@@ -49,7 +52,8 @@ class Central:
         assert data_dir is not None and key is not None
         published = data_dir / "published"
         published.mkdir(parents=True, exist_ok=True)
-        (published / "trust.cpenv").write_bytes(build_trust_envelope([self.issuer.trusted_key()], key, version=1))
+        (published / "trust.cpenv").write_bytes(build_trust_envelope(
+            [self.issuer.trusted_key(), self.dsc.trusted_key()], key, version=1))
         (published / "policy.cpenv").write_bytes(seal_policy(default_policy(ZONE), key))
         RiskPublisher(data_dir / "risk", key).publish(risk_entries(), published_at=now)
 
@@ -90,4 +94,4 @@ def demo_now() -> datetime:
 
 
 def make_travellers(central: Central, now: datetime) -> list[Traveller]:
-    return travellers(central.issuer, now, ZONE)
+    return travellers(central.issuer, central.dsc, now, ZONE)
