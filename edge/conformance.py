@@ -161,8 +161,11 @@ def _chain_json(case: dict) -> bool:
 
 
 def _schema(case: dict) -> bool:
+    """The DCC schema and the EU value sets of its coded fields (the test data treats an unknown
+    country / manufacturer / device code as a schema failure, e.g. PL 7, 8, 9)."""
     _, dcc = hc1.read_claims(_cose(case))
     hc1.validate_payload(dcc)
+    hc1.check_codes(dcc)
     return True
 
 

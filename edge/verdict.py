@@ -46,6 +46,7 @@ class Reason(StrEnum):
     CLOCK_UNTRUSTED = "clock_untrusted"
     INTERNAL_ERROR = "internal_error"
     DEVICE_NOT_READY = "device_not_ready"
+    UNKNOWN_CODE = "unknown_code"
 
 
 #: reason -> (Vietnamese, English). Short enough for a lamp-side screen.
@@ -81,6 +82,8 @@ MESSAGES: dict[Reason, tuple[str, str]] = {
     Reason.INTERNAL_ERROR: ("Lỗi thiết bị: kiểm tra thủ công", "Device error: check by hand"),
     Reason.DEVICE_NOT_READY: ("Thiết bị chưa nhận danh sách tin cậy hoặc quy định: kiểm tra thủ công",
                               "Device has no trust list or policy yet: check by hand"),
+    Reason.UNKNOWN_CODE: ("Mã vắc-xin/xét nghiệm/quốc gia không có trong danh mục EU: kiểm tra thủ công",
+                          "Vaccine/test/country code not in the EU value sets: check by hand"),
 }
 
 
@@ -135,6 +138,6 @@ def refuse_or_check(reason: Reason) -> Decision:
     """The default decision for a reason when no pass could be accepted."""
     if reason in {Reason.NO_RULE, Reason.RISK_LIST_STALE, Reason.RISK_LIST_MISSING,
                   Reason.CLOCK_UNTRUSTED, Reason.INTERNAL_ERROR, Reason.NOT_A_PASS,
-                  Reason.DEVICE_NOT_READY}:
+                  Reason.DEVICE_NOT_READY, Reason.UNKNOWN_CODE}:
         return Decision.CHECK
     return Decision.REFUSE

@@ -23,6 +23,7 @@ from edge.passes.codec import b45decode, cbor_loads, inflate, strip_prefix
 from edge.passes.cose import ES256, PS256, Sign1, check_alg, parse_sign1
 from edge.passes.credential import Credential, PassFormat, PassKind, Recovery, TestResult, Vaccination, holder_hash
 from edge.passes.signer import check_key_period, find_signer
+from edge.passes.valuesets import unknown_codes
 from edge.trust import SOURCE_DSC, TrustedKey, TrustStore
 from edge.verdict import PassRejected, Reason
 
@@ -176,6 +177,14 @@ def checked_payload(msg: Sign1) -> tuple[Mapping, Mapping]:
     return claims, dcc
 
 
+def check_codes(dcc: Mapping) -> None:
+    """UNKNOWN_CODE (a CHECK, not a REFUSE: the shipped value sets may predate the pass) when a
+    coded field uses a code the EU value sets do not define."""
+    unknown = unknown_codes(dcc)
+    if unknown:
+        raise PassRejected(Reason.UNKNOWN_CODE, "; ".join(unknown)[:200], format=FMT)
+
+
 def revocation_keys(issuer: str, uci: str, msg: Sign1) -> tuple[bytes, bytes, bytes]:
     """EU DCC revocation hashes (UCI, COUNTRYCODEUCI, SIGNATURE), each SHA-256 truncated to 16 bytes.
 
@@ -232,4 +241,5 @@ def read_hc1(text: str, trust: TrustStore, now: datetime | None = None) -> Crede
         raise PassRejected(Reason.ISSUER_KEY_USAGE, f"DSC may sign {sorted(key.usages)}, not {usage!r}",
                            format=FMT)
     check_key_period(key, credential.issued_at, now, FMT)
+    check_codes(dcc)  # last: a definite refusal above outranks this doubt
     return credential
