@@ -11,3 +11,30 @@ def test_example_config_loads_and_is_complete():
     assert config.camera.source == "picamera2"
     assert config.light.backend == "gpio"
     assert config.sync.server_url.startswith("https://")
+
+
+def test_firstboot_script_parses():
+    import subprocess
+
+    script = ROOT / "firmware_config" / "firstboot.sh"
+    assert subprocess.run(["bash", "-n", str(script)], capture_output=True).returncode == 0
+
+
+def test_firstboot_unit_runs_the_script_it_names(tmp_path: Path):
+    import shutil
+    import subprocess
+
+    import pytest
+
+    unit = ROOT / "systemd" / "checkpoint-firstboot.service"
+    text = unit.read_text()
+    assert "ExecStart=/opt/checkpoint/firmware_config/firstboot.sh" in text
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    # point ExecStart at this checkout's script so verify can check it exists
+    local = tmp_path / "checkpoint-firstboot.service"
+    local.write_text(text.replace("/opt/checkpoint/firmware_config/firstboot.sh",
+                                  str(ROOT / "firmware_config" / "firstboot.sh")))
+    result = subprocess.run([analyze, "verify", str(local)], capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
