@@ -38,3 +38,23 @@ def test_firstboot_unit_runs_the_script_it_names(tmp_path: Path):
                                   str(ROOT / "firmware_config" / "firstboot.sh")))
     result = subprocess.run([analyze, "verify", str(local)], capture_output=True, text=True, timeout=60)
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def test_payload_installs_into_an_image_tree(tmp_path: Path):
+    """build-payload (own wheel only: no network in tests) then install-into-image on a fake rootfs."""
+    import subprocess
+
+    payload, rootfs, bootfs = tmp_path / "payload", tmp_path / "rootfs", tmp_path / "boot"
+    bootfs.mkdir()
+    (bootfs / "config.txt").write_text("arm_64bit=1\n")
+    subprocess.run([str(ROOT / "firmware_config" / "build-payload.sh"), str(payload), "--no-deps"],
+                   check=True, capture_output=True, timeout=300)
+    assert list((payload / "wheels").glob("checkpoint_appliance-*.whl"))
+    for _ in range(2):  # idempotent
+        subprocess.run([str(ROOT / "firmware_config" / "install-into-image.sh"), str(payload), str(rootfs),
+                        str(bootfs)], check=True, capture_output=True, timeout=60)
+    assert (rootfs / "opt/checkpoint/firmware_config/firstboot.sh").stat().st_mode & 0o111
+    link = rootfs / "etc/systemd/system/multi-user.target.wants/checkpoint-firstboot.service"
+    assert link.is_symlink()
+    config_txt = (bootfs / "config.txt").read_text()
+    assert config_txt.count("dtparam=watchdog=on") == 1 and config_txt.startswith("arm_64bit=1")
