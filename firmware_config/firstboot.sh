@@ -20,10 +20,20 @@ if [ ! -d "$BOOT_BUNDLE" ] && [ ! -f "$ETC/config.toml" ]; then
   exit 1
 fi
 
-log "installing OS packages"
-apt-get update -qq
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-  python3-venv python3-picamera2 python3-lgpio libzbar0 systemd-timesyncd
+# Recent Raspberry Pi OS images ship most of these; install only what is missing (needs network).
+packages=(python3-venv python3-picamera2 python3-lgpio libzbar0 systemd-timesyncd)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing OS packages: ${missing[*]}"
+  if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+           "${missing[@]}"; }; then
+    log "cannot install ${missing[*]} (no network?): connect the device once, or bake them into the image"
+    exit 1
+  fi
+fi
 
 id checkpoint >/dev/null 2>&1 || useradd --system --home-dir "$DATA" --shell /usr/sbin/nologin checkpoint
 usermod -a -G gpio,video checkpoint
