@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
+from edge.fsutil import write_atomic
+
 
 class KeyFileError(ValueError):
     """A key file is missing or is not the kind of key expected."""
-
-
-def _write_private(path: Path, pem: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(pem)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def private_pem(key: Ed25519PrivateKey | X25519PrivateKey) -> bytes:
@@ -35,12 +25,11 @@ def public_pem(key: Ed25519PublicKey | X25519PublicKey) -> bytes:
 
 
 def save_private_key(path: Path, key: Ed25519PrivateKey | X25519PrivateKey) -> None:
-    _write_private(path, private_pem(key))
+    write_atomic(path, private_pem(key), mode=0o600)
 
 
 def save_public_key(path: Path, key: Ed25519PublicKey | X25519PublicKey) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(public_pem(key))
+    write_atomic(path, public_pem(key))
 
 
 def load_or_create_ed25519(path: Path) -> Ed25519PrivateKey:

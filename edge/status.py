@@ -9,12 +9,12 @@ the unit's RuntimeDirectory) to spare the SD card. Keys the composition may add 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
 import click
+
+from edge.fsutil import write_atomic
 
 DEFAULT_CONFIG = Path("/etc/checkpoint/config.toml")
 #: older than this, the daemon is probably not running
@@ -28,17 +28,8 @@ class StatusFile:
         self.path = Path(path)
 
     def write(self, data: dict) -> None:
-        """Replace the file with ``data`` as JSON (temp file in the same folder, then rename)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(data, handle, ensure_ascii=False, sort_keys=True)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        """Replace the file with ``data`` as JSON, atomically (no fsync: it is a live view, not a record)."""
+        write_atomic(self.path, json.dumps(data, ensure_ascii=False, sort_keys=True).encode(), durable=False)
 
     __call__ = write
 

@@ -12,8 +12,6 @@ import contextlib
 import fcntl
 import json
 import logging
-import os
-import secrets
 import threading
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -22,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from edge.fsutil import write_atomic
 from edge.risk.digest import SetDigest
 from edge.risk.records import (
     RECORD,
@@ -48,16 +47,6 @@ KEEP_DELTAS = 200
 
 class RiskPublishError(ValueError):
     """A publication was refused (bad change, nothing published yet); nothing was changed."""
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write via a uniquely named temporary file (the server may run several writers) and rename."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 class RiskPublisher:
@@ -136,7 +125,7 @@ class RiskPublisher:
             if version > 1:  # a device at version 0 always gets a snapshot
                 delta_name = f"delta-{version:010d}.cbor"
                 blob = encode_update(DELTA, version - 1, version, digest.bytes, delta, self._key, published_at)
-                _atomic_write(self.directory / delta_name, blob)
+                write_atomic(self.directory / delta_name, blob)
                 deltas[str(version)] = delta_name
             for stale in sorted(deltas, key=int)[:-KEEP_DELTAS]:
                 with contextlib.suppress(OSError):
@@ -145,7 +134,7 @@ class RiskPublisher:
             self._state = {"version": version, "published_at": int(published_at.timestamp()),
                            "digest": digest.bytes.hex(), "entries": len(new_set), "set": set_name,
                            "deltas": deltas}
-            _atomic_write(self.directory / STATE, json.dumps(self._state, indent=1).encode())
+            write_atomic(self.directory / STATE, json.dumps(self._state, indent=1).encode())
             # the previous set stays one round for readers that loaded the old state.json
             stale = [p for p in self.directory.glob("set-*.bin") if p.name not in (set_name, previous_set)]
             for path in [*stale, *self.directory.glob("snapshot-*.cbor")]:
@@ -200,7 +189,7 @@ class RiskPublisher:
                 return path.read_bytes()
             blob = encode_update(SNAPSHOT, 0, version, bytes.fromhex(self._state["digest"]),
                                  self.records(), self._key, self.published_at)
-            _atomic_write(path, blob)
+            write_atomic(path, blob)
             for old in self.directory.glob("snapshot-*.cbor"):
                 if old != path:
                     with contextlib.suppress(OSError):

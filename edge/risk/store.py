@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import secrets
 import threading
 from dataclasses import asdict, dataclass
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from edge.fsutil import write_atomic
 from edge.risk.digest import SetDigest
 from edge.risk.records import (
     EPOCH_ORDINAL,
@@ -85,14 +85,6 @@ class _State:
 
 
 _EMPTY = _State(0, None, SetDigest().bytes, 0, (), True)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class RiskStore:
@@ -339,13 +331,7 @@ class RiskStore:
             "segments": [{"file": seg.path.name, "entries": seg.entries, "checksum": checksum}
                          for seg, checksum in state.segments],
         }
-        tmp = self.directory / (MANIFEST + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.directory / MANIFEST)
-        _fsync_dir(self.directory)
+        write_atomic(self.directory / MANIFEST, json.dumps(data, indent=1).encode())
 
     def _remove_unreferenced(self) -> None:
         """Delete segment files no manifest names (left by a crash or replaced by an update)."""
@@ -354,5 +340,6 @@ class RiskStore:
             if path.name not in in_use:
                 with contextlib.suppress(OSError):
                     path.unlink()
-        with contextlib.suppress(OSError):
-            (self.directory / (MANIFEST + ".tmp")).unlink()
+        for stale in self.directory.glob(f".{MANIFEST}.*.tmp"):  # a crash mid write_atomic
+            with contextlib.suppress(OSError):
+                stale.unlink()
