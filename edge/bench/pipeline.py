@@ -23,11 +23,12 @@ import cv2
 
 from edge.bench.report import median, percentile
 from edge.camera.synth import render_idle, render_scene
+from edge.dgc_testdata import dgc_testdata_dir
 
 SIZES = {"640": (640, 480), "1280": (1280, 720)}
 
 
-DGC_CASE = Path("/work/shared/conformance/dgc-testdata/common/2DCode/raw/CO3.json")
+DGC_CASE = dgc_testdata_dir() / "common" / "2DCode" / "raw" / "CO3.json"
 
 
 def make_scenario(path: Path) -> list[str]:
