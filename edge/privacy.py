@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
@@ -110,3 +111,22 @@ class HolderOpener:
             return self._aead(epk).decrypt(nonce, body, aad)
         except InvalidTag:
             raise PrivacyError("holder hash does not decrypt: wrong server key, wrong record, or tampered") from None
+
+    def batch_opener(self) -> Callable[[bytes, bytes], bytes]:
+        """``open`` for one batch: remembers the last ephemeral key's AES key (records of a batch
+        share their epoch), so the cache and its lock are touched once per epoch, not per record."""
+        last: list = [None, None]
+
+        def open_one(sealed: bytes, aad: bytes) -> bytes:
+            if len(sealed) != SEALED_BYTES:
+                raise PrivacyError(f"sealed holder hash must be {SEALED_BYTES} bytes, got {len(sealed)}")
+            epk = sealed[:EPK_BYTES]
+            if epk != last[0]:
+                last[1] = self._aead(epk)
+                last[0] = epk
+            try:
+                return last[1].decrypt(sealed[EPK_BYTES:EPK_BYTES + NONCE_BYTES], sealed[EPK_BYTES + NONCE_BYTES:], aad)
+            except InvalidTag:
+                raise PrivacyError("holder hash does not decrypt: wrong server key, wrong record, or "
+                                   "tampered") from None
+        return open_one

@@ -15,9 +15,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from typing import Any
+import math
+from json.encoder import encode_basestring_ascii
+from typing import Annotated, Any, Required
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
 API = "/v1"
 RECORD_DOMAIN = b"checkpoint-scanlog-v1\x00"
@@ -34,28 +37,81 @@ class _Wire(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# Field types shared by the models (client, docs) and the server's lean TypedDict parser, so both
+# enforce exactly the same limits.
+_Seq = Annotated[int, Field(ge=1)]
+_WallTime = Annotated[str, Field(max_length=40)]
+_BootId = Annotated[str, Field(max_length=64)]
+_Format = Annotated[str | None, Field(max_length=16)]
+_Kind = Annotated[str | None, Field(max_length=40)]
+_HolderEnc = Annotated[str | None, Field(max_length=200)]
+_Decision = Annotated[str, Field(max_length=16)]
+_Reason = Annotated[str, Field(max_length=48)]
+_Version = Annotated[str | None, Field(max_length=64)]
+_Hash = Annotated[str, Field(min_length=64, max_length=64)]
+_DeviceId = Annotated[str, Field(min_length=1, max_length=128)]
+
+
 class WireRecord(_Wire):
     """One scan record as the device logged it. ``holder_enc`` is sealed (edge.privacy), hex."""
 
-    seq: int = Field(ge=1)
-    wall_time: str = Field(max_length=40)
+    seq: _Seq
+    wall_time: _WallTime
     monotonic: float
-    boot_id: str = Field(max_length=64)
+    boot_id: _BootId
     clock_trusted: bool
-    format: str | None = Field(default=None, max_length=16)
-    kind: str | None = Field(default=None, max_length=40)
-    holder_enc: str | None = Field(default=None, max_length=200)
-    decision: str = Field(max_length=16)
-    reason: str = Field(max_length=48)
-    policy_version: str | None = Field(default=None, max_length=64)
-    risk_version: str | None = Field(default=None, max_length=64)
-    prev_hash: str = Field(min_length=64, max_length=64)
-    hash: str = Field(min_length=64, max_length=64)
+    format: _Format = None
+    kind: _Kind = None
+    holder_enc: _HolderEnc = None
+    decision: _Decision
+    reason: _Reason
+    policy_version: _Version = None
+    risk_version: _Version = None
+    prev_hash: _Hash
+    hash: _Hash
 
 
 class PushBatch(_Wire):
-    device_id: str = Field(min_length=1, max_length=128)
-    records: list[WireRecord] = Field(max_length=MAX_BATCH)
+    device_id: _DeviceId
+    records: Annotated[list[WireRecord], Field(max_length=MAX_BATCH)]
+
+
+class WireRecordDict(TypedDict, total=False):
+    """``WireRecord`` as a plain dict: what the server's ingest reads (no model object per record)."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+    seq: Required[_Seq]
+    wall_time: Required[_WallTime]
+    monotonic: Required[float]
+    boot_id: Required[_BootId]
+    clock_trusted: Required[bool]
+    format: _Format
+    kind: _Kind
+    holder_enc: _HolderEnc
+    decision: Required[_Decision]
+    reason: Required[_Reason]
+    policy_version: _Version
+    risk_version: _Version
+    prev_hash: Required[_Hash]
+    hash: Required[_Hash]
+
+
+class PushBatchDict(TypedDict):
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+    device_id: _DeviceId
+    records: Annotated[list[WireRecordDict], Field(max_length=MAX_BATCH)]
+
+
+_PUSH_ADAPTER = TypeAdapter(PushBatchDict)
+
+
+def parse_push(body: bytes) -> PushBatchDict:
+    """Validate a push body with the same limits as ``PushBatch``, in one pass, into plain dicts.
+
+    Optional fields absent from the JSON are absent from the dicts (read them with ``.get``).
+    Raises pydantic.ValidationError.
+    """
+    return _PUSH_ADAPTER.validate_json(body)
 
 
 class PushResult(_Wire):
@@ -86,18 +142,45 @@ class ErrorBody(_Wire):
 
 
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, check_circular=False).encode
+_CANON = "[%d,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s]"
+
+
+def _json_encode_list(fields: list[Any]) -> bytes:
+    return _encode(fields).encode()
+
+
+def _opt(value: Any) -> str:
+    """JSON for an optional string field (anything else goes through the json module)."""
+    if value is None:
+        return "null"
+    if type(value) is str:
+        return encode_basestring_ascii(value)
+    return _encode(value)
 
 
 def canonical_fields(r: WireRecord | dict[str, Any]) -> bytes:
-    """The bytes a record's hash covers (everything but the two hashes), deterministic JSON."""
+    """The bytes a record's hash covers (everything but the two hashes), deterministic JSON.
+
+    Byte for byte ``json.dumps([...], separators=(",", ":"), ensure_ascii=True)`` of the field
+    list; built with the C string escaper directly because this runs once per record on ingest.
+    """
     if isinstance(r, dict):
-        fields = [r["seq"], r["wall_time"], float(r["monotonic"]), r["boot_id"], bool(r["clock_trusted"]),
-                  r["format"], r["kind"], r["holder_enc"], r["decision"], r["reason"], r["policy_version"],
-                  r["risk_version"]]
+        get = r.get
+        seq, wall, mono, boot = r["seq"], r["wall_time"], float(r["monotonic"]), r["boot_id"]
+        trusted, decision, reason = bool(r["clock_trusted"]), r["decision"], r["reason"]
+        fmt, kind, holder, pol, risk = get("format"), get("kind"), get("holder_enc"), get("policy_version"), \
+            get("risk_version")
     else:
-        fields = [r.seq, r.wall_time, float(r.monotonic), r.boot_id, bool(r.clock_trusted), r.format, r.kind,
-                  r.holder_enc, r.decision, r.reason, r.policy_version, r.risk_version]
-    return _encode(fields).encode()
+        seq, wall, mono, boot, trusted = r.seq, r.wall_time, float(r.monotonic), r.boot_id, bool(r.clock_trusted)
+        fmt, kind, holder, decision, reason = r.format, r.kind, r.holder_enc, r.decision, r.reason
+        pol, risk = r.policy_version, r.risk_version
+    if type(seq) is not int or not math.isfinite(mono) or type(wall) is not str or type(boot) is not str \
+            or type(decision) is not str or type(reason) is not str:
+        return _json_encode_list([seq, wall, mono, boot, trusted, fmt, kind, holder, decision, reason, pol, risk])
+    return (_CANON % (seq, encode_basestring_ascii(wall), float.__repr__(mono), encode_basestring_ascii(boot),
+                      "true" if trusted else "false", _opt(fmt), _opt(kind), _opt(holder),
+                      encode_basestring_ascii(decision), encode_basestring_ascii(reason), _opt(pol),
+                      _opt(risk))).encode()
 
 
 def record_hash(prev_hash: bytes, fields: bytes) -> bytes:

@@ -78,18 +78,24 @@ def bench_drain(tmp: Path, key: X25519PrivateKey, n: int, batch_size: int = 5000
 
 
 def bench_ingest(db_url: str, key: X25519PrivateKey, bodies: list[bytes], n: int) -> float:
-    """Server ingest records/s: parse the JSON batch, check the chain, decrypt, store (no HTTP)."""
-    from sync.protocol import PushBatch
-    from sync.server.ingest import ingest
+    """Server ingest records/s through the server's push path minus HTTP: look up the device key,
+    verify the request signature, parse and validate the JSON batch, check the chain, decrypt, store."""
+    from sync.protocol import API, request_signing_bytes
+    from sync.server.ingest import ingest_body, verify_signature
     from sync.server.storage import open_storage
+    device = Ed25519PrivateKey.generate()
+    path = f"{API}/push"
+    signed = [(device.sign(request_signing_bytes("POST", path, body)), body) for body in bodies]
     storage = open_storage(db_url)
     try:
-        raw = Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-        storage.enroll("bench-1", raw)
+        storage.enroll("bench-1", device.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
         opener = HolderOpener(key)
         start = time.perf_counter()
-        for body in bodies:
-            ingest(storage, opener, "bench-1", PushBatch.model_validate_json(body).records)
+        for signature, body in signed:
+            raw = storage.device_key("bench-1")
+            if raw is None or not verify_signature(raw, signature, "POST", path, body):
+                raise RuntimeError("ingest benchmark: signature refused")
+            ingest_body(storage, opener, "bench-1", body)
         elapsed = time.perf_counter() - start
         if storage.acked_seq("bench-1") != n:
             raise RuntimeError("ingest benchmark did not store every record")

@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import cbor2
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -27,12 +26,10 @@ from sync.protocol import (
     HEADER_SIGNATURE,
     EnrollRequest,
     EnrollResult,
-    PushBatch,
-    request_signing_bytes,
     unb64,
 )
 from sync.server.dashboard import render_dashboard
-from sync.server.ingest import IngestError, ingest
+from sync.server.ingest import IngestError, ingest_body, verify_signature
 from sync.server.settings import ServerSettings
 from sync.server.storage import Storage, StorageError, open_storage
 
@@ -96,10 +93,8 @@ def create_app(settings: ServerSettings, storage: Storage | None = None) -> Fast
         if raw is None:
             raise _Unauthorized(f"device {device_id!r} is not enrolled")
         path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        try:
-            Ed25519PublicKey.from_public_bytes(raw).verify(signature, request_signing_bytes(request.method, path, body))
-        except (InvalidSignature, ValueError):
-            raise _Unauthorized(f"signature of device {device_id!r} does not verify") from None
+        if not verify_signature(raw, signature, request.method, path, body):
+            raise _Unauthorized(f"signature of device {device_id!r} does not verify")
         return device_id
 
     @app.exception_handler(_Unauthorized)
@@ -144,15 +139,11 @@ def create_app(settings: ServerSettings, storage: Storage | None = None) -> Fast
             return _error(413, "too_large", f"batch body over {MAX_BODY} bytes: send smaller batches")
         device_id = await authenticate(request, body)
         try:
-            batch = PushBatch.model_validate_json(body)
-        except ValidationError as exc:
-            return _error(422, "bad_batch", str(exc)[:500])
-        if batch.device_id != device_id:
-            return _error(422, "bad_batch", "batch device_id differs from the signing device")
-        try:
-            result = await run_in_threadpool(ingest, store, opener, device_id, batch.records)
+            result = await run_in_threadpool(ingest_body, store, opener, device_id, body)
         except IngestError as exc:
             log.error("event=push_refused device=%s error=%s detail=%s", device_id, exc.error, exc.detail)
+            if exc.error == "bad_batch":
+                return _error(exc.status, exc.error, exc.detail)
             acked = await run_in_threadpool(store.acked_seq, device_id)
             return _error(exc.status, exc.error, exc.detail, acked_seq=acked)
         log.info("event=push_ingested device=%s stored=%d duplicates=%d acked_seq=%d", device_id,

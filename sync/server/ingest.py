@@ -1,12 +1,34 @@
-"""Ingest one signed batch: verify the hash chain, decrypt holder hashes, store each record once."""
+"""Ingest one signed batch: verify the hash chain, decrypt holder hashes, store each record once.
+
+This is the whole server push path after the HTTP layer (``app.push`` and ``checkpoint bench
+sync`` both call ``verify_signature`` then ``ingest_body``). It runs once per record, so it works
+on the plain dicts of ``sync.protocol.parse_push`` and does every check in one pass: sequence
+continuity, chain link, recomputed record hash, conflict with what is stored, holder decryption.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from edge.privacy import HolderOpener, PrivacyError, holder_aad
-from sync.protocol import GENESIS, PushResult, WireRecord, canonical_fields, record_hash
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from pydantic import ValidationError
+
+from edge.privacy import HolderOpener, PrivacyError
+from sync.protocol import (
+    GENESIS,
+    RECORD_DOMAIN,
+    PushResult,
+    WireRecord,
+    canonical_fields,
+    parse_push,
+    request_signing_bytes,
+)
 from sync.server.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -20,65 +42,118 @@ class IngestError(ValueError):
         self.status, self.error, self.detail = status, error, detail
 
 
-def check_chain(device_id: str, records: list[WireRecord], stored_prev: bytes | None) -> list[bytes]:
-    """Recompute each record's hash and the links between them; return the hashes as bytes.
+def verify_signature(public_key: bytes, signature: bytes, method: str, path: str, body: bytes) -> bool:
+    """True if ``signature`` is the enrolled device key's signature of this request."""
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, request_signing_bytes(method, path, body))
+    except (InvalidSignature, ValueError):
+        return False
+    return True
 
-    ``stored_prev`` is the server's hash of the record just before the batch, if it holds it.
+
+def ingest_body(storage: Storage, opener: HolderOpener, device_id: str, body: bytes) -> PushResult:
+    """Validate a push body signed by ``device_id`` and ingest its records."""
+    try:
+        batch = parse_push(body)
+    except ValidationError as exc:
+        raise IngestError(422, "bad_batch", str(exc)[:500]) from None
+    if batch["device_id"] != device_id:
+        raise IngestError(422, "bad_batch", "batch device_id differs from the signing device")
+    return ingest(storage, opener, device_id, batch["records"])
+
+
+def _as_dict(rec: WireRecord | Mapping[str, Any]) -> Mapping[str, Any]:
+    return rec.__dict__ if isinstance(rec, WireRecord) else rec
+
+
+@dataclass
+class _Counts:
+    duplicates: int = 0
+    undecryptable: int = 0
+    last_seq: int = 0
+
+
+def _checked_rows(opener: HolderOpener, device_id: str, recs: list[Mapping[str, Any]], held: dict[int, bytes],
+                  counts: _Counts) -> Iterator[tuple]:
+    """Check each record in order and yield the storage rows of those not held yet.
+
+    Raises IngestError at the first bad record; the storage consumes this inside its transaction
+    (PostgreSQL streams the rows into COPY while the next ones are checked), so an error rolls back
+    everything, and nothing of a refused batch is stored.
     """
-    hashes: list[bytes] = []
-    prev_seq = None
-    for rec in records:
-        prev = bytes.fromhex(rec.prev_hash)
-        if prev_seq is None:
-            if rec.seq == 1 and prev != GENESIS:
+    lo = recs[0]["seq"]
+    prev = held.get(lo - 1) if lo > 1 else GENESIS
+    aad_prefix = f"{device_id}\x00".encode()  # + str(seq) = edge.privacy.holder_aad(device_id, seq)
+    open_sealed = opener.batch_opener()
+    sha256 = hashlib.sha256
+    expected_seq = lo
+    for rec in recs:
+        seq = rec["seq"]
+        if seq != expected_seq:
+            raise IngestError(422, "not_contiguous", f"{device_id} batch jumps from {expected_seq - 1} to {seq}")
+        try:
+            prev_hash, claimed = bytes.fromhex(rec["prev_hash"]), bytes.fromhex(rec["hash"])
+        except ValueError:
+            raise IngestError(422, "bad_batch", f"{device_id} seq {seq} hash is not hex") from None
+        if len(prev_hash) != 32:
+            raise IngestError(422, "bad_batch", f"{device_id} seq {seq} prev_hash is not 32 bytes of hex")
+        if prev is not None and prev_hash != prev:
+            if seq == 1:
                 raise IngestError(409, "chain_broken", f"{device_id} seq 1 does not start the chain")
-            if stored_prev is not None and prev != stored_prev:
-                raise IngestError(409, "chain_broken", f"{device_id} seq {rec.seq} does not follow the stored record")
-        else:
-            if rec.seq != prev_seq + 1:
-                raise IngestError(422, "not_contiguous", f"{device_id} batch jumps from {prev_seq} to {rec.seq}")
-            if prev != hashes[-1]:
-                raise IngestError(409, "chain_broken", f"{device_id} seq {rec.seq} does not follow seq {prev_seq}")
-        digest = record_hash(prev, canonical_fields(rec))
-        if digest.hex() != rec.hash:
-            raise IngestError(409, "record_altered", f"{device_id} seq {rec.seq} hash does not match its content")
-        hashes.append(digest)
-        prev_seq = rec.seq
-    return hashes
-
-
-def ingest(storage: Storage, opener: HolderOpener, device_id: str, records: list[WireRecord]) -> PushResult:
-    """Store a batch idempotently and answer with the highest contiguous seq now held."""
-    if not records:
-        return PushResult(device_id=device_id, acked_seq=storage.acked_seq(device_id))
-    lo, hi = records[0].seq, records[-1].seq
-    stored_prev = storage.hashes(device_id, lo - 1, lo - 1).get(lo - 1) if lo > 1 else None
-    hashes = check_chain(device_id, records, stored_prev)
-    existing = storage.hashes(device_id, lo, hi)
-    rows, duplicates, undecryptable = [], 0, 0
-    for rec, digest in zip(records, hashes, strict=True):
-        held = existing.get(rec.seq)
-        if held is not None:
-            if held != digest:
+            if seq == lo:
+                raise IngestError(409, "chain_broken", f"{device_id} seq {seq} does not follow the stored record")
+            raise IngestError(409, "chain_broken", f"{device_id} seq {seq} does not follow seq {seq - 1}")
+        digest = sha256(RECORD_DOMAIN + prev_hash + canonical_fields(rec)).digest()
+        if digest != claimed:
+            raise IngestError(409, "record_altered", f"{device_id} seq {seq} hash does not match its content")
+        prev, expected_seq = digest, seq + 1
+        stored_hash = held.get(seq)
+        if stored_hash is not None:
+            if stored_hash != digest:
                 log.error("event=ingest_conflict device=%s seq=%d action=the device log differs from what the "
                           "server holds (restored or swapped SD card?); investigate before re-enrolling",
-                          device_id, rec.seq)
-                raise IngestError(409, "conflict", f"{device_id} seq {rec.seq} differs from the stored record")
-            duplicates += 1
+                          device_id, seq)
+                raise IngestError(409, "conflict", f"{device_id} seq {seq} differs from the stored record")
+            counts.duplicates += 1
             continue
-        holder, sealed = None, None
-        if rec.holder_enc is not None:
-            sealed = bytes.fromhex(rec.holder_enc)
+        holder = sealed = None
+        enc = rec.get("holder_enc")
+        if enc is not None:
             try:
-                holder = opener.open(sealed, holder_aad(device_id, rec.seq))
+                sealed = bytes.fromhex(enc)
+            except ValueError:  # covered by the hash, so the device wrote it: keep it as it came
+                sealed = enc.encode()
+            try:
+                holder = open_sealed(sealed, aad_prefix + str(seq).encode())
                 sealed = None
             except PrivacyError as exc:
-                undecryptable += 1
+                counts.undecryptable += 1
                 log.warning("event=ingest_holder_undecryptable device=%s seq=%d error=%s action=kept sealed; "
-                            "check the device's server_encryption_key", device_id, rec.seq, exc)
-        rows.append((device_id, rec.seq, rec.wall_time, rec.monotonic, rec.boot_id, rec.clock_trusted, rec.format,
-                     rec.kind, holder, sealed, rec.decision, rec.reason, rec.policy_version, rec.risk_version,
-                     bytes.fromhex(rec.prev_hash), digest))
-    stored, acked = storage.insert(device_id, rows, datetime.now(UTC).isoformat(timespec="seconds"))
-    return PushResult(device_id=device_id, acked_seq=acked, stored=stored, duplicates=duplicates + len(rows) - stored,
-                      undecryptable=undecryptable)
+                            "check the device's server_encryption_key", device_id, seq, exc)
+        yield (device_id, seq, rec["wall_time"], float(rec["monotonic"]), rec["boot_id"], bool(rec["clock_trusted"]),
+               rec.get("format"), rec.get("kind"), holder, sealed, rec["decision"], rec["reason"],
+               rec.get("policy_version"), rec.get("risk_version"), prev_hash, digest)
+    counts.last_seq = expected_seq - 1
+
+
+def ingest(storage: Storage, opener: HolderOpener, device_id: str,
+           records: list[WireRecord] | list[Mapping[str, Any]]) -> PushResult:
+    """Store a batch idempotently and answer with the highest contiguous seq now held.
+
+    Refuses the whole batch (IngestError) if its seqs are not contiguous, a link or hash does not
+    match, or a record differs from the one the server already holds under that seq.
+    """
+    if not records:
+        return PushResult(device_id=device_id, acked_seq=storage.acked_seq(device_id))
+    recs = [_as_dict(r) for r in records]
+    lo = recs[0]["seq"]
+    hi = lo + len(recs) - 1  # if the seqs are not contiguous the rows generator refuses the batch
+    held = storage.hashes(device_id, lo - 1, hi)
+    counts = _Counts()
+    stored, acked = storage.insert(device_id, _checked_rows(opener, device_id, recs, held, counts),
+                                   datetime.now(UTC).isoformat(timespec="seconds"), span=(lo, hi))
+    if counts.last_seq != hi:  # a storage back-end that did not read every row
+        raise RuntimeError(f"storage stopped reading the batch at seq {counts.last_seq} of {hi}")
+    written = len(recs) - counts.duplicates
+    return PushResult(device_id=device_id, acked_seq=acked, stored=stored,
+                      duplicates=counts.duplicates + written - stored, undecryptable=counts.undecryptable)

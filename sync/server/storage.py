@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -39,8 +40,14 @@ class Storage(Protocol):
     def hashes(self, device_id: str, lo: int, hi: int) -> dict[int, bytes]:
         """Stored record hashes with ``lo <= seq <= hi``."""
 
-    def insert(self, device_id: str, rows: list[tuple], seen_at: str) -> tuple[int, int]:
-        """Store rows (RECORD_COLUMNS order) once each; return (newly stored, acked_seq)."""
+    def insert(self, device_id: str, rows: Iterable[tuple], seen_at: str, *,
+               span: tuple[int, int]) -> tuple[int, int]:
+        """Store rows (RECORD_COLUMNS order) once each, in one transaction; return (newly stored, acked_seq).
+
+        ``rows`` may be a generator that checks records as it goes: it is read to the end inside the
+        transaction, and an exception from it rolls everything back and propagates. ``span`` is the
+        (first, last) seq of the whole batch: afterwards the server holds every seq in it.
+        """
 
     def acked_seq(self, device_id: str) -> int: ...
 
@@ -60,6 +67,45 @@ def next_contiguous(acked: int, seqs: list[int]) -> int:
         elif seq > acked + 1:
             break
     return acked
+
+
+class Replayable:
+    """Iterate a one-shot row source as often as needed: later passes replay what earlier ones read
+    (a retried or re-routed insert must see the rows already streamed)."""
+
+    def __init__(self, rows: Iterable[tuple]):
+        self._source = iter(rows)
+        self.taken: list[tuple] = []
+
+    def __iter__(self) -> Iterator[tuple]:
+        yield from self.taken[:]
+        taken, source = self.taken, self._source
+        for row in source:
+            taken.append(row)
+            yield row
+
+
+#: seqs read per query while advancing acked_seq over records held beyond a gap
+ADVANCE_CHUNK = 10_000
+
+
+def advance_acked(acked: int, span: tuple[int, int], seqs_after: Callable[[int, int], list[int]]) -> int:
+    """acked_seq once every seq in ``span`` is held; ``seqs_after(seq, limit)`` lists held seqs > seq.
+
+    If the batch starts at or before ``acked + 1`` the whole span is contiguous with what was acked,
+    so only records held beyond its end are read (usually none), not the batch itself.
+    """
+    lo, hi = span
+    start = max(acked, hi) if acked >= lo - 1 else acked
+    while True:
+        seqs = seqs_after(start, ADVANCE_CHUNK)
+        new = next_contiguous(start, seqs)
+        if len(seqs) < ADVANCE_CHUNK or new != seqs[-1]:
+            return new
+        start = new
+
+
+SEQS_AFTER = "SELECT seq FROM records WHERE device_id=? AND seq > ? ORDER BY seq LIMIT ?"
 
 
 class SQLStorage:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
+from psycopg.adapt import PyFormat
 
-from sync.server.storage import RECORD_COLUMNS, SQLStorage, StorageError, next_contiguous
+from sync.server.storage import RECORD_COLUMNS, SEQS_AFTER, Replayable, SQLStorage, StorageError, advance_acked
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
@@ -33,43 +39,106 @@ def split_schema(url: str) -> tuple[str, str | None]:
     return urlunsplit(parts._replace(query=rest)), schema
 
 
+#: PostgreSQL types of RECORD_COLUMNS, for binary COPY
+COPY_TYPES = ("text", "int8", "text", "float8", "text", "bool", "text", "text", "bytea", "bytea", "text", "text",
+              "text", "text", "bytea", "bytea")
+_COLS = ", ".join(RECORD_COLUMNS)
+_T = TypeVar("_T")
+
+
 class PostgresStorage(SQLStorage):
+    """One connection, used under a lock; a connection lost (server restart, backend killed, network
+    blip) is replaced on the next call, which is retried once (every write here is idempotent)."""
+
     def __init__(self, url: str):
-        conninfo, schema = split_schema(url)
+        self._conninfo, self._schema = split_schema(url)
+        self._lock = threading.Lock()
+        self._db: psycopg.Connection | None = None
+        self._db = self._connect()
+        self._db.execute(SCHEMA)
+
+    def _connect(self) -> psycopg.Connection:
         try:
-            self._db = psycopg.connect(conninfo, autocommit=True, connect_timeout=10)
+            db = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=10)
+            if self._schema:
+                db.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
+                db.execute(f'SET search_path TO "{self._schema}"')
+            # psycopg maps bytea to its pure-Python ``Binary`` dumper for binary COPY; the C dumper of
+            # ``bytes`` does the same job ~4x faster (3 bytea columns per record).
+            db.adapters.register_dumper(bytes, db.adapters.get_dumper(bytes, PyFormat.BINARY))
         except psycopg.Error as exc:
             raise StorageError(f"cannot connect to PostgreSQL: {exc}") from exc
-        if schema:
-            self._db.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-            self._db.execute(f'SET search_path TO "{schema}"')
-        self._db.execute(SCHEMA)
-        self._lock = threading.Lock()
+        return db
+
+    def _run(self, work: Callable[[psycopg.Connection], _T]) -> _T:
+        """Run ``work`` on a live connection (caller holds the lock); reconnect and retry once if lost."""
+        for attempt in (1, 2):
+            if self._db is None or self._db.closed or self._db.broken:
+                if self._db is not None:
+                    log.warning("event=pg_reconnect action=the database connection was lost; reconnecting")
+                    self._db.close()
+                self._db = None
+                self._db = self._connect()
+            try:
+                return work(self._db)
+            except psycopg.OperationalError as exc:
+                if attempt == 2 or not (self._db.closed or self._db.broken):
+                    raise StorageError(f"PostgreSQL error: {exc}") from exc
+                log.warning("event=pg_connection_lost error=%s action=retrying once on a new connection",
+                            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        raise AssertionError("unreachable")
 
     def _all(self, sql: str, params: tuple = ()) -> list[tuple]:
-        return self._db.execute(sql.replace("?", "%s"), params).fetchall()
+        return self._run(lambda db: db.execute(sql.replace("?", "%s"), params).fetchall())
 
     def _exec(self, sql: str, params: tuple = ()) -> None:
-        self._db.execute(sql.replace("?", "%s"), params)
+        self._run(lambda db: db.execute(sql.replace("?", "%s"), params))
 
-    def insert(self, device_id: str, rows: list[tuple], seen_at: str) -> tuple[int, int]:
-        cols = ", ".join(RECORD_COLUMNS)
-        with self._lock, self._db.transaction(), self._db.cursor() as cur:
-            cur.execute("CREATE TEMP TABLE IF NOT EXISTS incoming (LIKE records) ON COMMIT DELETE ROWS")
-            with cur.copy(f"COPY incoming ({cols}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
-            cur.execute(f"INSERT INTO records ({cols}) SELECT {cols} FROM incoming ON CONFLICT DO NOTHING")
-            stored = cur.rowcount
-            cur.execute("SELECT acked_seq FROM devices WHERE device_id=%s FOR UPDATE", (device_id,))
-            acked = cur.fetchone()[0]
-            cur.execute("SELECT seq FROM records WHERE device_id=%s AND seq > %s ORDER BY seq LIMIT 100000",
-                        (device_id, acked))
-            acked = next_contiguous(acked, [r[0] for r in cur.fetchall()])
-            cur.execute("UPDATE devices SET acked_seq=%s, last_seen=%s, records=records+%s WHERE device_id=%s",
-                        (acked, seen_at, stored, device_id))
-        return stored, acked
+    @staticmethod
+    def _copy(cur: psycopg.Cursor, table: str, rows: Iterable[tuple]) -> int:
+        n = 0
+        with cur.copy(f"COPY {table} ({_COLS}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(COPY_TYPES)
+            write = copy.write_row
+            for row in rows:
+                write(row)
+                n += 1
+        return n
+
+    def _insert_rows(self, db: psycopg.Connection, cur: psycopg.Cursor, rows: Replayable) -> int:
+        """COPY straight into ``records``, streaming rows while they are checked (ingest checked
+        these seqs were not held); if another writer stored one meanwhile, replay the rows through
+        a temp table + INSERT ... ON CONFLICT DO NOTHING."""
+        try:
+            with db.transaction():
+                return self._copy(cur, "records", rows)
+        except psycopg.errors.UniqueViolation:
+            log.info("event=pg_copy_conflict action=none; another writer stored some of these records, merging")
+        cur.execute("CREATE TEMP TABLE IF NOT EXISTS incoming (LIKE records) ON COMMIT DELETE ROWS")
+        self._copy(cur, "incoming", rows)
+        cur.execute(f"INSERT INTO records ({_COLS}) SELECT {_COLS} FROM incoming ON CONFLICT DO NOTHING")
+        return cur.rowcount
+
+    def insert(self, device_id: str, rows: Iterable[tuple], seen_at: str, *,
+               span: tuple[int, int]) -> tuple[int, int]:
+        replayable = Replayable(rows)
+
+        def work(db: psycopg.Connection) -> tuple[int, int]:
+            with db.transaction(), db.cursor() as cur:
+                stored = self._insert_rows(db, cur, replayable)
+                cur.execute("SELECT acked_seq FROM devices WHERE device_id=%s FOR UPDATE", (device_id,))
+                found = cur.fetchone()
+                if found is None:
+                    raise StorageError(f"device {device_id!r} is not enrolled")
+                acked = advance_acked(found[0], span, lambda after, limit: [r[0] for r in cur.execute(
+                    SEQS_AFTER.replace("?", "%s"), (device_id, after, limit)).fetchall()])
+                cur.execute("UPDATE devices SET acked_seq=%s, last_seen=%s, records=records+%s WHERE device_id=%s",
+                            (acked, seen_at, stored, device_id))
+            return stored, acked
+        with self._lock:
+            return self._run(work)
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            if self._db is not None:
+                self._db.close()

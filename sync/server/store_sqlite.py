@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 
-from sync.server.storage import RECORD_COLUMNS, SQLStorage, next_contiguous
+from sync.server.storage import RECORD_COLUMNS, SEQS_AFTER, SQLStorage, advance_acked
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
@@ -35,7 +36,8 @@ class SQLiteStorage(SQLStorage):
     def _exec(self, sql: str, params: tuple = ()) -> None:
         self._db.execute(sql, params)
 
-    def insert(self, device_id: str, rows: list[tuple], seen_at: str) -> tuple[int, int]:
+    def insert(self, device_id: str, rows: Iterable[tuple], seen_at: str, *,
+               span: tuple[int, int]) -> tuple[int, int]:
         sql = (f"INSERT INTO records ({', '.join(RECORD_COLUMNS)}) VALUES ({', '.join('?' * len(RECORD_COLUMNS))}) "
                "ON CONFLICT DO NOTHING")
         with self._lock:
@@ -45,10 +47,8 @@ class SQLiteStorage(SQLStorage):
                 self._db.executemany(sql, rows)
                 stored = self._db.total_changes - before
                 acked = self._db.execute("SELECT acked_seq FROM devices WHERE device_id=?", (device_id,)).fetchone()[0]
-                seqs = [r[0] for r in self._db.execute(
-                    "SELECT seq FROM records WHERE device_id=? AND seq > ? ORDER BY seq LIMIT 100000",
-                    (device_id, acked))]
-                acked = next_contiguous(acked, seqs)
+                acked = advance_acked(acked, span, lambda after, limit: [r[0] for r in self._db.execute(
+                    SEQS_AFTER, (device_id, after, limit))])
                 self._db.execute("UPDATE devices SET acked_seq=?, last_seen=?, records=records+? WHERE device_id=?",
                                  (acked, seen_at, stored, device_id))
                 self._db.execute("COMMIT")
