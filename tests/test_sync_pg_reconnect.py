@@ -1,0 +1,115 @@
+"""The server survives a lost PostgreSQL connection (backend killed, as by a database restart).
+
+The shared PostgreSQL server is never restarted here: the server's own backend is ended with
+``pg_terminate_backend`` from another connection, which is what the server sees on a restart.
+"""
+
+import uuid
+
+import pytest
+import requests
+from conftest import PG_DSN, _pg_available, append_samples
+from test_sync_push import TOKEN, assert_server_matches, make_client
+
+from edge.privacy import HolderOpener
+from sync.protocol import API
+from sync.server.app import create_app
+from sync.server.ingest import ingest
+from sync.server.runner import ServerThread
+from sync.server.settings import ServerSettings
+from sync.server.store_pg import PostgresStorage
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def pg_url():
+    if not _pg_available():
+        pytest.skip("PostgreSQL at 127.0.0.1:5432 is not reachable")
+    import psycopg
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    yield f"{PG_DSN}?schema={schema}"
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def terminate(backend_pid: int) -> None:
+    import psycopg
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        assert conn.execute("SELECT pg_terminate_backend(%s)", (backend_pid,)).fetchone()[0]
+
+
+def backend_pid(storage: PostgresStorage) -> int:
+    return storage._db.info.backend_pid
+
+
+def test_next_push_after_backend_killed_succeeds(pg_url, server_x25519, scanlog, device_key):
+    settings = ServerSettings(db_url=pg_url, encryption_key=server_x25519, enroll_token=TOKEN)
+    with ServerThread(create_app(settings)) as srv:
+        storage = srv._server.config.app.state.storage
+        client = make_client(srv.url, scanlog, device_key, backoff_max_s=0.01)
+        client.enroll(TOKEN)
+        append_samples(scanlog, 10)
+        assert client.push() == 10
+        for round_ in range(2):  # twice: the replacement connection is itself replaceable
+            old = backend_pid(storage)
+            terminate(old)
+            append_samples(scanlog, 10, start=10 * (round_ + 1))
+            # the very next request works: no 5xx, no retry by the client, no server restart
+            assert client.push() == 10
+            assert backend_pid(storage) != old
+        assert_server_matches(storage, scanlog)
+
+
+def test_database_down_answers_503_then_recovers(pg_url, server_x25519, scanlog, device_key):
+    settings = ServerSettings(db_url=pg_url, encryption_key=server_x25519, enroll_token=TOKEN)
+    with ServerThread(create_app(settings)) as srv:
+        storage = srv._server.config.app.state.storage
+        client = make_client(srv.url, scanlog, device_key)
+        client.enroll(TOKEN)
+        append_samples(scanlog, 5)
+        good = storage._conninfo
+        storage._conninfo = "postgresql://postgres@127.0.0.1:9/test"  # nothing listens: database "down"
+        terminate(backend_pid(storage))
+        resp = requests.get(srv.url + f"{API}/fleet", timeout=30)
+        assert resp.status_code == 503 and resp.headers["Retry-After"] == "5"
+        assert resp.json()["error"] == "storage_unavailable"
+        storage._conninfo = good  # database back
+        assert client.push() == 5
+        assert_server_matches(storage, scanlog)
+
+
+class KillDuringCopy:
+    """Storage wrapper that ends the PostgreSQL backend while a batch is being streamed into COPY."""
+
+    def __init__(self, inner: PostgresStorage, after_rows: int):
+        self.inner, self.after_rows, self.killed = inner, after_rows, False
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def insert(self, device_id, rows, seen_at, *, span):
+        def rows_then_kill():
+            for i, row in enumerate(rows):
+                if i == self.after_rows and not self.killed:
+                    self.killed = True
+                    terminate(backend_pid(self.inner))
+                yield row
+        return self.inner.insert(device_id, rows_then_kill(), seen_at, span=span)
+
+
+def test_backend_killed_mid_copy_batch_is_stored_whole(pg_url, server_x25519, scanlog):
+    from sync.protocol import WireRecord
+    storage = PostgresStorage(pg_url)
+    try:
+        storage.enroll("dev-1", bytes(32))
+        append_samples(scanlog, 3000)
+        recs = [WireRecord.model_validate(r) for r in scanlog.records()]
+        killer = KillDuringCopy(storage, after_rows=2500)
+        result = ingest(killer, HolderOpener(server_x25519), "dev-1", recs)
+        assert killer.killed
+        assert result.acked_seq == 3000 and result.stored == 3000 and result.duplicates == 0
+        assert_server_matches(storage, scanlog)
+        assert storage.fleet()[0].records == 3000
+    finally:
+        storage.close()
