@@ -83,10 +83,16 @@ class Policy(_Model):
         return self
 
     def zone(self) -> Zone:
-        return next(z for z in self.zones if z.id == self.checkpoint_zone)
+        for z in self.zones:  # a plain loop: this runs on every scan
+            if z.id == self.checkpoint_zone:
+                return z
+        raise LookupError(self.checkpoint_zone)  # the validator makes this unreachable
 
     def rule_for(self, kind: PassKind) -> KindRule | None:
-        return next((r for r in self.rules if r.kind == kind), None)
+        for r in self.rules:
+            if r.kind == kind:
+                return r
+        return None
 
     def evaluate(self, cred: Credential, now: datetime) -> Reason:
         """OK when this checkpoint's rules admit ``cred`` at ``now``; otherwise the first reason why not."""

@@ -20,7 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from edge.passes.cose import ALG_IDS, PublicKey, key_matches_alg
+from edge.passes.cose import ALG_IDS, ALG_NAMES, PublicKey, key_matches_alg
 from sync.envelope import EnvelopeError, open_envelope, seal
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,12 @@ class TrustedKey:
     usages: frozenset[str] = frozenset()
     #: CP1 only: the one COSE algorithm this key signs with
     algorithm: str | None = None
+    #: COSE algorithm ids this key's type, curve and size fit (worked out once, at load)
+    algorithms: frozenset[int] = field(default=frozenset(), init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        fits = frozenset(alg for alg in ALG_NAMES if key_matches_alg(self.public_key, alg))
+        object.__setattr__(self, "algorithms", fits)
 
     def valid_at(self, when: datetime) -> bool:
         """Whether ``when`` lies inside the key's validity period."""

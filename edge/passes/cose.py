@@ -104,8 +104,12 @@ def key_matches_alg(key: PublicKey, alg: int) -> bool:
 
 def verify_signature(key: PublicKey, alg: int, signature: bytes, to_be_signed: bytes) -> bool:
     """True when ``signature`` over ``to_be_signed`` is valid for ``key`` under ``alg``."""
-    if not key_matches_alg(key, alg):
-        return False
+    return key_matches_alg(key, alg) and verify_matched(key, alg, signature, to_be_signed)
+
+
+def verify_matched(key: PublicKey, alg: int, signature: bytes, to_be_signed: bytes) -> bool:
+    """``verify_signature`` for a key already known to match ``alg`` (``key_matches_alg``), e.g. a
+    trusted key whose algorithms were worked out once when it was loaded."""
     try:
         if alg == ES256:
             if len(signature) != 64:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from edge.passes.cose import Sign1, verify_signature
+from edge.passes.cose import Sign1, verify_matched
 from edge.trust import TrustedKey, TrustStore
 from edge.verdict import PassRejected, Reason
 
@@ -21,7 +21,7 @@ def find_signer(msg: Sign1, trust: TrustStore, source: str, fmt: str) -> Trusted
     tbs = msg.to_be_signed()
     assert msg.alg is not None
     for key in candidates:
-        if verify_signature(key.public_key, msg.alg, msg.signature, tbs):
+        if msg.alg in key.algorithms and verify_matched(key.public_key, msg.alg, msg.signature, tbs):
             return key
     raise PassRejected(Reason.BAD_SIGNATURE, f"none of {len(candidates)} key(s) with this kid verifies",
                        format=fmt)

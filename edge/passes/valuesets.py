@@ -24,6 +24,9 @@ CHECKED_FIELDS: dict[tuple[str, str], str] = {
     ("v", "co"): COUNTRIES, ("t", "co"): COUNTRIES, ("r", "co"): COUNTRIES,
     ("v", "ma"): VACCINE_MAH, ("t", "ma"): TEST_DEVICES,
 }
+_GROUPS = ("v", "t", "r")
+_BY_GROUP = {g: tuple((name, set_id) for (group, name), set_id in CHECKED_FIELDS.items() if group == g)
+             for g in _GROUPS}
 
 
 @lru_cache(maxsize=1)
@@ -40,15 +43,18 @@ def unknown_codes(dcc: Mapping[str, Any]) -> list[str]:
     """
     sets = value_sets()
     found = []
-    for (group, name), set_id in CHECKED_FIELDS.items():
+    for group in _GROUPS:
         entries = dcc.get(group)
-        if not isinstance(entries, list | tuple):
+        if type(entries) is not list and not isinstance(entries, tuple):
             continue
         for i, entry in enumerate(entries):
-            if not isinstance(entry, Mapping) or name not in entry:
+            if type(entry) is not dict and not isinstance(entry, Mapping):
                 continue
-            if set_id == TEST_DEVICES and entry.get("tt") != RAPID_ANTIGEN:
-                continue  # the device list names rapid antigen tests only; NAAT leaves ma empty
-            if entry[name] not in sets[set_id]:
-                found.append(f"{group}/{i}/{name}={str(entry[name])[:40]!r} ({set_id})")
+            for name, set_id in _BY_GROUP[group]:
+                if name not in entry:
+                    continue
+                if set_id == TEST_DEVICES and entry.get("tt") != RAPID_ANTIGEN:
+                    continue  # the device list names rapid antigen tests only; NAAT leaves ma empty
+                if entry[name] not in sets[set_id]:
+                    found.append(f"{group}/{i}/{name}={str(entry[name])[:40]!r} ({set_id})")
     return found
