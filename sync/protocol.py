@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import math
 from json.encoder import encode_basestring_ascii
 from typing import Annotated, Any, Required
 
@@ -142,45 +141,37 @@ class ErrorBody(_Wire):
 
 
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, check_circular=False).encode
-_CANON = "[%d,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s]"
-
-
-def _json_encode_list(fields: list[Any]) -> bytes:
-    return _encode(fields).encode()
-
-
-def _opt(value: Any) -> str:
-    """JSON for an optional string field (anything else goes through the json module)."""
-    if value is None:
-        return "null"
-    if type(value) is str:
-        return encode_basestring_ascii(value)
-    return _encode(value)
+_CANON = "[%d,%s,%r,%s,%s,%s,%s,%s,%s,%s,%s,%s]"
+_esc = encode_basestring_ascii
 
 
 def canonical_fields(r: WireRecord | dict[str, Any]) -> bytes:
     """The bytes a record's hash covers (everything but the two hashes), deterministic JSON.
 
     Byte for byte ``json.dumps([...], separators=(",", ":"), ensure_ascii=True)`` of the field
-    list; built with the C string escaper directly because this runs once per record on ingest.
+    list (that is the fallback for unusual values); the usual case is formatted directly with the
+    json module's C string escaper because this runs once per record on ingest.
     """
     if isinstance(r, dict):
         get = r.get
-        seq, wall, mono, boot = r["seq"], r["wall_time"], float(r["monotonic"]), r["boot_id"]
-        trusted, decision, reason = bool(r["clock_trusted"]), r["decision"], r["reason"]
-        fmt, kind, holder, pol, risk = get("format"), get("kind"), get("holder_enc"), get("policy_version"), \
-            get("risk_version")
+        seq, wall, mono, boot, trusted = r["seq"], r["wall_time"], float(r["monotonic"]), r["boot_id"], \
+            bool(r["clock_trusted"])
+        fmt, kind, holder, decision, reason = get("format"), get("kind"), get("holder_enc"), r["decision"], \
+            r["reason"]
+        pol, risk = get("policy_version"), get("risk_version")
     else:
         seq, wall, mono, boot, trusted = r.seq, r.wall_time, float(r.monotonic), r.boot_id, bool(r.clock_trusted)
         fmt, kind, holder, decision, reason = r.format, r.kind, r.holder_enc, r.decision, r.reason
         pol, risk = r.policy_version, r.risk_version
-    if type(seq) is not int or not math.isfinite(mono) or type(wall) is not str or type(boot) is not str \
-            or type(decision) is not str or type(reason) is not str:
-        return _json_encode_list([seq, wall, mono, boot, trusted, fmt, kind, holder, decision, reason, pol, risk])
-    return (_CANON % (seq, encode_basestring_ascii(wall), float.__repr__(mono), encode_basestring_ascii(boot),
-                      "true" if trusted else "false", _opt(fmt), _opt(kind), _opt(holder),
-                      encode_basestring_ascii(decision), encode_basestring_ascii(reason), _opt(pol),
-                      _opt(risk))).encode()
+    if type(seq) is int and mono - mono == 0.0:  # not a bool or float seq; a finite monotonic
+        try:  # _esc raises TypeError for anything but str
+            return (_CANON % (seq, _esc(wall), mono, _esc(boot), "true" if trusted else "false",
+                              "null" if fmt is None else _esc(fmt), "null" if kind is None else _esc(kind),
+                              "null" if holder is None else _esc(holder), _esc(decision), _esc(reason),
+                              "null" if pol is None else _esc(pol), "null" if risk is None else _esc(risk))).encode()
+        except TypeError:
+            pass
+    return _encode([seq, wall, mono, boot, trusted, fmt, kind, holder, decision, reason, pol, risk]).encode()
 
 
 def record_hash(prev_hash: bytes, fields: bytes) -> bytes:
