@@ -4,8 +4,9 @@ import json
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
-from sync.protocol import GENESIS, PushBatch, canonical_fields, record_hash
+from sync.protocol import GENESIS, PushBatch, canonical_fields, parse_push, record_hash
 
 text = st.text(max_size=16)
 records = st.fixed_dictionaries({
@@ -40,3 +41,46 @@ def test_any_field_change_changes_the_hash(rec, name):
     else:
         changed[name] = (value or "") + "x"
     assert canonical_fields(changed) != canonical_fields(rec)
+
+
+any_text = st.text()
+odd_records = st.fixed_dictionaries({
+    "seq": st.integers(-2**70, 2**70) | st.booleans() | st.floats(), "wall_time": any_text,
+    "monotonic": st.floats() | st.integers(-2**60, 2**60), "boot_id": any_text | st.integers(),
+    "clock_trusted": st.booleans() | st.integers(), "format": st.none() | any_text, "kind": st.none() | any_text,
+    "holder_enc": st.none() | any_text, "decision": any_text, "reason": any_text | st.none(),
+    "policy_version": st.none() | any_text | st.integers(), "risk_version": st.none() | any_text | st.floats(),
+})
+
+
+@settings(max_examples=400, deadline=None)
+@given(odd_records)
+def test_canonical_fields_is_exactly_the_json_encoding(rec):
+    """The fast formatter is byte for byte the json module's encoding of the field list, whatever the values."""
+    fields = [rec["seq"], rec["wall_time"], float(rec["monotonic"]), rec["boot_id"], bool(rec["clock_trusted"]),
+              rec["format"], rec["kind"], rec["holder_enc"], rec["decision"], rec["reason"], rec["policy_version"],
+              rec["risk_version"]]
+    assert canonical_fields(rec) == json.dumps(fields, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.fixed_dictionaries({
+    "device_id": st.text(max_size=130), "records": st.lists(records.map(lambda r: {
+        **r, "prev_hash": GENESIS.hex(), "hash": GENESIS.hex()}), max_size=3)}),
+    st.sampled_from([None, "seq", "wall_time", "extra", "prev_hash", "decision"]), st.integers(-3, 300))
+def test_server_parser_accepts_exactly_what_the_model_accepts(batch, field, value):
+    """parse_push (plain dicts, used on ingest) and PushBatch (the model) enforce the same limits."""
+    if field is not None and batch["records"]:
+        batch["records"][0][field] = value if field in ("seq", "extra") else "x" * max(value, 0)
+    body = json.dumps(batch).encode()
+    try:
+        model = PushBatch.model_validate_json(body)
+    except ValidationError:
+        model = None
+    try:
+        parsed = parse_push(body)
+    except ValidationError:
+        parsed = None
+    assert (model is None) == (parsed is None)
+    if model is not None:
+        assert [canonical_fields(r) for r in model.records] == [canonical_fields(r) for r in parsed["records"]]
