@@ -89,7 +89,8 @@ class Verifier:
             return Verdict(refuse_or_check(exc.reason), exc.reason, format=exc.format, detail=exc.detail[:200])
         reason = self._decide(cred, state, now, trusted)
         decision = Decision.PASS if reason == Reason.OK else refuse_or_check(reason)
-        return Verdict(decision, reason, format=cred.format.value, kind=cred.kind.value, pass_id=cred.pass_id,
+        # ``_value_`` is the enum's plain value attribute (``.value`` is a slower descriptor)
+        return Verdict(decision, reason, format=cred.format._value_, kind=cred.kind._value_, pass_id=cred.pass_id,
                        issuer=cred.issuer, holder_hash=cred.holder_hash)
 
     @staticmethod
