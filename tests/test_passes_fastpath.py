@@ -4,12 +4,14 @@ the compiled DCC schema (jsonschema-rs, on the decoded CBOR) vs the reference ``
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from datetime import date
 from pathlib import Path
 
 import base45
 import cbor2
+import jsonschema
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -52,6 +54,37 @@ def test_b45decode_out_of_range_and_bad_length(text: str) -> None:
     assert exc.value.reason == Reason.MALFORMED
 
 
+@functools.lru_cache(maxsize=1)
+def _ecma_reference() -> jsonschema.protocols.Validator:
+    """The reference jsonschema validator with ECMA-262 anchors: JSON Schema patterns are ECMA-262,
+    whose ``$`` matches only at the end (Python's also before a final newline; jsonschema-rs follows
+    the spec, so "ABC\\n" is no valid ``fnt``)."""
+    schema = json.loads((Path(hc1.__file__).parent / "dcc_schema.json").read_text(encoding="utf-8"))
+
+    def fix(node: object) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "pattern" and isinstance(value, str) and value.endswith("$"):
+                    node[key] = value[:-1] + "\\Z"
+                else:
+                    fix(value)
+        elif isinstance(node, list):
+            for value in node:
+                fix(value)
+
+    fix(schema)
+    return jsonschema.validators.validator_for(schema)(schema)
+
+
+@pytest.mark.skipif(not COMMON.exists(), reason="EU DCC test data not present")
+def test_ecma_anchor_is_enforced() -> None:
+    dcc = copy.deepcopy(_payloads()[0])
+    dcc["nam"]["fnt"] = "ABC\n"
+    with pytest.raises(PassRejected) as exc:
+        hc1.validate_payload(dcc)
+    assert exc.value.reason == Reason.SCHEMA_INVALID and "fnt" in exc.value.detail
+
+
 def _payloads() -> list[dict]:
     out = []
     for name in ("CO1", "CO3", "CO19", "CO20"):
@@ -67,7 +100,8 @@ def _msg(dcc: object) -> Sign1:
 
 
 JSONISH = st.recursive(st.none() | st.booleans() | st.integers(-10, 10**6) | st.text(max_size=12)
-                       | st.sampled_from(["2021-02-18", "1.3.0", "AT", "A<B", "840539006", "260415000"]),
+                       | st.sampled_from(["2021-02-18", "1.3.0", "AT", "A<B", "ABC\n", "1990\n", "840539006",
+                                         "260415000"]),
                        lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=4), kids, max_size=3),
                        max_leaves=8)
 CBOR_ONLY = st.sampled_from([b"\x01", date(2021, 2, 18), cbor2.CBORTag(99, "x"), 2**70])
@@ -103,7 +137,7 @@ def test_compiled_schema_on_decoded_cbor_agrees_with_reference_jsonschema(data) 
             parent[path[-1]] = data.draw(CBOR_ONLY if action == "cbor" else JSONISH)
     msg = _msg(dcc)
     decoded = cbor2.loads(msg.payload)[-260][1]  # what the reader sees
-    reference_ok = not list(hc1.schema_validator().iter_errors(hc1.plain(decoded)))
+    reference_ok = not list(_ecma_reference().iter_errors(hc1.plain(decoded)))
     try:
         _, checked = hc1.checked_payload(msg)
         ok = True
