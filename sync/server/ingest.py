@@ -82,7 +82,8 @@ def _checked_rows(opener: HolderOpener, device_id: str, recs: list[Mapping[str, 
     everything, and nothing of a refused batch is stored.
     """
     lo = recs[0]["seq"]
-    prev = held.get(lo - 1) if lo > 1 else GENESIS
+    stored_prev = held.pop(lo - 1, None)  # what is left in ``held`` are seqs of this batch
+    prev = stored_prev if lo > 1 else GENESIS
     aad_prefix = f"{device_id}\x00".encode()  # + str(seq) = edge.privacy.holder_aad(device_id, seq)
     open_sealed = opener.batch_opener()
     sha256 = hashlib.sha256
@@ -107,7 +108,7 @@ def _checked_rows(opener: HolderOpener, device_id: str, recs: list[Mapping[str, 
         if digest != claimed:
             raise IngestError(409, "record_altered", f"{device_id} seq {seq} hash does not match its content")
         prev, expected_seq = digest, seq + 1
-        stored_hash = held.get(seq)
+        stored_hash = held.get(seq) if held else None
         if stored_hash is not None:
             if stored_hash != digest:
                 log.error("event=ingest_conflict device=%s seq=%d action=the device log differs from what the "
@@ -145,7 +146,7 @@ def ingest(storage: Storage, opener: HolderOpener, device_id: str,
     """
     if not records:
         return PushResult(device_id=device_id, acked_seq=storage.acked_seq(device_id))
-    recs = [_as_dict(r) for r in records]
+    recs = records if isinstance(records[0], dict) else [_as_dict(r) for r in records]
     lo = recs[0]["seq"]
     hi = lo + len(recs) - 1  # if the seqs are not contiguous the rows generator refuses the batch
     held = storage.hashes(device_id, lo - 1, hi)
