@@ -1,0 +1,74 @@
+"""A full disk on a real (tiny tmpfs) filesystem: the lamp shows CHECK, nothing committed is lost,
+and recording resumes once space is back."""
+
+import contextlib
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from edge.appliance import Appliance
+from edge.camera.replay import ReplaySource
+from edge.camera.synth import render_sequence
+from edge.config import parse_config
+from edge.keys import save_public_key
+from edge.verdict import Decision
+
+
+@pytest.fixture
+def tiny_fs(tmp_path: Path):
+    mount_point = tmp_path / "sd"
+    mount_point.mkdir()
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)], check=True,
+                       capture_output=True, timeout=20)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {exc}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, timeout=20)
+
+
+def _fill(path: Path) -> None:
+    with contextlib.suppress(OSError), open(path, "wb") as fh:
+        while True:
+            fh.write(b"\0" * 4096)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def _run(appliance: Appliance, texts: list[str], seed: int) -> list:
+    events: list = []
+    appliance.daemon.on_decision = events.append
+    appliance.daemon.source = ReplaySource(images=render_sequence(texts, (640, 480), seed=seed, idle_frames=2,
+                                                                  hold_frames=3), fps=None)
+    assert appliance.daemon.run() == 0
+    return events
+
+
+def test_full_disk_shows_check_and_loses_nothing(tiny_fs: Path, tmp_path: Path):
+    save_public_key(tiny_fs / "keys/publisher_ed25519.pub.pem", Ed25519PrivateKey.generate().public_key())
+    save_public_key(tiny_fs / "keys/server_x25519.pub.pem", X25519PrivateKey.generate().public_key())
+    config = parse_config({"device": {"id": "T-DISK", "data_dir": str(tiny_fs)},
+                           "camera": {"source": "replay", "path": str(tmp_path)},
+                           "light": {"backend": "none"}})
+    appliance = Appliance(config, source=ReplaySource(images=render_sequence(["x"], (64, 64)), fps=None))
+    try:
+        before = _run(appliance, ["CODE-A", "CODE-B"], seed=1)
+        assert [e.recorded for e in before] == [True, True]
+
+        _fill(tiny_fs / "filler")
+        during = _run(appliance, ["CODE-C", "CODE-D"], seed=2)
+        assert [(e.recorded, e.shown) for e in during] == [(False, Decision.CHECK)] * 2
+
+        (tiny_fs / "filler").unlink()
+        after = _run(appliance, ["CODE-E"], seed=3)
+        assert [e.recorded for e in after] == [True]
+        assert appliance.scanlog.verify_chain() == 3  # A, B and E: every shown-and-recorded decision
+        assert [r["seq"] for r in appliance.scanlog.records()] == [1, 2, 3]
+    finally:
+        appliance.close()
