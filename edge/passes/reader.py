@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from datetime import datetime
 
 from edge.passes import cp1
@@ -20,6 +22,14 @@ def format_of(text: str) -> str | None:
     return None
 
 
+@functools.cache
+def _read_hc1() -> Callable[[str, TrustStore, datetime | None], Credential]:
+    """``hc1.read_hc1``, imported on first use (it pulls in the schema libraries), then kept."""
+    from edge.passes import hc1
+
+    return hc1.read_hc1
+
+
 def read_pass(text: str, trust: TrustStore, now: datetime | None = None) -> Credential:
     """Decode and authenticate any supported pass; PassRejected names what is wrong."""
     if not isinstance(text, str):
@@ -30,7 +40,5 @@ def read_pass(text: str, trust: TrustStore, now: datetime | None = None) -> Cred
     if fmt == cp1.FMT:
         return cp1.read_cp1(text, trust, now)
     if fmt == "HC1":
-        from edge.passes import hc1  # imported lazily: the DCC schema loads on first use
-
-        return hc1.read_hc1(text, trust, now)
+        return _read_hc1()(text, trust, now)
     raise PassRejected(Reason.NOT_A_PASS, "no known pass prefix")
