@@ -145,24 +145,16 @@ _CANON = "[%d,%s,%r,%s,%s,%s,%s,%s,%s,%s,%s,%s]"
 _esc = encode_basestring_ascii
 
 
-def canonical_fields(r: WireRecord | dict[str, Any]) -> bytes:
-    """The bytes a record's hash covers (everything but the two hashes), deterministic JSON.
+#: wire record fields: the ones the hash covers, in canonical order, then the two hashes
+HASHED_FIELDS = ("seq", "wall_time", "monotonic", "boot_id", "clock_trusted", "format", "kind", "holder_enc",
+                 "decision", "reason", "policy_version", "risk_version")
+WIRE_FIELDS = (*HASHED_FIELDS, "prev_hash", "hash")
 
-    Byte for byte ``json.dumps([...], separators=(",", ":"), ensure_ascii=True)`` of the field
-    list (that is the fallback for unusual values); the usual case is formatted directly with the
-    json module's C string escaper because this runs once per record on ingest.
-    """
-    if isinstance(r, dict):
-        get = r.get
-        seq, wall, mono, boot, trusted = r["seq"], r["wall_time"], float(r["monotonic"]), r["boot_id"], \
-            bool(r["clock_trusted"])
-        fmt, kind, holder, decision, reason = get("format"), get("kind"), get("holder_enc"), r["decision"], \
-            r["reason"]
-        pol, risk = get("policy_version"), get("risk_version")
-    else:
-        seq, wall, mono, boot, trusted = r.seq, r.wall_time, float(r.monotonic), r.boot_id, bool(r.clock_trusted)
-        fmt, kind, holder, decision, reason = r.format, r.kind, r.holder_enc, r.decision, r.reason
-        pol, risk = r.policy_version, r.risk_version
+
+def canonical_values(seq: Any, wall: Any, mono: Any, boot: Any, trusted: Any, fmt: Any, kind: Any, holder: Any,
+                     decision: Any, reason: Any, pol: Any, risk: Any) -> bytes:
+    """``canonical_fields`` of the HASHED_FIELDS values, given in that order."""
+    mono, trusted = float(mono), bool(trusted)
     if type(seq) is int and mono - mono == 0.0:  # not a bool or float seq; a finite monotonic
         try:  # _esc raises TypeError for anything but str
             return (_CANON % (seq, _esc(wall), mono, _esc(boot), "true" if trusted else "false",
@@ -172,6 +164,22 @@ def canonical_fields(r: WireRecord | dict[str, Any]) -> bytes:
         except TypeError:
             pass
     return _encode([seq, wall, mono, boot, trusted, fmt, kind, holder, decision, reason, pol, risk]).encode()
+
+
+def canonical_fields(r: WireRecord | dict[str, Any]) -> bytes:
+    """The bytes a record's hash covers (everything but the two hashes), deterministic JSON.
+
+    Byte for byte ``json.dumps([...], separators=(",", ":"), ensure_ascii=True)`` of the field
+    list (that is the fallback for unusual values); the usual case is formatted directly with the
+    json module's C string escaper because this runs once per record on ingest.
+    """
+    if isinstance(r, dict):
+        get = r.get
+        return canonical_values(r["seq"], r["wall_time"], r["monotonic"], r["boot_id"], r["clock_trusted"],
+                                get("format"), get("kind"), get("holder_enc"), r["decision"], r["reason"],
+                                get("policy_version"), get("risk_version"))
+    return canonical_values(r.seq, r.wall_time, r.monotonic, r.boot_id, r.clock_trusted, r.format, r.kind,
+                            r.holder_enc, r.decision, r.reason, r.policy_version, r.risk_version)
 
 
 def record_hash(prev_hash: bytes, fields: bytes) -> bytes:

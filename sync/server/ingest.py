@@ -13,6 +13,7 @@ import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -23,9 +24,10 @@ from edge.privacy import HolderOpener, PrivacyError
 from sync.protocol import (
     GENESIS,
     RECORD_DOMAIN,
+    WIRE_FIELDS,
     PushResult,
     WireRecord,
-    canonical_fields,
+    canonical_values,
     parse_push,
     request_signing_bytes,
 )
@@ -88,12 +90,17 @@ def _checked_rows(opener: HolderOpener, device_id: str, recs: list[Mapping[str, 
     open_sealed = opener.batch_opener()
     sha256 = hashlib.sha256
     expected_seq = lo
+    every_field = itemgetter(*WIRE_FIELDS)
     for rec in recs:
-        seq = rec["seq"]
+        try:
+            values = every_field(rec)
+        except KeyError:  # an optional field left out of the JSON
+            values = tuple(rec.get(name) for name in WIRE_FIELDS)
+        seq, wall, mono, boot, trusted, fmt, kind, enc, decision, reason, pol, risk, prev_hex, hash_hex = values
         if seq != expected_seq:
             raise IngestError(422, "not_contiguous", f"{device_id} batch jumps from {expected_seq - 1} to {seq}")
         try:
-            prev_hash, claimed = bytes.fromhex(rec["prev_hash"]), bytes.fromhex(rec["hash"])
+            prev_hash, claimed = bytes.fromhex(prev_hex), bytes.fromhex(hash_hex)
         except ValueError:
             raise IngestError(422, "bad_batch", f"{device_id} seq {seq} hash is not hex") from None
         if len(prev_hash) != 32:
@@ -104,7 +111,7 @@ def _checked_rows(opener: HolderOpener, device_id: str, recs: list[Mapping[str, 
             if seq == lo:
                 raise IngestError(409, "chain_broken", f"{device_id} seq {seq} does not follow the stored record")
             raise IngestError(409, "chain_broken", f"{device_id} seq {seq} does not follow seq {seq - 1}")
-        digest = sha256(RECORD_DOMAIN + prev_hash + canonical_fields(rec)).digest()
+        digest = sha256(RECORD_DOMAIN + prev_hash + canonical_values(*values[:12])).digest()
         if digest != claimed:
             raise IngestError(409, "record_altered", f"{device_id} seq {seq} hash does not match its content")
         prev, expected_seq = digest, seq + 1
@@ -118,7 +125,6 @@ def _checked_rows(opener: HolderOpener, device_id: str, recs: list[Mapping[str, 
             counts.duplicates += 1
             continue
         holder = sealed = None
-        enc = rec.get("holder_enc")
         if enc is not None:
             try:
                 sealed = bytes.fromhex(enc)
@@ -131,9 +137,8 @@ def _checked_rows(opener: HolderOpener, device_id: str, recs: list[Mapping[str, 
                 counts.undecryptable += 1
                 log.warning("event=ingest_holder_undecryptable device=%s seq=%d error=%s action=kept sealed; "
                             "check the device's server_encryption_key", device_id, seq, exc)
-        yield (device_id, seq, rec["wall_time"], float(rec["monotonic"]), rec["boot_id"], bool(rec["clock_trusted"]),
-               rec.get("format"), rec.get("kind"), holder, sealed, rec["decision"], rec["reason"],
-               rec.get("policy_version"), rec.get("risk_version"), prev_hash, digest)
+        yield (device_id, seq, wall, float(mono), boot, bool(trusted), fmt, kind, holder, sealed, decision, reason,
+               pol, risk, prev_hash, digest)
     counts.last_seq = expected_seq - 1
 
 
