@@ -8,8 +8,9 @@ import pytest
 from click.testing import CliRunner
 
 from edge.conformance import DEFAULT_KNOWN, conformance, load_known_issues, run
+from edge.dgc_testdata import dgc_testdata_dir
 
-DATA = Path("/work/shared/conformance/dgc-testdata")
+DATA = dgc_testdata_dir()
 pytestmark = pytest.mark.skipif(not DATA.exists(), reason="EU DCC test data not present")
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,11 @@ import base64
 import hashlib
 import json
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 
 from edge.clock import FixedClock
+from edge.dgc_testdata import dgc_testdata_dir
 from edge.passes import hc1
 from edge.passes.credential import PassKind
 from edge.passes.memory_risk import MemoryRiskList
@@ -20,7 +20,7 @@ from edge.trust import TrustedKey, TrustStore
 from edge.verdict import Decision, PassRejected, Reason
 from edge.verifier import Verifier
 
-COMMON = Path("/work/shared/conformance/dgc-testdata/common/2DCode/raw")
+COMMON = dgc_testdata_dir() / "common/2DCode/raw"
 pytestmark = pytest.mark.skipif(not COMMON.exists(), reason="EU DCC test data not present")
 
 

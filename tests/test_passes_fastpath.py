@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edge.dgc_testdata import dgc_testdata_dir
 from edge.passes import hc1
 from edge.passes.codec import b45decode
 from edge.passes.cose import Sign1
@@ -23,7 +24,7 @@ from edge.verdict import PassRejected, Reason
 
 PROPS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
-COMMON = Path("/work/shared/conformance/dgc-testdata/common/2DCode/raw")
+COMMON = dgc_testdata_dir() / "common/2DCode/raw"
 
 
 @PROPS

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from edge.dgc_testdata import dgc_testdata_dir
 from edge.passes import hc1
 from edge.passes.valuesets import CHECKED_FIELDS, RAPID_ANTIGEN, unknown_codes, value_sets
 from edge.verdict import Decision, PassRejected, Reason, refuse_or_check
@@ -45,7 +46,7 @@ def test_unknown_code_is_a_check() -> None:
     hc1.check_codes(_dcc("v", ma="ORG-100001699"))  # AstraZeneca: known, no error
 
 
-PL7 = "/work/shared/conformance/dgc-testdata/PL/1.3.0/2DCode/raw/7.json"
+PL7 = str(dgc_testdata_dir() / "PL/1.3.0/2DCode/raw/7.json")
 
 
 @pytest.mark.skipif(not Path(PL7).exists(), reason="EU DCC test data not present")

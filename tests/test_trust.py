@@ -11,11 +11,12 @@ import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from edge.dgc_testdata import dgc_testdata_dir
 from edge.passes.issuer import IssuerKey
 from edge.trust import TrustedKey, TrustError, TrustStore, build_trust_envelope, kid_for, load_trust_file
 from sync.envelope import EnvelopeError
 
-DGC = Path("/work/shared/conformance/dgc-testdata")
+DGC = dgc_testdata_dir()
 
 
 def _case(rel: str) -> dict:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from edge.bench.report import median
 from edge.clock import FixedClock
+from edge.dgc_testdata import dgc_testdata_dir
 from edge.passes.credential import PassKind, Vaccination, holder_hash
 from edge.passes.memory_risk import MemoryRiskList
 from edge.policy import default_policy
@@ -29,7 +30,7 @@ from edge.risk.types import RiskStatus
 from edge.trust import TrustedKey, TrustStore
 from edge.verifier import Verifier
 
-DGC = Path("/work/shared/conformance/dgc-testdata/common/2DCode/raw")
+DGC = dgc_testdata_dir() / "common/2DCode/raw"
 VECTORS = {"hc1_es256": "CO3", "hc1_ps256": "CO1"}
 PEER_VENV = Path(__file__).resolve().parents[2] / "var" / "peer-venv"
 PEER_PACKAGES = ["pycose==1.1.0", "cbor2<6", "base45", "cryptography"]
