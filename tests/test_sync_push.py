@@ -153,3 +153,50 @@ def test_undecryptable_holder_is_kept_sealed(db_url, scanlog):
     held = storage.records("dev-1")
     assert held[0]["holder_hash"] is None and held[0]["holder_enc"].hex() == recs[0].holder_enc
     storage.close()
+
+
+@pytest.mark.parametrize("bad_at", [0, 19, 29])
+def test_batch_refused_midway_stores_nothing(db_url, server_x25519, scanlog, bad_at):
+    """Rows stream into the database while later records are still being checked: a bad record
+    anywhere in the batch rolls back the rows already sent, and the good batch then goes in whole."""
+    from edge.privacy import HolderOpener
+    from sync.server.ingest import IngestError, ingest_body
+    storage = open_storage(db_url)
+    try:
+        storage.enroll("dev-1", b"k" * 32)
+        append_samples(scanlog, 30)
+        recs = scanlog.records()
+        bad = [dict(r) for r in recs]
+        bad[bad_at]["reason"] = "edited"
+        opener = HolderOpener(server_x25519)
+        with pytest.raises(IngestError) as err:
+            ingest_body(storage, opener, "dev-1", json.dumps({"device_id": "dev-1", "records": bad}).encode())
+        assert err.value.error == "record_altered"
+        assert storage.records("dev-1") == [] and storage.acked_seq("dev-1") == 0
+        res = ingest_body(storage, opener, "dev-1", json.dumps({"device_id": "dev-1", "records": recs}).encode())
+        assert (res.acked_seq, res.stored, res.duplicates) == (30, 30, 0)
+        assert_server_matches(storage, scanlog, {i + 1: sample_verdict(i).holder_hash for i in range(30)})
+    finally:
+        storage.close()
+
+
+def test_body_errors_are_refused_cleanly(db_url, server_x25519):
+    from edge.privacy import HolderOpener
+    from sync.server.ingest import IngestError, ingest_body
+    storage = open_storage(db_url)
+    try:
+        storage.enroll("dev-1", b"k" * 32)
+        opener = HolderOpener(server_x25519)
+        for body in (b"{", b'{"device_id": "dev-1"}', b'{"device_id": "dev-2", "records": []}',
+                     json.dumps({"device_id": "dev-1", "records": [{"seq": 1}]}).encode()):
+            with pytest.raises(IngestError) as err:
+                ingest_body(storage, opener, "dev-1", body)
+            assert (err.value.status, err.value.error) == (422, "bad_batch")
+        rec = {"seq": 1, "wall_time": "t", "monotonic": 1.0, "boot_id": "b", "clock_trusted": True,
+               "decision": "CHECK", "reason": "r", "prev_hash": "zz" * 32, "hash": "00" * 32}
+        with pytest.raises(IngestError) as err:  # not hex: a clear refusal, not a server error
+            ingest_body(storage, opener, "dev-1", json.dumps({"device_id": "dev-1", "records": [rec]}).encode())
+        assert (err.value.status, err.value.error) == (422, "bad_batch")
+        assert storage.records("dev-1") == []
+    finally:
+        storage.close()
