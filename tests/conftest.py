@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -73,6 +74,8 @@ def db_url(request, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'server.sqlite'}"
         return
     if not _pg_available():
+        if os.environ.get("CI"):  # CI promises PostgreSQL: a missing server is a failure, not a skip
+            pytest.fail("PostgreSQL at 127.0.0.1:5432 is not reachable (CI must test the production back-end)")
         pytest.skip("PostgreSQL at 127.0.0.1:5432 is not reachable")
     import psycopg
     schema = f"t_{uuid.uuid4().hex[:12]}"
