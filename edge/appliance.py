@@ -23,6 +23,7 @@ from edge.debounce import Debouncer
 from edge.decode import Decoder
 from edge.keys import KeyFileError, load_ed25519_public, load_x25519_public
 from edge.light import Fault, Light, make_light
+from edge.passes.reader import warm_up as warm_up_readers
 from edge.policy import PolicyError, load_policy_file
 from edge.risk.types import RiskLookup
 from edge.scanlog import ScanLog
@@ -119,6 +120,7 @@ class Appliance:
             server_encryption_key=load_x25519_public(config.resolve(config.keys.server_encryption_key)),
             synchronous=config.scanlog.synchronous)
         self.verifier = VerifierSlot(config, self.clock, self.publisher_keys)
+        warm_up_readers()  # the first scan after boot must be as fast as every other
         self.sync = None
         if config.sync.server_url:
             from sync.client import SyncClient

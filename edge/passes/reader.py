@@ -30,6 +30,15 @@ def _read_hc1() -> Callable[[str, TrustStore, datetime | None], Credential]:
     return hc1.read_hc1
 
 
+def warm_up() -> None:
+    """Import every reader and build its compiled schema now, so the first scan after start-up is
+    as fast as the rest (the daemon calls this once; short-lived CLI calls need not)."""
+    _read_hc1()
+    from edge.passes import hc1
+
+    hc1._compiled_schema()
+
+
 def read_pass(text: str, trust: TrustStore, now: datetime | None = None) -> Credential:
     """Decode and authenticate any supported pass; PassRejected names what is wrong."""
     if not isinstance(text, str):
