@@ -38,15 +38,18 @@ class _Wire(BaseModel):
 
 # Field types shared by the models (client, docs) and the server's lean TypedDict parser, so both
 # enforce exactly the same limits.
+# Record text is printable ASCII (ISO times, ids, enum values): no NUL or control characters, which
+# PostgreSQL text refuses and no device writes.
+_PRINTABLE = r"^[\x20-\x7e]*$"
 _Seq = Annotated[int, Field(ge=1)]
-_WallTime = Annotated[str, Field(max_length=40)]
-_BootId = Annotated[str, Field(max_length=64)]
-_Format = Annotated[str | None, Field(max_length=16)]
-_Kind = Annotated[str | None, Field(max_length=40)]
-_HolderEnc = Annotated[str | None, Field(max_length=200)]
-_Decision = Annotated[str, Field(max_length=16)]
-_Reason = Annotated[str, Field(max_length=48)]
-_Version = Annotated[str | None, Field(max_length=64)]
+_WallTime = Annotated[str, Field(max_length=40, pattern=_PRINTABLE)]
+_BootId = Annotated[str, Field(max_length=64, pattern=_PRINTABLE)]
+_Format = Annotated[str | None, Field(max_length=16, pattern=_PRINTABLE)]
+_Kind = Annotated[str | None, Field(max_length=40, pattern=_PRINTABLE)]
+_HolderEnc = Annotated[str | None, Field(max_length=200, pattern=_PRINTABLE)]
+_Decision = Annotated[str, Field(max_length=16, pattern=_PRINTABLE)]
+_Reason = Annotated[str, Field(max_length=48, pattern=_PRINTABLE)]
+_Version = Annotated[str | None, Field(max_length=64, pattern=_PRINTABLE)]
 _Hash = Annotated[str, Field(min_length=64, max_length=64)]
 _DeviceId = Annotated[str, Field(min_length=1, max_length=128)]
 

@@ -8,19 +8,26 @@ from pydantic import ValidationError
 
 from sync.protocol import GENESIS, PushBatch, canonical_fields, parse_push, record_hash
 
-text = st.text(max_size=16)
-records = st.fixed_dictionaries({
-    "seq": st.integers(1, 2**53), "wall_time": st.text(max_size=40),
-    "monotonic": st.floats(allow_nan=False, allow_infinity=False), "boot_id": st.text(max_size=64),
-    "clock_trusted": st.booleans(), "format": st.none() | text, "kind": st.none() | text,
-    "holder_enc": st.none() | st.binary(min_size=76, max_size=76).map(bytes.hex),
-    "decision": st.sampled_from(["PASS", "REFUSE", "CHECK"]), "reason": st.text(max_size=48),
-    "policy_version": st.none() | text, "risk_version": st.none() | text,
-})
+
+def _records(chars: st.SearchStrategy[str]) -> st.SearchStrategy[dict]:
+    text = st.text(chars, max_size=16)
+    return st.fixed_dictionaries({
+        "seq": st.integers(1, 2**53), "wall_time": st.text(chars, max_size=40),
+        "monotonic": st.floats(allow_nan=False, allow_infinity=False), "boot_id": st.text(chars, max_size=64),
+        "clock_trusted": st.booleans(), "format": st.none() | text, "kind": st.none() | text,
+        "holder_enc": st.none() | st.binary(min_size=76, max_size=76).map(bytes.hex),
+        "decision": st.sampled_from(["PASS", "REFUSE", "CHECK"]), "reason": st.text(chars, max_size=48),
+        "policy_version": st.none() | text, "risk_version": st.none() | text,
+    })
+
+
+#: any text (the hash encoding must be exact for all of it) and the printable ASCII the wire accepts
+records = _records(st.characters())
+wire_records = _records(st.characters(min_codepoint=0x20, max_codepoint=0x7E))
 
 
 @settings(max_examples=200, deadline=None)
-@given(records)
+@given(wire_records)
 def test_hash_survives_the_wire(rec):
     digest = record_hash(GENESIS, canonical_fields(rec))
     wire = {**rec, "prev_hash": GENESIS.hex(), "hash": digest.hex()}
@@ -84,3 +91,19 @@ def test_server_parser_accepts_exactly_what_the_model_accepts(batch, field, valu
     assert (model is None) == (parsed is None)
     if model is not None:
         assert [canonical_fields(r) for r in model.records] == [canonical_fields(r) for r in parsed["records"]]
+
+
+def test_control_characters_are_refused_before_storage():
+    """PostgreSQL text refuses NUL: such a batch must be a 422 at parsing, never a 500 at COPY."""
+    import pytest
+
+    rec = {"seq": 1, "wall_time": "2026-01-01T00:00:00+00:00", "monotonic": 1.0, "boot_id": "b",
+           "clock_trusted": True, "decision": "PASS", "reason": "ok", "prev_hash": GENESIS.hex(),
+           "hash": GENESIS.hex()}
+    parse_push(json.dumps({"device_id": "d", "records": [rec]}).encode())
+    for bad in ("ok\u0000", "ok\n", "tiếng"):
+        body = json.dumps({"device_id": "d", "records": [{**rec, "reason": bad}]}).encode()
+        with pytest.raises(ValidationError):
+            parse_push(body)
+        with pytest.raises(ValidationError):
+            PushBatch.model_validate_json(body)
