@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import urllib.request
 from pathlib import Path
 
 import cv2
 import pytest
+from browser import chromium, needs_chromium
 
 from edge.staff_screen import COLOURS, StaffScreen, view
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 REFUSED = {"state": "running", "showing": "REFUSE", "faults": ["risk_stale"],
            "last_verdicts": [{"verdict": "REFUSE", "reason": "risk_f0", "kind": "vaccination",
@@ -66,26 +64,19 @@ def test_broken_snapshot_gives_503_not_a_crash():
         screen.stop()
 
 
-def _chromium(url: str, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess:
-    args = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run",
-            f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=3000", *extra, url]
-    return subprocess.run(args, capture_output=True, text=True, timeout=90)
-
-
 @pytest.mark.chromium
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium is not installed (apt install chromium)")
-def test_page_in_headless_chromium(tmp_path):
+@needs_chromium
+def test_page_in_headlesschromium(tmp_path):
     snapshot = dict(REFUSED)
     screen = StaffScreen(lambda: snapshot, port=0, language="vi")
     screen.start()
     try:
-        dom = _chromium(screen.url, tmp_path, "--dump-dom")
+        dom = chromium(screen.url, tmp_path, "--dump-dom")
         assert "KHÔNG ĐƯỢC QUA" in dom.stdout, dom.stderr[-2000:]
         assert "Người nhiễm (F0): không được qua" in dom.stdout
         assert "Danh sách nguy cơ đã cũ" in dom.stdout
         shot = tmp_path / "screen.png"
-        _chromium(screen.url, tmp_path, f"--screenshot={shot}", "--window-size=800,480")
+        chromium(screen.url, tmp_path, f"--screenshot={shot}", "--window-size=800,480")
         image = cv2.imread(str(shot))
         assert image is not None and image.shape[:2] == (480, 800)
         b, g, r = (int(c) for c in image[20, 20])  # the background is the verdict colour

@@ -54,6 +54,28 @@ def _published_version(path: Path) -> int | None:
         return None
 
 
+def published_lists(settings: ServerSettings) -> dict[str, tuple[int | None, str]]:
+    """What the devices can download now: trust list, policy and risk list versions (dashboard)."""
+    if settings.data_dir is None:
+        return {}
+    out: dict[str, tuple[int | None, str]] = {}
+    for kind in ("trust", "policy"):
+        path = settings.data_dir / "published" / f"{kind}.cpenv"
+        version = _published_version(path)
+        out[kind] = (version, str(path) if version is not None else f"not published ({path})")
+    risk_dir = settings.data_dir / "risk"
+    if settings.publisher_key is not None and risk_dir.is_dir():
+        from edge.risk.publish import RiskPublisher
+
+        publisher = RiskPublisher(risk_dir, settings.publisher_key)
+        at = publisher.published_at
+        out["risk"] = (publisher.latest_version or None,
+                       f"{publisher.entries:,} entries, published {at.isoformat() if at else 'never'}")
+    else:
+        out["risk"] = (None, f"not published ({risk_dir})")
+    return out
+
+
 def _default_risk_updates(settings: ServerSettings):
     if settings.data_dir is None or settings.publisher_key is None or not (settings.data_dir / "risk").is_dir():
         return None
@@ -193,6 +215,7 @@ def create_app(settings: ServerSettings, storage: Storage | None = None) -> Fast
     @app.get("/", response_class=HTMLResponse)
     async def dashboard() -> HTMLResponse:
         devices = await run_in_threadpool(store.fleet)
-        return HTMLResponse(render_dashboard(devices, datetime.now(UTC)))
+        lists = await run_in_threadpool(published_lists, settings)
+        return HTMLResponse(render_dashboard(devices, datetime.now(UTC), lists))
 
     return app
