@@ -111,19 +111,32 @@ class Policy(_Model):
         return self._evidence(cred, rule, now)
 
     def _evidence(self, cred: Credential, rule: KindRule, now: datetime) -> Reason:
-        failures: list[Reason] = []
-        for evidence in rule.accept:
+        """OK when any accepted evidence holds; else the failure of the first evidence the pass
+        carries (or, carrying none, of the first accepted)."""
+        accept = rule.accept
+        first = self._check(accept[0], cred, now)
+        if first is Reason.OK or len(accept) == 1:
+            return first  # a single failure is the answer either way: no need to ask what it carries
+        failures = [first]
+        for evidence in accept[1:]:
             reason = self._check(evidence, cred, now)
-            if reason == Reason.OK:
+            if reason is Reason.OK:
                 return Reason.OK
             failures.append(reason)
-        present = [r for r, e in zip(failures, rule.accept, strict=True) if self._has(e, cred)]
-        return (present or failures)[0]
+        for reason, evidence in zip(failures, accept, strict=True):
+            if self._has(evidence, cred):
+                return reason
+        return failures[0]
 
     @staticmethod
     def _has(evidence: str, cred: Credential) -> bool:
-        return {"vaccinated": cred.vaccination, "tested": cred.test, "recovered": cred.recovery}.get(
-            evidence) is not None
+        if evidence == "vaccinated":
+            return cred.vaccination is not None
+        if evidence == "tested":
+            return cred.test is not None
+        if evidence == "recovered":
+            return cred.recovery is not None
+        return False
 
     def _check(self, evidence: str, cred: Credential, now: datetime) -> Reason:
         today = now.date()

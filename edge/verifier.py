@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 _TIME_REASONS = frozenset({Reason.ISSUER_KEY_EXPIRED, Reason.EXPIRED, Reason.NOT_YET_VALID})
 _RISK_REASONS = {RiskStatus.F0: Reason.RISK_F0, RiskStatus.F1: Reason.RISK_F1,
                  RiskStatus.REVOKED: Reason.RISK_REVOKED}
+#: ``refuse_or_check`` worked out once per reason (it builds its set of CHECK reasons per call)
+_DECISIONS = {reason: Decision.PASS if reason is Reason.OK else refuse_or_check(reason) for reason in Reason}
 
 
 @dataclass(frozen=True)
@@ -86,9 +88,10 @@ class Verifier:
         except PassRejected as exc:
             if exc.reason in _TIME_REASONS and not trusted:
                 return Verdict(Decision.CHECK, Reason.CLOCK_UNTRUSTED, format=exc.format, detail=exc.detail)
-            return Verdict(refuse_or_check(exc.reason), exc.reason, format=exc.format, detail=exc.detail[:200])
+            return Verdict(_DECISIONS.get(exc.reason) or refuse_or_check(exc.reason), exc.reason, format=exc.format,
+                           detail=exc.detail[:200])
         reason = self._decide(cred, state, now, trusted)
-        decision = Decision.PASS if reason == Reason.OK else refuse_or_check(reason)
+        decision = _DECISIONS.get(reason) or refuse_or_check(reason)
         # ``_value_`` is the enum's plain value attribute (``.value`` is a slower descriptor)
         return Verdict(decision, reason, format=cred.format._value_, kind=cred.kind._value_, pass_id=cred.pass_id,
                        issuer=cred.issuer, holder_hash=cred.holder_hash)

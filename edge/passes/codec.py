@@ -18,6 +18,8 @@ _B45_CHARS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ $%*+-./:"
 _B45_ALPHABET = frozenset(_B45_CHARS)
 #: ``bytes.translate`` table: byte -> base45 digit value, 255 for bytes outside the alphabet
 _B45_VALUE = bytes(_B45_CHARS.find(chr(b)) % 256 if chr(b) in _B45_ALPHABET else 255 for b in range(256))
+#: the low byte of every 24-bit lane, for the longest text we decode (``&`` keeps the shorter size)
+_LANE_MASK = int.from_bytes(b"\0\0\xff" * (MAX_TEXT_CHARS // 3 + 1), "big")
 
 
 def strip_prefix(text: str, prefix: str, fmt: str) -> str:
@@ -33,10 +35,11 @@ def b45decode(body: str, fmt: str) -> bytes:
     """Decode base45 text (RFC 9285); MALFORMED on bad characters, length or values.
 
     Whole-string C-level steps, no per-character Python loop: ``bytes.translate`` maps the text
-    to digit values (255 = not base45); the 1st, 2nd and 3rd digits of every triple are placed in
-    32-bit lanes of three big integers, so one big-integer ``a + 45*b + 2025*c`` computes every
-    16-bit group at once; a lane above 0xFFFF shows in its second byte (the first is always 0
-    because the largest triple, 91,124, is below 2**17).
+    to digit values (255 = not base45); the digits, read as one big-endian integer, hold every
+    triple ``a, b, c`` in a 24-bit lane, and shifts and masks pick the three digit planes out of it,
+    so one big-integer ``a + 45*b + 2025*c`` computes every triple at once. The largest triple,
+    91,124, is below 2**17, so no lane carries into the next and a triple above 0xFFFF shows in its
+    lane's first byte; deleting every first byte leaves the decoded bytes.
     """
     if len(body) > MAX_TEXT_CHARS:
         raise PassRejected(Reason.TOO_LARGE, "base45 body too long", format=fmt)
@@ -47,19 +50,12 @@ def b45decode(body: str, fmt: str) -> bytes:
     if 255 in digits or rest == 1:
         raise PassRejected(Reason.MALFORMED, "bad base45: invalid character or length", format=fmt)
     full = triples * 3
-    lanes = bytearray(4 * triples)
-    lanes[3::4] = digits[0:full:3]
-    first = int.from_bytes(lanes, "big")
-    lanes[3::4] = digits[1:full:3]
-    second = int.from_bytes(lanes, "big")
-    lanes[3::4] = digits[2:full:3]
-    third = int.from_bytes(lanes, "big")
-    groups = (first + 45 * second + 2025 * third).to_bytes(4 * triples, "big")
-    if groups[1::4].count(0) != triples:
+    lanes = int.from_bytes(digits[:full] if rest else digits, "big")
+    out = bytearray((((lanes >> 16) & _LANE_MASK) + 45 * ((lanes >> 8) & _LANE_MASK)
+                     + 2025 * (lanes & _LANE_MASK)).to_bytes(full, "big"))
+    if out[0::3].count(0) != triples:
         raise PassRejected(Reason.MALFORMED, "bad base45: triple out of range", format=fmt)
-    out = bytearray(2 * triples)
-    out[0::2] = groups[2::4]
-    out[1::2] = groups[3::4]
+    del out[0::3]
     if rest:
         last = digits[full] + 45 * digits[full + 1]
         if last > 255:

@@ -14,7 +14,7 @@ import cbor2
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from edge.passes.codec import cbor_loads
 from edge.verdict import PassRejected, Reason
@@ -50,12 +50,50 @@ class Sign1:
     signature: bytes
 
     def to_be_signed(self) -> bytes:
-        """The Sig_structure the signature covers (external_aad is empty)."""
-        return cbor2.dumps(["Signature1", self.protected_bytes, b"", self.payload])
+        """The Sig_structure the signature covers (external_aad is empty): the CBOR array
+        ``["Signature1", protected, b"", payload]``, encoded here byte for byte as ``cbor2.dumps``
+        encodes it (a fixed head, then two byte strings with their shortest length heads)."""
+        protected, payload = self.protected_bytes, self.payload
+        return b"".join((_SIG1_HEAD, _bstr_head(len(protected)), protected, b"\x40",
+                         _bstr_head(len(payload)), payload))
+
+
+#: CBOR array of 4, then the text string "Signature1"
+_SIG1_HEAD = b"\x84\x6aSignature1"
+
+
+def _bstr_head(n: int) -> bytes:
+    """The shortest CBOR head of a byte string of ``n`` bytes (major type 2)."""
+    if n < 24:
+        return bytes((0x40 + n,))
+    if n < 0x100:
+        return bytes((0x58, n))
+    if n < 0x10000:
+        return b"\x59" + n.to_bytes(2, "big")
+    if n < 0x100000000:
+        return b"\x5a" + n.to_bytes(4, "big")
+    return b"\x5b" + n.to_bytes(8, "big")
+
+
+def raw_to_der(signature: bytes) -> bytes:
+    """A 64-byte COSE ECDSA signature (r || s, 32 bytes each) as the DER ``SEQUENCE { INTEGER r,
+    INTEGER s }`` that cryptography verifies: the same bytes as ``encode_dss_signature`` on the two
+    integers (shortest big-endian form, a 0x00 before a high bit), built without big integers."""
+    r = signature[:32].lstrip(b"\0") or b"\0"
+    if r[0] > 0x7F:
+        r = b"\0" + r
+    s = signature[32:].lstrip(b"\0") or b"\0"
+    if s[0] > 0x7F:
+        s = b"\0" + s
+    return b"".join((bytes((0x30, len(r) + len(s) + 4, 0x02, len(r))), r, bytes((0x02, len(s))), s))
+
+
+#: the map types cbor2 decodes to (an empty unprotected header comes back as a frozendict)
+_MAP_TYPES = (dict, cbor2.frozendict)
 
 
 def _header_map(value: Any, fmt: str, which: str) -> Mapping:
-    if type(value) is not dict and not isinstance(value, Mapping):
+    if type(value) not in _MAP_TYPES and not isinstance(value, Mapping):
         raise PassRejected(Reason.MALFORMED, f"COSE {which} header is not a map", format=fmt)
     return value
 
@@ -114,9 +152,7 @@ def verify_matched(key: PublicKey, alg: int, signature: bytes, to_be_signed: byt
         if alg == ES256:
             if len(signature) != 64:
                 return False
-            der = encode_dss_signature(int.from_bytes(signature[:32], "big"),
-                                       int.from_bytes(signature[32:], "big"))
-            key.verify(der, to_be_signed, _ECDSA)  # type: ignore[union-attr]
+            key.verify(raw_to_der(signature), to_be_signed, _ECDSA)  # type: ignore[union-attr]
         elif alg == PS256:
             try:
                 key.verify(signature, to_be_signed, _PSS, _SHA256)  # type: ignore[union-attr]
