@@ -145,10 +145,10 @@ def _list(value: Any, n: int, what: str) -> list:
 
 
 def _credential(claims: Any, kid: bytes) -> Credential:
-    if not isinstance(claims, Mapping):
+    if type(claims) is not dict and not isinstance(claims, Mapping):  # the plain type first: no ABC check
         raise _bad("CWT claims are not a map")
     body = claims.get(CLAIM_CP1)
-    if not isinstance(body, Mapping):
+    if type(body) is not dict and not isinstance(body, Mapping):
         raise _bad("CP1 claim missing")
     cti = claims.get(CLAIM_CTI)
     if not isinstance(cti, bytes) or not 0 < len(cti) <= 64:

@@ -35,6 +35,7 @@ CLAIM_ISS, CLAIM_EXP, CLAIM_IAT, CLAIM_HCERT = 1, 4, 6, -260
 KIND_BY_GROUP = {"v": PassKind.DCC_VACCINATION, "t": PassKind.DCC_TEST, "r": PassKind.DCC_RECOVERY}
 TEST_NOT_DETECTED = "260415000"
 KID_BYTES = 8
+_sha256 = hashlib.sha256
 USAGE_BY_KIND = {PassKind.DCC_VACCINATION: "v", PassKind.DCC_TEST: "t", PassKind.DCC_RECOVERY: "r"}
 
 
@@ -197,9 +198,10 @@ def revocation_keys(issuer: str, uci: str, msg: Sign1) -> tuple[bytes, bytes, by
     For ES256 the SIGNATURE hash covers only r (the first half of the signature).
     """
     sig = msg.signature[:32] if msg.alg == ES256 else msg.signature
-    return (hashlib.sha256(uci.encode()).digest()[:16],
-            hashlib.sha256((issuer + uci).encode()).digest()[:16],
-            hashlib.sha256(sig).digest()[:16])
+    uci_bytes = uci.encode()
+    return (_sha256(uci_bytes).digest()[:16],
+            _sha256(issuer.encode() + uci_bytes).digest()[:16],  # UTF-8 of a concatenation = concatenated UTF-8
+            _sha256(sig).digest()[:16])
 
 
 def _day(value: Any) -> date | None:
@@ -228,11 +230,12 @@ def _credential(claims: Mapping, dcc: dict, msg: Sign1, key: TrustedKey) -> Cred
         recovery = Recovery(_day(entry["fr"]), _day(entry["df"]), _day(entry["du"]))
     name = dcc["nam"]
     holder = holder_hash(f"{name.get('fnt', '')}<<{name.get('gnt', '')}|{dcc['dob']}", salt="DCC-holder-v1")
+    uci = entry["ci"]
     return Credential(
-        format=PassFormat.HC1, kind=KIND_BY_GROUP[group], pass_id=entry["ci"], issuer=issuer, kid=key.kid,
+        format=PassFormat.HC1, kind=KIND_BY_GROUP[group], pass_id=uci, issuer=issuer, kid=key.kid,
         holder_hash=holder, issued_at=_time(claims.get(CLAIM_IAT), "iat"),
         expires_at=_time(claims.get(CLAIM_EXP), "exp"), vaccination=vaccination, test=test, recovery=recovery,
-        risk_keys=revocation_keys(issuer, entry["ci"], msg),
+        risk_keys=revocation_keys(issuer, uci, msg),
     )
 
 
