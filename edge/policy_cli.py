@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from edge.fsutil import write_atomic
 from edge.keys import load_ed25519_private, load_ed25519_public
 
 
@@ -40,8 +41,7 @@ def seal_command(source: Path, publisher_key: Path, out: Path) -> None:
         blob = seal_policy(parsed, load_ed25519_private(publisher_key))
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(blob)
+    write_atomic(out, blob)  # the server may be serving this file right now
     click.echo(f"policy version={parsed.version} zone={parsed.checkpoint_zone} file={out}")
 
 

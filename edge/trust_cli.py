@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from edge.fsutil import write_atomic
 from edge.keys import load_ed25519_private, load_ed25519_public
 
 
@@ -46,8 +47,7 @@ def build(publisher_key: Path, issuer_keys: tuple[Path, ...], dscs: tuple[Path, 
         blob = build_trust_envelope(keys, load_ed25519_private(publisher_key), version, revoked)
     except (ValueError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(blob)
+    write_atomic(out, blob)  # the server may be serving this file right now
     click.echo(f"trust bundle version={version} keys={len(keys)} revoked={len(revoked)} file={out}")
 
 
