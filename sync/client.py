@@ -25,6 +25,7 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from edge.fsutil import write_atomic
 from edge.scanlog import ScanLog
 from sync.envelope import EnvelopeError, open_envelope
 from sync.protocol import API, HEADER_DEVICE, HEADER_SIGNATURE, PushResult, b64, request_signing_bytes
@@ -73,22 +74,6 @@ def backoff_delay(attempt: int, *, base: float, cap: float, retry_after: float |
     if retry_after is not None:
         return min(retry_after, cap)
     return rng() * min(cap, base * (2 ** min(attempt, 30)))
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so a reader sees the old or the new file, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _validate_trust(blob: bytes, keys: list[Ed25519PublicKey]) -> int:

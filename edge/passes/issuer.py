@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from edge.fsutil import write_atomic
 from edge.passes.cose import ALG_IDS, EDDSA, ES256
 from edge.trust import TrustedKey, kid_for
 
@@ -69,12 +69,7 @@ class IssuerKey:
         doc = {"issuer": self.issuer, "kid": self.kid.hex(), "algorithm": self.algorithm,
                "not_before": self.not_before.isoformat(), "not_after": self.not_after.isoformat(),
                "private_key_pem": pem}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, indent=2)
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(doc, indent=2).encode(), mode=0o600)
 
     @classmethod
     def load(cls, path: Path) -> IssuerKey:
