@@ -104,3 +104,28 @@ def test_checkpoint_run_cli_reads_replay_to_the_end(tmp_path: Path):
     finally:
         log.close()
     assert load_config(config_path).resolve(config.status.path).exists()
+
+
+def test_stale_risk_list_gives_check_and_the_stale_lamp(tmp_path: Path):
+    """Past the policy's maximum risk-list age: the verdict is CHECK and the health probe raises the fault."""
+    from edge.clock import FixedClock
+    from edge.light import Fault
+
+    issuer = _issuer()
+    text = _pass(issuer, "CITIZEN-3")
+    config_path, publisher = _device(tmp_path, [text])
+    clock = FixedClock(NOW)
+    appliance = Appliance(load_config(config_path), clock=clock)
+    try:
+        _publish(config_path, publisher, issuer, store=appliance.verifier.risk)
+        appliance.verifier.reload("trust")
+        assert appliance.verifier.verify(text).decision == Decision.PASS
+        assert Fault.RISK_STALE not in set(appliance._risk_fault())
+        assert appliance.health_probes()  # polled by the daemon
+
+        clock.advance((appliance.verifier.current.policy.max_risk_list_age_hours + 1) * 3600)
+        verdict = appliance.verifier.verify(text)
+        assert (verdict.decision, verdict.reason) == (Decision.CHECK, Reason.RISK_LIST_STALE)
+        assert Fault.RISK_STALE in set(appliance._risk_fault())
+    finally:
+        appliance.close()
