@@ -33,6 +33,9 @@ from edge.verifier import Verifier, open_risk_store
 
 log = logging.getLogger(__name__)
 
+#: how often the scan log is pruned (retention days, free-space floor) in the background
+PRUNE_INTERVAL_S = 60.0
+
 
 def make_clock(config: Config) -> Clock:
     """The clock named by ``clock.backend``."""
@@ -133,7 +136,7 @@ class Appliance:
             debouncer=Debouncer.from_config(config.debounce), verifier=self.verifier, recorder=self.record,
             light=self.light, clock=self.clock, camera=config.camera, health_probes=self.health_probes(),
             status_writer=self._status_writer(), status_extra=self.status_extra, on_decision=on_decision)
-        self._last_prune = float("-inf")
+        self._stop_housekeeping = threading.Event()
 
     # -- the scan path -----------------------------------------------------------------------
     def record(self, verdict: Verdict, captured_monotonic: float) -> None:
@@ -158,12 +161,19 @@ class Appliance:
         return (Fault.RISK_STALE,) if self.clock.now() - risk.published_at > max_age else ()
 
     def _disk_fault(self) -> Iterable[Fault]:
-        now = self.clock.monotonic()
-        if now - self._last_prune > 600:  # prune at most every ten minutes
-            self._last_prune = now
-            self.scanlog.prune(retention_days=self.config.scanlog.retention_days,
-                               min_free_mb=self.config.scanlog.min_free_mb)
         return (Fault.DISK_LOW,) if self.scanlog.disk_low else ()
+
+    def _housekeeping(self) -> None:
+        """Prune the scan log (retention, free-space floor) off the scan path, once a minute."""
+        while True:
+            try:
+                self.scanlog.prune(retention_days=self.config.scanlog.retention_days,
+                                   min_free_mb=self.config.scanlog.min_free_mb)
+            except Exception as exc:  # never let housekeeping take the device down
+                log.error("event=prune_failed error=%r action=check the SD card; retrying in %d s",
+                          exc, PRUNE_INTERVAL_S)
+            if self._stop_housekeeping.wait(PRUNE_INTERVAL_S):
+                return
 
     def _server_fault(self) -> Iterable[Fault]:
         if self.sync is None:
@@ -192,9 +202,14 @@ class Appliance:
         """Run the daemon (and the background sync) until stopped; the process exit code."""
         if self.sync is not None:
             self.sync.start()
+        self._stop_housekeeping.clear()
+        housekeeping = threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True)
+        housekeeping.start()
         try:
             return self.daemon.run(**kwargs)
         finally:
+            self._stop_housekeeping.set()
+            housekeeping.join(timeout=30)
             if self.sync is not None:
                 self.sync.stop()
 

@@ -129,3 +129,19 @@ def test_stale_risk_list_gives_check_and_the_stale_lamp(tmp_path: Path):
         assert Fault.RISK_STALE in set(appliance._risk_fault())
     finally:
         appliance.close()
+
+
+def test_housekeeping_prunes_off_the_scan_path_and_raises_the_disk_fault(tmp_path: Path):
+    from edge.light import Fault
+
+    config_path, _publisher = _device(tmp_path, ["CODE"])
+    config = load_config(config_path)
+    config = config.model_copy(update={"scanlog": config.scanlog.model_copy(update={"min_free_mb": 10**9})})
+    appliance = Appliance(config)
+    try:
+        assert not set(appliance._disk_fault())
+        appliance._stop_housekeeping.set()  # one pass, then return
+        appliance._housekeeping()
+        assert Fault.DISK_LOW in set(appliance._disk_fault())
+    finally:
+        appliance.close()
