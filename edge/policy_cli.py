@@ -28,6 +28,14 @@ def default(zone: str, version: int) -> None:
         raise click.ClickException(str(exc)) from None
 
 
+@policy.command("schema")
+def schema() -> None:
+    """Print the JSON schema of a policy document (for writing or checking one by hand)."""
+    from edge.policy import policy_json_schema
+
+    click.echo(policy_json_schema())
+
+
 @policy.command("seal")
 @click.argument("source", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @click.option("--publisher-key", type=click.Path(path_type=Path, dir_okay=False), required=True)

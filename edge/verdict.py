@@ -134,10 +134,17 @@ class PassRejected(Exception):
         self.format = format
 
 
+#: reasons for which staff check by hand (amber) instead of refusing: doubt, not a bad pass
+CHECK_REASONS = frozenset({Reason.NO_RULE, Reason.RISK_LIST_STALE, Reason.RISK_LIST_MISSING,
+                           Reason.CLOCK_UNTRUSTED, Reason.INTERNAL_ERROR, Reason.NOT_A_PASS,
+                           Reason.DEVICE_NOT_READY, Reason.UNKNOWN_CODE})
+
+
 def refuse_or_check(reason: Reason) -> Decision:
     """The default decision for a reason when no pass could be accepted."""
-    if reason in {Reason.NO_RULE, Reason.RISK_LIST_STALE, Reason.RISK_LIST_MISSING,
-                  Reason.CLOCK_UNTRUSTED, Reason.INTERNAL_ERROR, Reason.NOT_A_PASS,
-                  Reason.DEVICE_NOT_READY, Reason.UNKNOWN_CODE}:
-        return Decision.CHECK
-    return Decision.REFUSE
+    return Decision.CHECK if reason in CHECK_REASONS else Decision.REFUSE
+
+
+def decision_for(reason: Reason) -> Decision:
+    """The lamp for a final reason: PASS only for ``ok``."""
+    return Decision.PASS if reason is Reason.OK else refuse_or_check(reason)

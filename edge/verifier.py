@@ -18,7 +18,7 @@ from edge.passes.reader import read_pass
 from edge.policy import Policy
 from edge.risk.types import RiskLookup, RiskStatus
 from edge.trust import TrustStore
-from edge.verdict import Decision, PassRejected, Reason, Verdict, refuse_or_check
+from edge.verdict import Decision, PassRejected, Reason, Verdict, decision_for, refuse_or_check
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +26,6 @@ log = logging.getLogger(__name__)
 _TIME_REASONS = frozenset({Reason.ISSUER_KEY_EXPIRED, Reason.EXPIRED, Reason.NOT_YET_VALID})
 _RISK_REASONS = {RiskStatus.F0: Reason.RISK_F0, RiskStatus.F1: Reason.RISK_F1,
                  RiskStatus.REVOKED: Reason.RISK_REVOKED}
-#: ``refuse_or_check`` worked out once per reason (it builds its set of CHECK reasons per call)
-_DECISIONS = {reason: Decision.PASS if reason is Reason.OK else refuse_or_check(reason) for reason in Reason}
 
 
 @dataclass(frozen=True)
@@ -88,10 +86,10 @@ class Verifier:
         except PassRejected as exc:
             if exc.reason in _TIME_REASONS and not trusted:
                 return Verdict(Decision.CHECK, Reason.CLOCK_UNTRUSTED, format=exc.format, detail=exc.detail)
-            return Verdict(_DECISIONS.get(exc.reason) or refuse_or_check(exc.reason), exc.reason, format=exc.format,
+            return Verdict(refuse_or_check(exc.reason), exc.reason, format=exc.format,
                            detail=exc.detail[:200])
         reason = self._decide(cred, state, now, trusted)
-        decision = _DECISIONS.get(reason) or refuse_or_check(reason)
+        decision = decision_for(reason)
         # ``_value_`` is the enum's plain value attribute (``.value`` is a slower descriptor)
         return Verdict(decision, reason, format=cred.format._value_, kind=cred.kind._value_, pass_id=cred.pass_id,
                        issuer=cred.issuer, holder_hash=cred.holder_hash)

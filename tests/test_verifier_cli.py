@@ -59,3 +59,10 @@ def test_verify_reports_a_missing_bundle_clearly(tmp_path: Path) -> None:
     config.write_text(f'[device]\ndata_dir = "{tmp_path}"\n')
     result = CliRunner().invoke(main, ["verify", "--json", "--config", str(config)], input="x\n")
     assert result.exit_code != 0 and "key file not found" in result.output
+
+
+def test_policy_schema_rejects_unknown_keys_like_the_loader() -> None:
+    result = CliRunner().invoke(main, ["policy", "schema"], catch_exceptions=False)
+    assert result.exit_code == 0
+    schema = json.loads(result.output)
+    assert schema["additionalProperties"] is False and "checkpoint_zone" in schema["properties"]

@@ -36,9 +36,6 @@ class DemoOutcome:
     daemon_exit: int | None = None
     server_url: str = ""
 
-    def event_for(self, traveller: Traveller) -> DecisionEvent | None:
-        return next((e for e in self.events if e.text == traveller.text), None)
-
     @property
     def mismatches(self) -> list[str]:
         """Every way the run differs from what must happen; empty when the demo succeeded."""

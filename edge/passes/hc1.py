@@ -30,7 +30,8 @@ from edge.verdict import PassRejected, Reason
 PREFIX = "HC1:"
 FMT = PassFormat.HC1.value
 ALGORITHMS = frozenset({ES256, PS256})
-CWT_TAG = 61
+#: CBOR encoding of tag 61 (CWT), which some issuers wrap around the COSE_Sign1
+CWT_TAG_PREFIX = b"\xd8\x3d"
 CLAIM_ISS, CLAIM_EXP, CLAIM_IAT, CLAIM_HCERT = 1, 4, 6, -260
 KIND_BY_GROUP = {"v": PassKind.DCC_VACCINATION, "t": PassKind.DCC_TEST, "r": PassKind.DCC_RECOVERY}
 TEST_NOT_DETECTED = "260415000"
@@ -47,7 +48,7 @@ def decode_hc1(text: str) -> Sign1:
 
 def _untag_cwt(data: bytes) -> bytes:
     """Drop an outer CWT tag (61) so that a double-tagged message parses like a plain COSE_Sign1."""
-    if data[:2] == b"\xd8\x3d":
+    if data[:2] == CWT_TAG_PREFIX:
         return data[2:]
     return data
 

@@ -26,6 +26,7 @@ from sync.protocol import (
     HEADER_SIGNATURE,
     EnrollRequest,
     EnrollResult,
+    ErrorBody,
     unb64,
 )
 from sync.server.dashboard import render_dashboard
@@ -37,8 +38,9 @@ log = logging.getLogger(__name__)
 MAX_BODY = 16 * 1024 * 1024
 
 
-def _error(status: int, error: str, detail: str = "", **extra) -> JSONResponse:
-    return JSONResponse({"error": error, "detail": detail, **extra}, status_code=status)
+def _error(status: int, error: str, detail: str = "", acked_seq: int | None = None) -> JSONResponse:
+    body = ErrorBody(error=error, detail=detail, acked_seq=acked_seq).model_dump(exclude_none=True)
+    return JSONResponse(body, status_code=status)
 
 
 class _Unauthorized(Exception):
