@@ -12,8 +12,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from sync.wire.errors import CheckpointError
 
-class ConfigError(ValueError):
+
+class ConfigError(CheckpointError, ValueError):
     """The configuration file is missing, unreadable, or names a key or value we do not know."""
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from sync.wire.errors import CheckpointError
+
 
 class Decision(StrEnum):
     """What the lamp shows: green, red, or amber (staff check by hand)."""
@@ -124,7 +126,7 @@ class Verdict:
         }
 
 
-class PassRejected(Exception):
+class PassRejected(CheckpointError):
     """Raised by pass readers for any input that is not a valid, authentic pass."""
 
     def __init__(self, reason: Reason, detail: str = "", *, format: str | None = None):

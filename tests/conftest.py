@@ -12,8 +12,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from edge.passes.credential import holder_hash
 from edge.verdict import Decision, Reason, Verdict
+from sync.wire.identifiers import holder_hash
 
 PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -51,7 +51,7 @@ def append_samples(log, n: int, start: int = 0) -> list[int]:
 
 @pytest.fixture
 def scanlog(tmp_path: Path, server_x25519):
-    from edge.scanlog import ScanLog
+    from edge.scan.scanlog import ScanLog
     log = ScanLog(tmp_path / "scanlog.sqlite", device_id="dev-1", boot_id="boot-a",
                   server_encryption_key=server_x25519.public_key())
     yield log

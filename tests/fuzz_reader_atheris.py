@@ -19,18 +19,19 @@ import atheris
 import base45
 
 with atheris.instrument_imports(include=["edge"]):
-    from edge.clock import FixedClock
+    from edge.devtools.hc1_issuer import DocumentSigner, issue_hc1, vaccination_payload
+    from edge.devtools.memory_risk import MemoryRiskList
+    from edge.lists.policy import default_policy
     from edge.passes import hc1  # noqa: F401  (the reader imports it lazily: instrument it here)
     from edge.passes.cp1 import issue_cp1
-    from edge.passes.credential import PassKind, Vaccination, holder_hash
-    from edge.passes.hc1_issue import DocumentSigner, issue_hc1, vaccination_payload
+    from edge.passes.credential import PassKind, Vaccination
     from edge.passes.issuer import IssuerKey
-    from edge.passes.memory_risk import MemoryRiskList
     from edge.passes.reader import read_pass
-    from edge.policy import default_policy
-    from edge.trust import TrustStore
+    from edge.passes.trust import TrustStore
+    from edge.scan.clock import FixedClock
+    from edge.scan.verifier import Verifier
     from edge.verdict import PassRejected, Reason
-    from edge.verifier import Verifier
+    from sync.wire.identifiers import holder_hash
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 CP1_KEY = IssuerKey.generate("HN", "EdDSA", not_before=NOW - timedelta(days=1))

@@ -10,18 +10,19 @@ import tomli_w
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from edge.appliance import Appliance
-from edge.camera.synth import render_sequence
 from edge.config import load_config
-from edge.keys import save_public_key
+from edge.device.appliance import Appliance
+from edge.devtools.synth import render_sequence
+from edge.lists.policy import default_policy, seal_policy
 from edge.passes.cp1 import issue_cp1
-from edge.passes.credential import PassKind, Vaccination, holder_hash
+from edge.passes.credential import PassKind, Vaccination
 from edge.passes.issuer import IssuerKey
-from edge.policy import default_policy, seal_policy
-from edge.risk.publish import RiskPublisher
-from edge.risk.types import RiskStatus
-from edge.trust import build_trust_envelope
+from edge.passes.trust import build_trust_envelope
 from edge.verdict import Decision, Reason
+from sync.server.publish.risk import RiskPublisher
+from sync.wire.identifiers import holder_hash
+from sync.wire.keyfiles import save_public_key
+from sync.wire.risk.types import RiskStatus
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -61,7 +62,7 @@ def _publish(config_path: Path, publisher: Ed25519PrivateKey, issuer: IssuerKey,
     pub = RiskPublisher(config.device.data_dir.parent / "central-risk", publisher)
     pub.publish([(holder_hash("F0-PERSON"), RiskStatus.F0, None)], published_at=NOW)
     if store is None:
-        from edge.risk.store import RiskStore
+        from edge.lists.risk_store import RiskStore
         store = RiskStore.open(config.resolve(config.risk.path), [publisher.public_key()])
     for blob in pub.updates_for(0):
         store.apply(blob)
@@ -95,8 +96,8 @@ def test_checkpoint_run_cli_reads_replay_to_the_end(tmp_path: Path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     config = load_config(config_path)
-    from edge.keys import load_x25519_public
-    from edge.scanlog import ScanLog
+    from edge.scan.scanlog import ScanLog
+    from sync.wire.keyfiles import load_x25519_public
     log = ScanLog(config.resolve(config.scanlog.path), device_id="T-1", boot_id="x",
                   server_encryption_key=load_x25519_public(config.resolve(config.keys.server_encryption_key)))
     try:
@@ -108,8 +109,8 @@ def test_checkpoint_run_cli_reads_replay_to_the_end(tmp_path: Path):
 
 def test_stale_risk_list_gives_check_and_the_stale_lamp(tmp_path: Path):
     """Past the policy's maximum risk-list age: the verdict is CHECK and the health probe raises the fault."""
-    from edge.clock import FixedClock
-    from edge.light import Fault
+    from edge.scan.clock import FixedClock
+    from edge.scan.light import Fault
 
     issuer = _issuer()
     text = _pass(issuer, "CITIZEN-3")
@@ -132,7 +133,7 @@ def test_stale_risk_list_gives_check_and_the_stale_lamp(tmp_path: Path):
 
 
 def test_housekeeping_prunes_off_the_scan_path_and_raises_the_disk_fault(tmp_path: Path):
-    from edge.light import Fault
+    from edge.scan.light import Fault
 
     config_path, _publisher = _device(tmp_path, ["CODE"])
     config = load_config(config_path)

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import zxingcpp
 
-from edge.camera import CameraError, EndOfStream, make_source
-from edge.camera.opencv import OpenCVSource
-from edge.camera.replay import ReplaySource
-from edge.camera.synth import Distortion, camera_like, qr_modules, render_idle, render_scene, render_sequence
 from edge.config import parse_config
+from edge.devtools.synth import Distortion, camera_like, qr_modules, render_idle, render_scene, render_sequence
+from edge.scan.camera import CameraError, EndOfStream, make_source
+from edge.scan.camera.opencv import OpenCVSource
+from edge.scan.camera.replay import ReplaySource
 
 
 def _read_qr(image: np.ndarray) -> list[str]:

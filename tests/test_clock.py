@@ -1,7 +1,7 @@
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from edge.clock import BUILD_FLOOR, FixedClock, SystemClock
+from edge.scan.clock import BUILD_FLOOR, FixedClock, SystemClock
 
 
 def test_system_clock_untrusted_without_sync(tmp_path: Path):

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from edge.conformance import DEFAULT_KNOWN, conformance, load_known_issues, run
-from edge.dgc_testdata import dgc_testdata_dir
+from edge.cli.conformance import conformance
+from edge.devtools.conformance import DEFAULT_KNOWN, load_known_issues, run
+from edge.devtools.dgc_testdata import dgc_testdata_dir
 
 DATA = dgc_testdata_dir()
 pytestmark = pytest.mark.skipif(not DATA.exists(), reason="EU DCC test data not present")

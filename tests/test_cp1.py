@@ -9,10 +9,11 @@ import base45
 import pytest
 
 from edge.passes.cp1 import CP1_KINDS, issue_cp1, read_cp1
-from edge.passes.credential import PassKind, Recovery, TestResult, Vaccination, holder_hash
+from edge.passes.credential import PassKind, Recovery, TestResult, Vaccination
 from edge.passes.issuer import IssuerKey, IssuerKeyError
-from edge.trust import TrustStore
+from edge.passes.trust import TrustStore
 from edge.verdict import PassRejected, Reason
+from sync.wire.identifiers import holder_hash
 
 NOW = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 
@@ -135,7 +136,7 @@ def test_png_decodes_back_to_the_text(tmp_path) -> None:
     import cv2
     import zxingcpp
 
-    from edge.passes.qr import write_png
+    from edge.devtools.qr import write_png
 
     text = _issue(_key(), vaccination=Vaccination(2, 2))
     png = write_png(text, tmp_path / "p.png")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import socket
@@ -16,17 +17,18 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.camera import CameraError, Frame, FrameSource
-from edge.camera.replay import ReplaySource
-from edge.camera.synth import Distortion, render_idle, render_sequence
-from edge.clock import SystemClock
 from edge.config import CameraConfig
-from edge.daemon import EXIT_CAMERA_LOST, EXIT_OK, Daemon, DecisionEvent
-from edge.debounce import Debouncer
-from edge.decode import Decoder
-from edge.light import Fault
-from edge.light.terminal import TerminalLight
-from edge.notify import Notifier
+from edge.device.daemon import EXIT_CAMERA_LOST, EXIT_OK, Daemon, DecisionEvent
+from edge.device.notify import Notifier
+from edge.device.status import DeviceStatus, StatusSnapshot
+from edge.devtools.synth import Distortion, render_idle, render_sequence
+from edge.scan.camera import CameraError, Frame, FrameSource
+from edge.scan.camera.replay import ReplaySource
+from edge.scan.clock import SystemClock
+from edge.scan.debounce import Debouncer
+from edge.scan.decode import Decoder
+from edge.scan.light import Fault
+from edge.scan.light.terminal import TerminalLight
 from edge.verdict import Decision, Reason, Verdict
 
 SIZE = (320, 240)
@@ -137,7 +139,7 @@ class _Raw(FrameSource):
             time.sleep(min(timeout, 0.01))
             return None
         if self.i >= len(self.images):
-            from edge.camera import EndOfStream
+            from edge.scan.camera import EndOfStream
 
             raise EndOfStream()
         self.i += 1
@@ -171,13 +173,13 @@ def fast_camera(**kw) -> CameraConfig:
 def test_camera_lost_reopens_with_backoff_then_exits_non_zero(tmp_path, caplog):
     idle = [render_idle(SIZE, i) for i in range(3)]
     source = _Raw(idle, stall_after=3)
-    statuses: list[dict] = []
+    statuses: list[StatusSnapshot] = []
     daemon, _, _, out = build(tmp_path, source, camera=fast_camera(), status_writer=statuses.append)
     assert daemon.run() == EXIT_CAMERA_LOST
     assert source.opens == 1 + 2 and daemon.frames == 3
     assert "[ fault  ] camera_lost: red slow blink (1 s on, 1 s off)" in out.getvalue()
-    assert any(s["faults"] == ["camera_lost"] and s["state"] == "camera_lost" for s in statuses)
-    assert statuses[-1]["state"] == "failed"
+    assert any(s.faults == ("camera_lost",) and s.state == "camera_lost" for s in statuses)
+    assert statuses[-1].state == "failed"
     assert "camera_gave_up" in caplog.text
 
 
@@ -243,13 +245,13 @@ def test_stop_hooks(tmp_path):
 
 SIGTERM_SCRIPT = textwrap.dedent("""
     import sqlite3, sys, time
-    from edge.camera.replay import ReplaySource
-    from edge.camera.synth import Distortion, render_sequence
-    from edge.clock import SystemClock
-    from edge.daemon import Daemon
-    from edge.debounce import Debouncer
-    from edge.decode import Decoder
-    from edge.light.terminal import TerminalLight
+    from edge.scan.camera.replay import ReplaySource
+    from edge.devtools.synth import Distortion, render_sequence
+    from edge.scan.clock import SystemClock
+    from edge.device.daemon import Daemon
+    from edge.scan.debounce import Debouncer
+    from edge.scan.decode import Decoder
+    from edge.scan.light.terminal import TerminalLight
     from edge.verdict import Decision, Reason, Verdict
 
     class V:
@@ -302,13 +304,14 @@ def test_sigterm_finishes_the_record_turns_lamps_off_and_exits_zero(tmp_path):
 def test_snapshot_is_privacy_safe(tmp_path):
     frames = render_sequence(["CP1:OK-7"], SIZE, seed=5, idle_frames=1, hold_frames=1, distortion=CLEAR)
     daemon, *_ = build(tmp_path, ReplaySource(images=frames, fps=None),
-                       status_extra=lambda: {"risk_list_version": 42})
+                       status_extra=lambda: DeviceStatus(risk_version=42))
     daemon.run()
     snap = daemon.snapshot()
-    assert snap["decisions"] == 1 and snap["risk_list_version"] == 42
-    assert snap["last_verdicts"][0]["verdict"] == "PASS"
-    assert "holder_hash" not in snap["last_verdicts"][0] and "pass_id" not in snap["last_verdicts"][0]
-    assert snap["clock_trusted"] in (True, False) and snap["state"] == "stopped"
+    assert snap.decisions == 1 and snap.device.risk_version == 42
+    assert snap.last_verdicts[0].verdict == "PASS"
+    written = json.dumps(snap.to_json())
+    assert "holder_hash" not in written and "pass_id" not in written
+    assert snap.clock_trusted in (True, False) and snap.state == "stopped"
 
 
 def test_stop_requested_during_reopen_exits_zero(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from edge.bench.pipeline import _write_frames, child, load_verifier, make_scenario, peak_rss_mb
+from edge.devtools.bench.pipeline import _write_frames, child, load_verifier, make_scenario, peak_rss_mb
 
 
 def test_real_verifier_and_scanlog_through_the_loop(tmp_path):

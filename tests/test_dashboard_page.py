@@ -12,15 +12,15 @@ from browser import chromium, needs_chromium
 from conftest import append_samples
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge.passes.credential import holder_hash
-from edge.policy import default_policy, seal_policy
-from edge.risk.publish import RiskPublisher
-from edge.risk.types import RiskStatus
-from edge.scanlog import ScanLog
-from sync.client import SyncClient
+from edge.device.sync_client import SyncClient
+from edge.lists.policy import default_policy, seal_policy
+from edge.scan.scanlog import ScanLog
 from sync.server.app import create_app
+from sync.server.publish.risk import RiskPublisher
 from sync.server.runner import ServerThread
 from sync.server.settings import ServerSettings
+from sync.wire.identifiers import holder_hash
+from sync.wire.risk.types import RiskStatus
 
 
 @pytest.mark.chromium

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.config import DebounceConfig
-from edge.debounce import Debouncer
+from edge.scan.debounce import Debouncer
 
 
 def test_held_code_is_decided_once():

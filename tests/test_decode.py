@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edge.camera.synth import Distortion, render_idle, render_scene
 from edge.cli import main
 from edge.config import DecoderConfig
-from edge.decode import Decoder
+from edge.devtools.synth import Distortion, render_idle, render_scene
+from edge.scan.decode import Decoder
 
 TEXT = "CP1:" + "NCFOXN%TSMAHN-HVUOEJPJ-SVOG8HPBF8VQM4CPBF46KX8SS8S8" * 3
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from edge.bench.decode import _measure, sample_texts
-from edge.camera.synth import Distortion, render_idle, render_scene
-from edge.decode import Decoder
+from edge.devtools.bench.decode import _measure, sample_texts
+from edge.devtools.synth import Distortion, render_idle, render_scene
+from edge.scan.decode import Decoder
 
 
 def test_sample_texts_are_pass_like_and_deterministic():

@@ -3,7 +3,7 @@
 import io
 from pathlib import Path
 
-from edge.demo.cli import run_demo
+from edge.cli.demo import run_demo
 from edge.verdict import Decision
 
 

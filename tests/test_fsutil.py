@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.fsutil import write_atomic
+from sync.wire.fsutil import write_atomic
 
 
 def test_replaces_content_and_sets_mode(tmp_path: Path):

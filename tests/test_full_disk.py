@@ -10,12 +10,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from edge.appliance import Appliance
-from edge.camera.replay import ReplaySource
-from edge.camera.synth import render_sequence
 from edge.config import parse_config
-from edge.keys import save_public_key
+from edge.device.appliance import Appliance
+from edge.devtools.synth import render_sequence
+from edge.scan.camera.replay import ReplaySource
 from edge.verdict import Decision
+from sync.wire.keyfiles import save_public_key
 
 
 @pytest.fixture

@@ -12,16 +12,17 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge.clock import FixedClock
+from edge.devtools.memory_risk import MemoryRiskList
+from edge.lists.policy import default_policy
 from edge.passes.cose import ES256, sign1
 from edge.passes.cp1 import issue_cp1
-from edge.passes.credential import PassKind, Vaccination, holder_hash
+from edge.passes.credential import PassKind, Vaccination
 from edge.passes.issuer import IssuerKey
-from edge.passes.memory_risk import MemoryRiskList
-from edge.policy import default_policy
-from edge.trust import TrustStore
+from edge.passes.trust import TrustStore
+from edge.scan.clock import FixedClock
+from edge.scan.verifier import Verifier
 from edge.verdict import Reason
-from edge.verifier import Verifier
+from sync.wire.identifiers import holder_hash
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 KEY = IssuerKey.generate("HN", "EdDSA", not_before=NOW - timedelta(days=1))

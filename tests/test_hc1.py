@@ -9,16 +9,16 @@ from datetime import datetime
 
 import pytest
 
-from edge.clock import FixedClock
-from edge.dgc_testdata import dgc_testdata_dir
+from edge.devtools.dgc_testdata import dgc_testdata_dir
+from edge.devtools.memory_risk import MemoryRiskList
+from edge.lists.policy import default_policy
 from edge.passes import hc1
 from edge.passes.credential import PassKind
-from edge.passes.memory_risk import MemoryRiskList
-from edge.policy import default_policy
-from edge.risk.types import RiskStatus
-from edge.trust import TrustedKey, TrustStore
+from edge.passes.trust import TrustedKey, TrustStore
+from edge.scan.clock import FixedClock
+from edge.scan.verifier import Verifier
 from edge.verdict import Decision, PassRejected, Reason
-from edge.verifier import Verifier
+from sync.wire.risk.types import RiskStatus
 
 COMMON = dgc_testdata_dir() / "common/2DCode/raw"
 pytestmark = pytest.mark.skipif(not COMMON.exists(), reason="EU DCC test data not present")

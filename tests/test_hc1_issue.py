@@ -4,10 +4,10 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from edge.devtools.hc1_issuer import USAGE_TEST, DocumentSigner, issue_hc1, vaccination_payload
 from edge.passes.credential import PassFormat, PassKind
 from edge.passes.hc1 import read_hc1
-from edge.passes.hc1_issue import USAGE_TEST, DocumentSigner, issue_hc1, vaccination_payload
-from edge.trust import TrustStore
+from edge.passes.trust import TrustStore
 from edge.verdict import PassRejected, Reason
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)

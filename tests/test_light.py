@@ -9,9 +9,9 @@ import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from edge.config import LightConfig
-from edge.light import FAULT_PATTERNS, Fault, NullLight, make_light, top_fault
-from edge.light.gpio import GpioLight, make_pin_factory
-from edge.light.terminal import TerminalLight
+from edge.scan.light import FAULT_PATTERNS, Fault, NullLight, make_light, top_fault
+from edge.scan.light.gpio import GpioLight, make_pin_factory
+from edge.scan.light.terminal import TerminalLight
 from edge.verdict import Decision
 
 PINS = {"green_pin": 17, "red_pin": 27, "amber_pin": 22, "buzzer_pin": 23}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.notify import Notifier
+from edge.device.notify import Notifier
 
 
 @pytest.fixture

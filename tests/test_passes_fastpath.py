@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge.dgc_testdata import dgc_testdata_dir
+from edge.devtools.dgc_testdata import dgc_testdata_dir
 from edge.passes import hc1
 from edge.passes.codec import b45decode
 from edge.passes.cose import Sign1

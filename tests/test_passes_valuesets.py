@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.dgc_testdata import dgc_testdata_dir
+from edge.devtools.dgc_testdata import dgc_testdata_dir
 from edge.passes import hc1
 from edge.passes.valuesets import CHECKED_FIELDS, RAPID_ANTIGEN, unknown_codes, value_sets
 from edge.verdict import Decision, PassRejected, Reason, refuse_or_check
@@ -55,11 +55,11 @@ def test_signed_pass_with_unknown_device_gets_check_not_pass() -> None:
     import json
     from datetime import datetime
 
-    from edge.clock import FixedClock
-    from edge.passes.memory_risk import MemoryRiskList
-    from edge.policy import default_policy
-    from edge.trust import TrustedKey, TrustStore
-    from edge.verifier import Verifier
+    from edge.devtools.memory_risk import MemoryRiskList
+    from edge.lists.policy import default_policy
+    from edge.passes.trust import TrustedKey, TrustStore
+    from edge.scan.clock import FixedClock
+    from edge.scan.verifier import Verifier
 
     case = json.loads(Path(PL7).read_text(encoding="utf-8-sig"))
     at = datetime.fromisoformat(case["TESTCTX"]["VALIDATIONCLOCK"].replace("Z", "+00:00"))

@@ -8,8 +8,8 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from edge.lists.policy import PolicyError, default_policy, parse_policy, parse_policy_envelope, seal_policy
 from edge.passes.credential import Credential, PassFormat, PassKind, Recovery, TestResult, Vaccination
-from edge.policy import PolicyError, default_policy, parse_policy, parse_policy_envelope, seal_policy
 from edge.verdict import Reason
 
 NOW = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
@@ -41,7 +41,7 @@ def test_unknown_fields_and_bad_zone_are_rejected() -> None:
 
 
 def test_envelope_version_must_match(publisher_key: Ed25519PrivateKey) -> None:
-    from sync.envelope import seal
+    from sync.wire.envelope import seal
 
     blob = seal("policy", 9, default_policy(version=1).to_json_bytes(), publisher_key)
     with pytest.raises(PolicyError, match="version"):

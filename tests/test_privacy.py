@@ -3,7 +3,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.privacy import SEALED_BYTES, HolderOpener, HolderSealer, PrivacyError, holder_aad
+from sync.wire.sealed import SEALED_BYTES, HolderOpener, HolderSealer, PrivacyError, holder_aad
 
 SERVER = X25519PrivateKey.generate()
 

@@ -6,7 +6,7 @@ from click.testing import CliRunner
 
 from edge.cli import main
 from edge.config import ConfigError, load_config
-from edge.provision import device_config
+from edge.device.bundle import device_config
 from sync.server.settings import ServerSettings
 
 

@@ -6,8 +6,8 @@ import json
 
 from click.testing import CliRunner
 
-from edge.bench.risk import run
 from edge.cli import main
+from edge.devtools.bench.risk import run
 
 REQUIRED = {"entries", "bytes_per_entry", "lookup_p99_us", "delta_apply_s", "delta_written_bytes",
             "delta_wire_bytes", "build_s", "snapshot_wire_bytes", "lookup_hit_median_us",

@@ -11,11 +11,11 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.cli import main
-from edge.keys import load_ed25519_private, save_private_key, save_public_key
-from edge.passes.credential import holder_hash
-from edge.risk.inputs import RiskInputError, load_rows, parse_row
-from edge.risk.publish import RiskPublisher
-from edge.risk.types import RiskStatus
+from sync.server.publish.risk import RiskPublisher
+from sync.server.publish.risk_inputs import RiskInputError, load_rows, parse_row
+from sync.wire.identifiers import holder_hash
+from sync.wire.keyfiles import load_ed25519_private, save_private_key, save_public_key
+from sync.wire.risk.types import RiskStatus
 
 EU_HASH = "0123456789abcdef0123456789abcdef"
 

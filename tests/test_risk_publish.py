@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge.passes.credential import holder_hash
-from edge.risk.digest import SetDigest
-from edge.risk.publish import RiskPublisher, RiskPublishError
-from edge.risk.records import RECORD, sort_unique
-from edge.risk.types import RiskStatus, RiskUpdateError
-from edge.risk.wire import DELTA, KIND, decode_update, encode_update
-from sync.envelope import seal
+from sync.server.publish.risk import RiskPublisher, RiskPublishError
+from sync.wire.envelope import seal
+from sync.wire.identifiers import holder_hash
+from sync.wire.risk.digest import SetDigest
+from sync.wire.risk.records import RECORD, sort_unique
+from sync.wire.risk.types import RiskStatus, RiskUpdateError
+from sync.wire.risk.updates import DELTA, KIND, decode_update, encode_update
 
 T0 = datetime(2024, 3, 1, 8, 0, tzinfo=UTC)
 KEY = Ed25519PrivateKey.generate()

@@ -12,14 +12,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import edge.risk.store as store_module
-from edge.passes.credential import holder_hash
-from edge.risk.digest import SetDigest
-from edge.risk.publish import RiskPublisher
-from edge.risk.records import RECORD, decode_until
-from edge.risk.store import RiskStore
-from edge.risk.types import RiskEntry, RiskStatus, RiskUpdateError
-from edge.risk.wire import DELTA, encode_update
+import edge.lists.risk_store as store_module
+from edge.lists.risk_store import RiskStore
+from sync.server.publish.risk import RiskPublisher
+from sync.wire.identifiers import holder_hash
+from sync.wire.risk.digest import SetDigest
+from sync.wire.risk.records import RECORD, decode_until
+from sync.wire.risk.types import RiskEntry, RiskStatus, RiskUpdateError
+from sync.wire.risk.updates import DELTA, encode_update
 
 T0 = datetime(2024, 3, 1, 8, 0, tzinfo=UTC)
 KEY = Ed25519PrivateKey.generate()

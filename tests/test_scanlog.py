@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from conftest import append_samples, sample_verdict
 
-from edge.privacy import HolderOpener, holder_aad
-from edge.scanlog import ScanLog, ScanLogError
-from sync.protocol import GENESIS, WireRecord, canonical_fields, record_hash
+from edge.scan.scanlog import ScanLog, ScanLogError
+from sync.wire.protocol import GENESIS, WireRecord, canonical_fields, record_hash
+from sync.wire.sealed import HolderOpener, holder_aad
 
 
 def test_append_is_durable_chained_and_sealed(scanlog, server_x25519, tmp_path):
@@ -149,13 +149,13 @@ def test_naive_wall_time_is_taken_as_utc(scanlog):
 
 def test_kill_9_during_writes_loses_no_shown_record(tmp_path, server_x25519):
     """A writer prints each seq only after append() returned (= lamp shown); kill -9 it mid-stream."""
-    from edge.keys import save_public_key
+    from sync.wire.keyfiles import save_public_key
     key_path = tmp_path / "srv.pem"
     save_public_key(key_path, server_x25519.public_key())
     script = textwrap.dedent(f"""
         from datetime import datetime, UTC
-        from edge.keys import load_x25519_public
-        from edge.scanlog import ScanLog
+        from sync.wire.keyfiles import load_x25519_public
+        from edge.scan.scanlog import ScanLog
         from edge.verdict import Verdict, Decision, Reason
         log = ScanLog({str(tmp_path / 'k.sqlite')!r}, device_id='d', boot_id='b',
                       server_encryption_key=load_x25519_public(__import__('pathlib').Path({str(key_path)!r})))

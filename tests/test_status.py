@@ -10,16 +10,16 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from edge.camera.replay import ReplaySource
-from edge.camera.synth import Distortion, render_sequence
 from edge.cli import main
-from edge.clock import FixedClock
-from edge.daemon import Daemon
-from edge.debounce import Debouncer
-from edge.decode import Decoder
-from edge.light import NullLight
-from edge.notify import Notifier
-from edge.status import StatusFile, format_status
+from edge.device.daemon import Daemon
+from edge.device.notify import Notifier
+from edge.device.status import DeviceStatus, StatusFile, StatusSnapshot, format_status
+from edge.devtools.synth import Distortion, render_sequence
+from edge.scan.camera.replay import ReplaySource
+from edge.scan.clock import FixedClock
+from edge.scan.debounce import Debouncer
+from edge.scan.decode import Decoder
+from edge.scan.light import NullLight
 from edge.verdict import Decision, Reason, Verdict
 
 
@@ -36,9 +36,10 @@ def write_config(tmp_path: Path) -> Path:
 
 def test_status_file_is_replaced_atomically(tmp_path):
     status = StatusFile(tmp_path / "sub" / "status.json")
-    status.write({"state": "running", "n": 1})
-    status.write({"state": "running", "n": 2})
-    assert status.read() == {"state": "running", "n": 2}
+    status.write(StatusSnapshot(state="running", updated_at="2026-05-01T08:00:00+00:00", frames=1))
+    second = StatusSnapshot(state="running", updated_at="2026-05-01T08:00:01+00:00", frames=2)
+    status.write(second)
+    assert status.read() == second
     assert [p.name for p in (tmp_path / "sub").iterdir()] == ["status.json"]  # no temp files left
     assert status.age_s() < 5
 
@@ -52,12 +53,13 @@ def test_daemon_keeps_status_current_and_cli_prints_it(tmp_path):
     daemon = Daemon(source=ReplaySource(images=frames, fps=None), decoder=Decoder(),
                     debouncer=Debouncer(5), verifier=PassAll(), recorder=lambda v, t: None,
                     light=NullLight(), clock=clock, status_writer=status.write, notifier=Notifier(""),
-                    status_extra=lambda: {"risk_list_version": 7, "risk_list_age_s": 3600.0,
-                                          "unsynced_records": 12})
+                    status_extra=lambda: DeviceStatus(device_id="HN-CP-001", risk_version=7,
+                                                      risk_published_at="2026-05-01T07:00:00+00:00",
+                                                      unsynced_records=12))
     assert daemon.run() == 0
     data = status.read()
-    assert data["state"] == "stopped" and data["decisions"] == 1 and data["frames"] == len(frames)
-    assert data["last_verdicts"][0]["verdict"] == "PASS" and data["clock_trusted"] is False
+    assert data.state == "stopped" and data.decisions == 1 and data.frames == len(frames)
+    assert data.last_verdicts[0].verdict == "PASS" and data.clock_trusted is False
 
     result = CliRunner().invoke(main, ["status", "--config", str(config)])
     assert result.exit_code == 0, result.output
@@ -67,7 +69,7 @@ def test_daemon_keeps_status_current_and_cli_prints_it(tmp_path):
     assert "PASS" in result.output
 
     as_json = CliRunner().invoke(main, ["status", "--config", str(config), "--json"])
-    assert json.loads(as_json.output)["unsynced_records"] == 12
+    assert json.loads(as_json.output)["device"]["unsynced_records"] == 12
 
 
 def test_status_missing_stale_and_corrupt(tmp_path):
@@ -75,7 +77,8 @@ def test_status_missing_stale_and_corrupt(tmp_path):
     missing = CliRunner().invoke(main, ["status", "--config", str(config)])
     assert missing.exit_code == 1 and "has not run yet" in missing.output
     path = tmp_path / "run" / "status.json"
-    StatusFile(path).write({"state": "running", "faults": ["camera_lost"]})
+    StatusFile(path).write(StatusSnapshot(state="running", updated_at="2026-05-01T08:00:00+00:00",
+                                          faults=("camera_lost",)))
     old = time.time() - 600
     os.utime(path, (old, old))
     stale = CliRunner().invoke(main, ["status", "--config", str(config)])
@@ -83,11 +86,12 @@ def test_status_missing_stale_and_corrupt(tmp_path):
     assert "faults:           camera_lost" in stale.output
     path.write_text("{half")
     corrupt = CliRunner().invoke(main, ["status", "--config", str(config)])
-    assert corrupt.exit_code == 1 and "not valid JSON" in corrupt.output
+    assert corrupt.exit_code == 1 and "not a status snapshot" in corrupt.output
     bad = CliRunner().invoke(main, ["status", "--config", str(tmp_path / "nope.toml")])
     assert bad.exit_code == 1 and "config file not found" in bad.output
 
 
 def test_format_status_minimal():
-    text = format_status({})
-    assert "state:            ?" in text and "last frame:       never" in text
+    text = format_status(StatusSnapshot(state="starting", updated_at="2026-05-01T08:00:00+00:00"))
+    assert "state:            starting" in text and "last frame:       never" in text
+    assert "risk list:        none installed" in text

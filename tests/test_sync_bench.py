@@ -5,7 +5,7 @@ import json
 import pytest
 from conftest import PG_DSN, _pg_available
 
-from edge.bench import sync as bench
+from edge.devtools.bench import sync as bench
 from sync.server.ingest import IngestError
 
 

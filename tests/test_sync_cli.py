@@ -7,12 +7,12 @@ from test_sync_faults import _device_config
 from test_sync_push import assert_server_matches
 
 from edge.cli import main
-from edge.keys import save_private_key, save_public_key
-from edge.scanlog import ScanLog
+from edge.scan.scanlog import ScanLog
 from sync.server.app import create_app
 from sync.server.runner import ServerThread
 from sync.server.settings import ServerSettings
 from sync.server.storage import open_storage
+from sync.wire.keyfiles import save_private_key, save_public_key
 
 
 def test_admin_enroll_then_sync_once(tmp_path, server_x25519, device_key):

@@ -6,18 +6,18 @@ import pytest
 from conftest import append_samples
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge.clock import SystemClock
-from edge.passes.credential import holder_hash
-from edge.policy import default_policy, seal_policy
-from edge.risk.publish import RiskPublisher
-from edge.risk.store import RiskStore
-from edge.risk.types import RiskStatus
-from edge.trust import TrustStore, build_trust_envelope
-from sync.client import SyncClient, backoff_delay, parse_retry_after
-from sync.envelope import seal
+from edge.device.sync_client import SyncClient, backoff_delay, parse_retry_after
+from edge.lists.policy import default_policy, seal_policy
+from edge.lists.risk_store import RiskStore
+from edge.passes.trust import TrustStore, build_trust_envelope
+from edge.scan.clock import SystemClock
 from sync.server.app import create_app
+from sync.server.publish.risk import RiskPublisher
 from sync.server.runner import ServerThread
 from sync.server.settings import ServerSettings
+from sync.wire.envelope import seal
+from sync.wire.identifiers import holder_hash
+from sync.wire.risk.types import RiskStatus
 
 TOKEN = "t0ken"
 

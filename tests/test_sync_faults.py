@@ -13,12 +13,12 @@ from conftest import append_samples
 from faultproxy import Fault, FaultProxy
 from test_sync_push import TOKEN, assert_server_matches, make_client
 
-from edge.keys import save_private_key, save_public_key
-from edge.scanlog import ScanLog
+from edge.scan.scanlog import ScanLog
 from sync.server.app import create_app
 from sync.server.runner import ServerThread
 from sync.server.settings import ServerSettings
 from sync.server.storage import open_storage
+from sync.wire.keyfiles import save_private_key, save_public_key
 
 
 @pytest.fixture
@@ -124,7 +124,7 @@ def test_kill_9_device_during_upload(tmp_path, db_url, server_x25519, publisher_
 
 
 def test_server_killed_and_restarted_mid_sync(tmp_path, server_x25519, device_key):
-    from edge.keys import save_private_key as save
+    from sync.wire.keyfiles import save_private_key as save
     server_dir = tmp_path / "server"
     save(server_dir / "keys/server_x25519.pem", server_x25519)
     port = _free_port()

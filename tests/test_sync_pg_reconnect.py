@@ -11,13 +11,13 @@ import requests
 from conftest import PG_DSN, _pg_available, append_samples
 from test_sync_push import TOKEN, assert_server_matches, make_client
 
-from edge.privacy import HolderOpener
-from sync.protocol import API
 from sync.server.app import create_app
 from sync.server.ingest import ingest
 from sync.server.runner import ServerThread
 from sync.server.settings import ServerSettings
 from sync.server.store_pg import PostgresStorage
+from sync.wire.protocol import API
+from sync.wire.sealed import HolderOpener
 
 pytestmark = pytest.mark.postgres
 
@@ -99,7 +99,7 @@ class KillDuringCopy:
 
 
 def test_backend_killed_mid_copy_batch_is_stored_whole(pg_url, server_x25519, scanlog):
-    from sync.protocol import WireRecord
+    from sync.wire.protocol import WireRecord
     storage = PostgresStorage(pg_url)
     try:
         storage.enroll("dev-1", bytes(32))

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from sync.protocol import GENESIS, PushBatch, canonical_fields, parse_push, record_hash
+from sync.wire.protocol import GENESIS, PushBatch, canonical_fields, parse_push, record_hash
 
 
 def _records(chars: st.SearchStrategy[str]) -> st.SearchStrategy[dict]:

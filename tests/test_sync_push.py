@@ -7,13 +7,13 @@ import requests
 from conftest import append_samples, sample_verdict
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge.scanlog import ScanLog
-from sync.client import SyncClient, SyncError
-from sync.protocol import API, HEADER_DEVICE, HEADER_SIGNATURE, b64, request_signing_bytes
+from edge.device.sync_client import SyncClient, SyncError
+from edge.scan.scanlog import ScanLog
 from sync.server.app import create_app
 from sync.server.runner import ServerThread
 from sync.server.settings import ServerSettings
 from sync.server.storage import open_storage
+from sync.wire.protocol import API, HEADER_DEVICE, HEADER_SIGNATURE, b64, request_signing_bytes
 
 TOKEN = "provision-me"
 
@@ -121,9 +121,9 @@ def test_restart_mid_batch_resends_and_converges(server, scanlog, device_key, tm
 
 
 def test_storage_answers_highest_contiguous(db_url, server_x25519, scanlog):
-    from edge.privacy import HolderOpener
-    from sync.protocol import WireRecord
     from sync.server.ingest import ingest
+    from sync.wire.protocol import WireRecord
+    from sync.wire.sealed import HolderOpener
     storage = open_storage(db_url)
     storage.enroll("dev-1", b"k" * 32)
     append_samples(scanlog, 9)
@@ -141,9 +141,9 @@ def test_storage_answers_highest_contiguous(db_url, server_x25519, scanlog):
 def test_undecryptable_holder_is_kept_sealed(db_url, scanlog):
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-    from edge.privacy import HolderOpener
-    from sync.protocol import WireRecord
     from sync.server.ingest import ingest
+    from sync.wire.protocol import WireRecord
+    from sync.wire.sealed import HolderOpener
     storage = open_storage(db_url)
     storage.enroll("dev-1", b"k" * 32)
     append_samples(scanlog, 2)
@@ -159,8 +159,8 @@ def test_undecryptable_holder_is_kept_sealed(db_url, scanlog):
 def test_batch_refused_midway_stores_nothing(db_url, server_x25519, scanlog, bad_at):
     """Rows stream into the database while later records are still being checked: a bad record
     anywhere in the batch rolls back the rows already sent, and the good batch then goes in whole."""
-    from edge.privacy import HolderOpener
     from sync.server.ingest import IngestError, ingest_body
+    from sync.wire.sealed import HolderOpener
     storage = open_storage(db_url)
     try:
         storage.enroll("dev-1", b"k" * 32)
@@ -181,8 +181,8 @@ def test_batch_refused_midway_stores_nothing(db_url, server_x25519, scanlog, bad
 
 
 def test_body_errors_are_refused_cleanly(db_url, server_x25519):
-    from edge.privacy import HolderOpener
     from sync.server.ingest import IngestError, ingest_body
+    from sync.wire.sealed import HolderOpener
     storage = open_storage(db_url)
     try:
         storage.enroll("dev-1", b"k" * 32)

@@ -11,10 +11,10 @@ import cbor2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge.dgc_testdata import dgc_testdata_dir
+from edge.devtools.dgc_testdata import dgc_testdata_dir
 from edge.passes.issuer import IssuerKey
-from edge.trust import TrustedKey, TrustError, TrustStore, build_trust_envelope, kid_for, load_trust_file
-from sync.envelope import EnvelopeError
+from edge.passes.trust import TrustedKey, TrustError, TrustStore, build_trust_envelope, kid_for, load_trust_file
+from sync.wire.envelope import EnvelopeError
 
 DGC = dgc_testdata_dir()
 

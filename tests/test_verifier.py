@@ -7,16 +7,17 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from edge.clock import FixedClock
+from edge.devtools.memory_risk import MemoryRiskList
+from edge.lists.policy import default_policy
 from edge.passes.cp1 import issue_cp1
-from edge.passes.credential import PassKind, TestResult, Vaccination, holder_hash
+from edge.passes.credential import PassKind, TestResult, Vaccination
 from edge.passes.issuer import IssuerKey
-from edge.passes.memory_risk import MemoryRiskList
-from edge.policy import default_policy
-from edge.risk.types import RiskEntry, RiskStatus
-from edge.trust import TrustStore
+from edge.passes.trust import TrustStore
+from edge.scan.clock import FixedClock
+from edge.scan.verifier import Verifier
 from edge.verdict import Decision, Reason
-from edge.verifier import Verifier
+from sync.wire.identifiers import holder_hash
+from sync.wire.risk.types import RiskEntry, RiskStatus
 
 NOW = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 CITIZEN = "001099012345"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge.bench import verify as bench
+from edge.devtools.bench import verify as bench
 from edge.verdict import Reason
 
 pytestmark = pytest.mark.skipif(not bench.DGC.exists(), reason="EU DCC test data not present")

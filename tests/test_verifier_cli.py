@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.cli import main
-from edge.keys import save_private_key, save_public_key
+from sync.wire.keyfiles import save_private_key, save_public_key
 
 
 def _run(args: list[str], stdin: str | None = None) -> str:

@@ -20,7 +20,6 @@ import cbor2
 from edge.passes.codec import b45decode, cbor_loads, inflate, strip_prefix
 from edge.passes.cose import EDDSA, ES256, check_alg, parse_sign1, sign1
 from edge.passes.credential import (
-    HOLDER_HASH_BYTES,
     Credential,
     PassFormat,
     PassKind,
@@ -29,9 +28,10 @@ from edge.passes.credential import (
     Vaccination,
 )
 from edge.passes.issuer import IssuerKey
-from edge.passes.signer import check_key_period, find_signer
-from edge.trust import SOURCE_CP1, TrustStore
+from edge.passes.signing_keys import check_key_period, find_signer
+from edge.passes.trust import SOURCE_CP1, TrustStore
 from edge.verdict import PassRejected, Reason
+from sync.wire.identifiers import HOLDER_HASH_BYTES
 
 PREFIX = "CP1:"
 FMT = PassFormat.CP1.value

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
@@ -27,18 +26,6 @@ class PassKind(StrEnum):
     DCC_VACCINATION = "dcc_vaccination"
     DCC_TEST = "dcc_test"
     DCC_RECOVERY = "dcc_recovery"
-
-
-HOLDER_HASH_BYTES = 16
-
-
-def holder_hash(citizen_id: str, salt: str = "CP1-holder-v1") -> bytes:
-    """Return the 16-byte truncated SHA-256 that stands for a citizen ID everywhere.
-
-    The plain ID never leaves the issuer: passes, risk lists and scan logs carry only this hash.
-    """
-    normalized = "".join(citizen_id.split()).upper()
-    return hashlib.sha256(f"{salt}:{normalized}".encode()).digest()[:HOLDER_HASH_BYTES]
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,12 @@ import jsonschema
 
 from edge.passes.codec import b45decode, cbor_loads, inflate, strip_prefix
 from edge.passes.cose import ES256, PS256, Sign1, check_alg, parse_sign1
-from edge.passes.credential import Credential, PassFormat, PassKind, Recovery, TestResult, Vaccination, holder_hash
-from edge.passes.signer import check_key_period, find_signer
+from edge.passes.credential import Credential, PassFormat, PassKind, Recovery, TestResult, Vaccination
+from edge.passes.signing_keys import check_key_period, find_signer
+from edge.passes.trust import SOURCE_DSC, TrustedKey, TrustStore
 from edge.passes.valuesets import unknown_codes
-from edge.trust import SOURCE_DSC, TrustedKey, TrustStore
 from edge.verdict import PassRejected, Reason
+from sync.wire.identifiers import holder_hash
 
 PREFIX = "HC1:"
 FMT = PassFormat.HC1.value

@@ -10,14 +10,15 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from edge.fsutil import write_atomic
 from edge.passes.cose import ALG_IDS, EDDSA, ES256
-from edge.trust import TrustedKey, kid_for
+from edge.passes.trust import TrustedKey, kid_for
+from sync.wire.errors import CheckpointError
+from sync.wire.fsutil import write_atomic
 
 CP1_ALGORITHMS = ("EdDSA", "ES256")
 
 
-class IssuerKeyError(ValueError):
+class IssuerKeyError(CheckpointError, ValueError):
     """An issuer key file is missing, unreadable or of an unsupported kind."""
 
 

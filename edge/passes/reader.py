@@ -9,7 +9,7 @@ from datetime import datetime
 from edge.passes import cp1
 from edge.passes.credential import Credential
 from edge.passes.limits import MAX_TEXT_CHARS
-from edge.trust import TrustStore
+from edge.passes.trust import TrustStore
 from edge.verdict import PassRejected, Reason
 
 

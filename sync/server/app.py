@@ -16,9 +16,13 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from edge.privacy import HolderOpener
-from sync.envelope import seal
-from sync.protocol import (
+from sync.server.dashboard import render_dashboard
+from sync.server.ingest import IngestError, ingest_body, verify_signature
+from sync.server.settings import ServerSettings
+from sync.server.storage import Storage, StorageError, open_storage
+from sync.wire.envelope import seal
+from sync.wire.errors import CheckpointError
+from sync.wire.protocol import (
     API,
     CBOR_MEDIA_TYPE,
     ENVELOPE_MEDIA_TYPE,
@@ -29,10 +33,7 @@ from sync.protocol import (
     ErrorBody,
     unb64,
 )
-from sync.server.dashboard import render_dashboard
-from sync.server.ingest import IngestError, ingest_body, verify_signature
-from sync.server.settings import ServerSettings
-from sync.server.storage import Storage, StorageError, open_storage
+from sync.wire.sealed import HolderOpener
 
 log = logging.getLogger(__name__)
 MAX_BODY = 16 * 1024 * 1024
@@ -43,7 +44,7 @@ def _error(status: int, error: str, detail: str = "", acked_seq: int | None = No
     return JSONResponse(body, status_code=status)
 
 
-class _Unauthorized(Exception):
+class _Unauthorized(CheckpointError):
     pass
 
 
@@ -67,7 +68,7 @@ def published_lists(settings: ServerSettings) -> dict[str, tuple[int | None, str
         out[kind] = (version, str(path) if version is not None else f"not published ({path})")
     risk_dir = settings.data_dir / "risk"
     if settings.publisher_key is not None and risk_dir.is_dir():
-        from edge.risk.publish import RiskPublisher
+        from sync.server.publish.risk import RiskPublisher
 
         publisher = RiskPublisher(risk_dir, settings.publisher_key)
         at = publisher.published_at
@@ -82,7 +83,7 @@ def _default_risk_updates(settings: ServerSettings):
     if settings.data_dir is None or settings.publisher_key is None or not (settings.data_dir / "risk").is_dir():
         return None
     try:
-        from edge.risk.publish import RiskPublisher
+        from sync.server.publish.risk import RiskPublisher
     except ImportError:  # pragma: no cover - the risk area is not installed
         return None
     directory, key = settings.data_dir / "risk", settings.publisher_key

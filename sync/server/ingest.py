@@ -2,7 +2,7 @@
 
 This is the whole server push path after the HTTP layer (``app.push`` and ``checkpoint bench
 sync`` both call ``verify_signature`` then ``ingest_body``). It runs once per record, so it works
-on the plain dicts of ``sync.protocol.parse_push`` and does every check in one pass: sequence
+on the plain dicts of ``sync.wire.protocol.parse_push`` and does every check in one pass: sequence
 continuity, chain link, recomputed record hash, conflict with what is stored, holder decryption.
 """
 
@@ -20,8 +20,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
-from edge.privacy import HolderOpener, PrivacyError
-from sync.protocol import (
+from sync.server.storage import Storage
+from sync.wire.errors import CheckpointError
+from sync.wire.protocol import (
     GENESIS,
     RECORD_DOMAIN,
     WIRE_FIELDS,
@@ -31,12 +32,12 @@ from sync.protocol import (
     parse_push,
     request_signing_bytes,
 )
-from sync.server.storage import Storage
+from sync.wire.sealed import HolderOpener, PrivacyError
 
 log = logging.getLogger(__name__)
 
 
-class IngestError(ValueError):
+class IngestError(CheckpointError, ValueError):
     """A batch was refused as a whole; ``status`` is the HTTP status to answer with."""
 
     def __init__(self, status: int, error: str, detail: str):
@@ -86,7 +87,7 @@ def _checked_rows(opener: HolderOpener, device_id: str, recs: list[Mapping[str, 
     lo = recs[0]["seq"]
     stored_prev = held.pop(lo - 1, None)  # what is left in ``held`` are seqs of this batch
     prev = stored_prev if lo > 1 else GENESIS
-    aad_prefix = f"{device_id}\x00".encode()  # + str(seq) = edge.privacy.holder_aad(device_id, seq)
+    aad_prefix = f"{device_id}\x00".encode()  # + str(seq) = sync.wire.sealed.holder_aad(device_id, seq)
     open_sealed = opener.batch_opener()
     sha256 = hashlib.sha256
     expected_seq = lo

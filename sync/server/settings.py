@@ -10,7 +10,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from edge.keys import (
+from sync.wire.keyfiles import (
     load_ed25519_private,
     load_or_create_ed25519,
     load_x25519_private,
@@ -38,7 +38,7 @@ class ServerSettings:
     publisher_key: Ed25519PrivateKey | None = None
     data_dir: Path | None = None
     enroll_token: str | None = None
-    #: device risk version -> signed updates; default: edge.risk.publish.RiskPublisher(data_dir/"risk")
+    #: device risk version -> signed updates; default: sync.server.publish.risk.RiskPublisher(data_dir/"risk")
     risk_updates: Callable[[int], list[bytes]] | None = None
 
     @classmethod

@@ -8,13 +8,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from sync.wire.errors import CheckpointError
+
 #: columns of the server's ``records`` table, in row-tuple order
 RECORD_COLUMNS = ("device_id", "seq", "wall_time", "monotonic", "boot_id", "clock_trusted", "format", "kind",
                   "holder_hash", "holder_enc", "decision", "reason", "policy_version", "risk_version",
                   "prev_hash", "hash")
 
 
-class StorageError(RuntimeError):
+class StorageError(CheckpointError, RuntimeError):
     """The server database is unreachable or refused a write."""
 
 

@@ -1,0 +1,41 @@
+"""``checkpoint bench``: every benchmark the project has, one table or one JSON object."""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from edge.devtools.bench.report import emit
+
+#: bench name -> "module:function"; the function takes keyword options and returns {figure: value}.
+BENCHES: dict[str, str] = {
+    "verify": "edge.devtools.bench.verify:run",
+    "decode": "edge.devtools.bench.decode:run",
+    "pipeline": "edge.devtools.bench.pipeline:run",
+    "risk": "edge.devtools.bench.risk:run",
+    "sync": "edge.devtools.bench.sync:run",
+}
+
+
+def _load(name: str):
+    module_name, attribute = BENCHES[name].split(":")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+@click.command()
+@click.argument("names", nargs=-1, type=click.Choice(sorted(BENCHES)))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with every figure.")
+@click.option("--quick", is_flag=True, help="Smaller sizes and fewer runs (for CI smoke runs).")
+@click.option("--entries", type=int, default=None, help="risk: number of risk-list entries.")
+def bench(names: tuple[str, ...], as_json: bool, quick: bool, entries: int | None) -> None:
+    """Run benchmarks (all when no NAME is given) and print their figures."""
+    results: dict[str, dict[str, object]] = {}
+    for name in names or tuple(BENCHES):
+        options: dict[str, object] = {"quick": quick}
+        if name == "risk" and entries is not None:
+            options["entries"] = entries
+        if not as_json:
+            click.echo(f"running bench {name} ...", err=True)
+        results[name] = _load(name)(**options)
+    emit(results, as_json)

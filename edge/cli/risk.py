@@ -1,0 +1,85 @@
+"""``checkpoint risk``: publish lists (central side), apply updates and show status (device)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import click
+
+from edge.cli.common import reports_errors
+from edge.config import load_config
+from edge.lists.risk_store import RiskStore
+from sync.server.publish.risk import RiskPublisher
+from sync.server.publish.risk_inputs import load_rows, parse_row
+from sync.wire.keyfiles import load_ed25519_private, load_ed25519_public
+from sync.wire.risk.types import RiskUpdateError
+
+
+@click.group()
+def risk() -> None:
+    """Risk list (F0 / F1 / revoked): publish, apply updates, show status."""
+
+
+@risk.command()
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Publisher directory (authoritative set and history).")
+@click.option("--key", "key_file", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Publisher Ed25519 private key (PEM).")
+@click.option("--at", "published_at", type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"]),
+              default=None, help="Publication time (default now, UTC).")
+@click.argument("input_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@reports_errors
+def publish(directory: Path, key_file: Path, published_at: datetime | None, input_file: Path) -> None:
+    """Publish the changes in INPUT_FILE (.csv or .json) as the next version."""
+    key = load_ed25519_private(key_file)
+    rows = load_rows(input_file)
+    with click.progressbar(rows, label=f"reading {len(rows):,} rows", file=sys.stderr) as bar:
+        changes = [parse_row(row, f"{input_file} row {n}") for n, row in enumerate(bar, 1)]
+    if published_at is not None and published_at.tzinfo is None:
+        published_at = published_at.astimezone()
+    publisher = RiskPublisher(directory, key)
+    version = publisher.publish(changes, published_at)
+    click.echo(f"published version {version}: {len(changes):,} changes, {publisher.entries:,} entries")
+
+
+@reports_errors
+def _open_device_store(config_file: Path) -> RiskStore:
+    config = load_config(config_file)
+    keys = [load_ed25519_public(config.resolve(config.keys.publisher_public_key))]
+    return RiskStore.open(config.resolve(config.risk.path), keys)
+
+
+@risk.command()
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.argument("blobs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def apply(config_file: Path, blobs: tuple[Path, ...]) -> None:
+    """Apply signed snapshot/delta files in order; a rejected file leaves the list as it was."""
+    store = _open_device_store(config_file)
+    failed = 0
+    for blob in blobs:
+        try:
+            version = store.apply(blob.read_bytes())
+            click.echo(f"{blob}: applied, now version {version}")
+        except (RiskUpdateError, OSError) as exc:
+            failed += 1
+            click.echo(f"{blob}: rejected: {exc} (list stays at version {store.version})", err=True)
+    if store.needs_snapshot:
+        click.echo("a full snapshot is needed (chain or digest mismatch, or no list yet)", err=True)
+    if failed:
+        sys.exit(1)
+
+
+@risk.command()
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def status(config_file: Path, as_json: bool) -> None:
+    """Show version, publication time, entries and bytes on disk of the device's list."""
+    info = _open_device_store(config_file).status().as_dict()
+    if as_json:
+        click.echo(json.dumps(info, sort_keys=True))
+        return
+    for name, value in info.items():
+        click.echo(f"{name:>15}: {value}")

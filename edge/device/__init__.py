@@ -1,0 +1,1 @@
+"""The device process around the scan path: composition root, daemon loop, status, staff screen, sync client."""

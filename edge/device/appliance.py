@@ -1,0 +1,220 @@
+"""Composition: one device built from one Config (used by ``checkpoint run`` and the demo).
+
+Every seam is chosen by the configuration: frame source (``camera.source``), lamps
+(``light.backend``), clock (``clock.backend``); the sync client runs only when ``sync.server_url``
+is set. Nothing here decides anything: it only wires the parts and their health probes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+from typing import TextIO
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from edge.config import Config
+from edge.device.daemon import Daemon, DecisionEvent
+from edge.device.status import DeviceStatus, StatusFile, StatusSnapshot
+from edge.lists.policy import PolicyError, load_policy_file
+from edge.passes.reader import warm_up as warm_up_readers
+from edge.passes.trust import TrustError, load_trust_file
+from edge.scan.camera import FrameSource, make_source
+from edge.scan.clock import Clock, FixedClock, SystemClock, boot_id
+from edge.scan.debounce import Debouncer
+from edge.scan.decode import Decoder
+from edge.scan.light import Fault, Light, make_light
+from edge.scan.scanlog import ScanLog
+from edge.scan.verifier import Verifier, open_risk_store
+from edge.verdict import Decision, Reason, Verdict
+from sync.wire.keyfiles import KeyFileError, load_ed25519_public, load_x25519_public
+from sync.wire.risk.types import RiskLookup
+
+log = logging.getLogger(__name__)
+
+#: how often the scan log is pruned (retention days, free-space floor) in the background
+PRUNE_INTERVAL_S = 60.0
+
+
+def make_clock(config: Config) -> Clock:
+    """The clock named by ``clock.backend``."""
+    if config.clock.backend == "fixed":
+        if not config.clock.fixed_at:
+            raise ValueError("clock.backend = 'fixed' needs clock.fixed_at (an ISO-8601 instant)")
+        return FixedClock(datetime.fromisoformat(config.clock.fixed_at))
+    return SystemClock()
+
+
+class VerifierSlot:
+    """The daemon's verifier: answers CHECK / DEVICE_NOT_READY until trust list and policy exist.
+
+    The sync client installs new lists while the daemon runs; ``reload`` swaps them in atomically.
+    """
+
+    def __init__(self, config: Config, clock: Clock, publisher_keys: list[Ed25519PublicKey]):
+        self._config, self._clock, self._keys = config, clock, publisher_keys
+        self._lock = threading.Lock()
+        self.current: Verifier | None = None
+        self.risk: RiskLookup | None = None
+        self.reload("all")
+
+    def verify(self, text: str) -> Verdict:
+        current = self.current
+        if current is None:
+            return Verdict(Decision.CHECK, Reason.DEVICE_NOT_READY)
+        return current.verify(text)
+
+    @property
+    def policy_version(self) -> int | None:
+        return None if self.current is None else self.current.policy_version
+
+    @property
+    def risk_version(self) -> int | None:
+        return None if self.risk is None else self.risk.version
+
+    def reload(self, kind: str, version: int | None = None) -> None:
+        """Load (or re-load after an install) the trust list, policy and risk list from disk."""
+        config = self._config
+        with self._lock:
+            if self.risk is None:  # one store object for the process: the sync client applies into it
+                self.risk = open_risk_store(config.resolve(config.risk.path), self._keys)
+            try:
+                trust = load_trust_file(config.resolve(config.trust.path), self._keys)
+                policy = load_policy_file(config.resolve(config.policy.path), self._keys)
+            except (TrustError, PolicyError, OSError) as exc:
+                if self.current is None:
+                    log.warning("event=verifier_not_ready error=%r action=verdicts are CHECK until the first "
+                                "sync installs a trust list and policy", str(exc))
+                else:
+                    log.error("event=verifier_reload_failed kind=%s error=%r action=keeping the lists in use",
+                              kind, str(exc))
+                return
+            if self.current is None:
+                self.current = Verifier(trust=trust, risk=self.risk, policy=policy, clock=self._clock)
+                log.info("event=verifier_ready trust_version=%s policy_version=%s risk_version=%s",
+                         trust.version, policy.version, self.risk_version)
+            else:
+                self.current.install(trust=trust, policy=policy, risk=self.risk)
+
+
+def _publisher_keys(config: Config) -> list[Ed25519PublicKey]:
+    path = config.resolve(config.keys.publisher_public_key)
+    try:
+        return [load_ed25519_public(path)]
+    except KeyFileError:
+        log.error("event=no_publisher_key path=%s action=provision the device (checkpoint provision): "
+                  "without the pinned key no list can be trusted", path)
+        return []
+
+
+class Appliance:
+    """Scan log, verifier, sync client, lamps, camera and daemon of one device."""
+
+    def __init__(self, config: Config, *, clock: Clock | None = None, source: FrameSource | None = None,
+                 light: Light | None = None, light_stream: TextIO | None = None,
+                 on_decision: Callable[[DecisionEvent], None] | None = None):
+        self.config = config
+        config.device.data_dir.mkdir(parents=True, exist_ok=True)
+        self.clock = clock or make_clock(config)
+        self.publisher_keys = _publisher_keys(config)
+        self.scanlog = ScanLog(
+            config.resolve(config.scanlog.path), device_id=config.device.id, boot_id=boot_id(),
+            server_encryption_key=load_x25519_public(config.resolve(config.keys.server_encryption_key)),
+            synchronous=config.scanlog.synchronous)
+        self.verifier = VerifierSlot(config, self.clock, self.publisher_keys)
+        warm_up_readers()  # the first scan after boot must be as fast as every other
+        self.sync = None
+        if config.sync.server_url:
+            from edge.device.sync_client import SyncClient
+
+            self.sync = SyncClient.from_config(config, scanlog=self.scanlog, clock=self.clock,
+                                               risk_store=self.verifier.risk, on_installed=self.verifier.reload)
+        self.light = light or make_light(config.light, stream=light_stream)
+        self.daemon = Daemon(
+            source=source or make_source(config), decoder=Decoder(config.decoder),
+            debouncer=Debouncer.from_config(config.debounce), verifier=self.verifier, recorder=self.record,
+            light=self.light, clock=self.clock, camera=config.camera, health_probes=self.health_probes(),
+            status_writer=self._status_writer(), status_extra=self.status_extra, on_decision=on_decision)
+        self._stop_housekeeping = threading.Event()
+
+    # -- the scan path -----------------------------------------------------------------------
+    def record(self, verdict: Verdict, captured_monotonic: float) -> None:
+        """Commit one decision durably; the daemon lights the lamp only after this returns."""
+        self.scanlog.append(verdict, wall_time=self.clock.now(), monotonic=captured_monotonic,
+                            clock_trusted=self.clock.trusted(), policy_version=self.verifier.policy_version,
+                            risk_version=self.verifier.risk_version)
+
+    # -- health ------------------------------------------------------------------------------
+    def health_probes(self) -> list[Callable[[], Iterable[Fault]]]:
+        """Cheap probes the daemon polls about once a second."""
+        return [self._clock_fault, self._risk_fault, self._disk_fault, self._server_fault]
+
+    def _clock_fault(self) -> Iterable[Fault]:
+        return () if self.clock.trusted() else (Fault.CLOCK_UNTRUSTED,)
+
+    def _risk_fault(self) -> Iterable[Fault]:
+        current, risk = self.verifier.current, self.verifier.risk
+        if current is None or risk is None or risk.published_at is None:
+            return (Fault.RISK_STALE,)
+        max_age = timedelta(hours=current.policy.max_risk_list_age_hours)
+        return (Fault.RISK_STALE,) if self.clock.now() - risk.published_at > max_age else ()
+
+    def _disk_fault(self) -> Iterable[Fault]:
+        return (Fault.DISK_LOW,) if self.scanlog.disk_low else ()
+
+    def _housekeeping(self) -> None:
+        """Prune the scan log (retention, free-space floor) off the scan path, once a minute."""
+        while True:
+            try:
+                self.scanlog.prune(retention_days=self.config.scanlog.retention_days,
+                                   min_free_mb=self.config.scanlog.min_free_mb)
+            except Exception as exc:  # never let housekeeping take the device down
+                log.error("event=prune_failed error=%r action=check the SD card; retrying in %d s",
+                          exc, PRUNE_INTERVAL_S)
+            if self._stop_housekeeping.wait(PRUNE_INTERVAL_S):
+                return
+
+    def _server_fault(self) -> Iterable[Fault]:
+        if self.sync is None:
+            return ()
+        return (Fault.SERVER_UNREACHABLE,) if self.sync.unreachable_for() > self.config.sync.unreachable_alarm_s else ()
+
+    def status_extra(self) -> DeviceStatus:
+        risk = self.verifier.risk
+        return DeviceStatus(
+            device_id=self.config.device.id,
+            policy_version=self.verifier.policy_version,
+            risk_version=self.verifier.risk_version,
+            risk_published_at=risk.published_at.isoformat() if risk and risk.published_at else None,
+            unsynced_records=self.scanlog.pending(),
+        )
+
+    def _status_writer(self) -> Callable[[StatusSnapshot], None]:
+        return StatusFile(self.config.resolve(self.config.status.path)).write
+
+    # -- running -----------------------------------------------------------------------------
+    def run(self, **kwargs) -> int:
+        """Run the daemon (and the background sync) until stopped; the process exit code."""
+        if self.sync is not None:
+            self.sync.start()
+        self._stop_housekeeping.clear()
+        housekeeping = threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True)
+        housekeeping.start()
+        try:
+            return self.daemon.run(**kwargs)
+        finally:
+            self._stop_housekeeping.set()
+            housekeeping.join(timeout=30)
+            if self.sync is not None:
+                self.sync.stop()
+
+    def close(self) -> None:
+        """Close the scan log (after ``run``; the demo syncs once more before closing)."""
+        self.scanlog.close()
+
+
+def build_appliance(config: Config) -> Appliance:
+    """The whole device of ``checkpoint run``; ``.run()`` returns the process exit code."""
+    return Appliance(config)

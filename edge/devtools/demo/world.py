@@ -1,0 +1,97 @@
+"""The demo's world: a central server on loopback and one provisioned checkpoint device."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import cv2
+
+from edge.config import Config
+from edge.device.bundle import ServerKeys, device_config, write_bundle
+from edge.devtools.demo.scenario import Traveller, risk_entries, travellers
+from edge.devtools.hc1_issuer import DocumentSigner
+from edge.devtools.synth import render_sequence
+from edge.lists.policy import default_policy, seal_policy
+from edge.passes.issuer import IssuerKey
+from edge.passes.trust import build_trust_envelope
+from sync.server.app import create_app
+from sync.server.publish.risk import RiskPublisher
+from sync.server.runner import ServerThread
+from sync.server.settings import ServerSettings
+
+DEVICE_ID = "HN-CP-001"
+ZONE = "hn-zone-1"
+FRAME_SIZE = (640, 480)
+
+
+@dataclass
+class Central:
+    """The province's central server: keys, published lists, and the HTTP server."""
+
+    settings: ServerSettings
+    issuer: IssuerKey
+    dsc: DocumentSigner
+    enroll_token: str
+    server: ServerThread | None = None
+
+    @classmethod
+    def create(cls, root: Path, db_url: str | None = None) -> Central:
+        token = secrets.token_urlsafe(24)
+        settings = ServerSettings.from_data_dir(root, db_url=db_url, enroll_token=token)
+        # the issuing key has been in service for a year (so last month's permits verify)
+        since = datetime.now(UTC).replace(microsecond=0) - timedelta(days=365)
+        return cls(settings, IssuerKey.generate("VN-HN-CDC", "EdDSA", not_before=since, valid_days=3 * 365),
+                   DocumentSigner.generate("VN", "PS256", not_before=since, valid_days=3 * 365), token)
+
+    def publish(self, now: datetime) -> None:
+        """Sign and publish trust list, policy and risk list, as the province's IT would."""
+        data_dir, key = self.settings.data_dir, self.settings.publisher_key
+        assert data_dir is not None and key is not None
+        published = data_dir / "published"
+        published.mkdir(parents=True, exist_ok=True)
+        (published / "trust.cpenv").write_bytes(build_trust_envelope(
+            [self.issuer.trusted_key(), self.dsc.trusted_key()], key, version=1))
+        (published / "policy.cpenv").write_bytes(seal_policy(default_policy(ZONE), key))
+        RiskPublisher(data_dir / "risk", key).publish(risk_entries(), published_at=now)
+
+    def start(self) -> str:
+        self.server = ServerThread(create_app(self.settings)).start()
+        return self.server.url
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+
+def provision_device(root: Path, central: Central, server_url: str, frames: Path) -> Config:
+    """A device bundle whose camera is the replay of ``frames`` and whose lamps are the terminal."""
+    assert central.settings.data_dir is not None
+    keys = ServerKeys.from_server_data(central.settings.data_dir)
+    config = device_config(
+        DEVICE_ID, checkpoint="Hà Nội – cầu Chương Dương (demo)", server_url=server_url, etc_dir=root,
+        data_dir=root,
+        overrides={"camera": {"source": "replay", "path": str(frames), "fps": 30.0, "loop": False},
+                   "light": {"backend": "terminal", "verdict_hold_s": 1.0},
+                   "sync": {"interval_s": 2.0, "timeout_s": 5.0}})
+    return write_bundle(root, config, keys, central.enroll_token)
+
+
+def render_frames(folder: Path, people: list[Traveller], seed: int = 7) -> int:
+    """Camera-like frames of each traveller holding up their code, written as PNG files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    frames = render_sequence([p.text for p in people], FRAME_SIZE, seed, idle_frames=4, hold_frames=6)
+    for i, image in enumerate(frames):
+        cv2.imwrite(str(folder / f"frame-{i:04d}.png"), image)
+    return len(frames)
+
+
+def demo_now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def make_travellers(central: Central, now: datetime) -> list[Traveller]:
+    return travellers(central.issuer, central.dsc, now, ZONE)

@@ -1,0 +1,240 @@
+"""Per-checkpoint policy: which passes are accepted and what health evidence each kind needs.
+
+The policy is a versioned, signed envelope of kind ``policy``. Its rules never turn doubt into
+PASS: a kind without a rule is CHECK (NO_RULE); stale risk lists and untrusted clocks are
+handled by the verifier as CHECK before a PASS can be given.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edge.passes.credential import Credential, PassFormat, PassKind
+from edge.verdict import Reason
+from sync.wire.envelope import EnvelopeError, open_envelope, seal
+from sync.wire.errors import CheckpointError
+
+ENVELOPE_KIND = "policy"
+ALL_ZONES = "*"
+Evidence = Literal["vaccinated", "tested", "recovered", "none"]
+
+
+class PolicyError(CheckpointError, ValueError):
+    """A policy file or envelope is missing, forged, or does not validate."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Zone(_Model):
+    """A zone of the city (Hanoi 2021: zones 1, 2, 3 and locked-down red areas)."""
+
+    id: str = Field(min_length=1, max_length=64)
+    name: str = ""
+    #: a red area (vùng đỏ): only kinds whose rule has ``red_area = true`` may cross
+    red: bool = False
+
+
+class KindRule(_Model):
+    """What a pass kind needs at this checkpoint: any one of ``accept`` suffices."""
+
+    kind: PassKind
+    accept: list[Evidence] = Field(min_length=1)
+    red_area: bool = False
+
+
+class Policy(_Model):
+    """One checkpoint's rules (versioned; newer versions replace older ones atomically)."""
+
+    version: int = Field(ge=1)
+    name: str = "checkpoint policy"
+    checkpoint_zone: str
+    zones: list[Zone]
+    accepted_formats: list[PassFormat]
+    accepted_kinds: list[PassKind]
+    rules: list[KindRule] = []
+    doses_required: int = Field(default=2, ge=0, le=10)
+    #: a completed series (e.g. one dose of a one-dose vaccine) also counts as enough doses
+    accept_completed_series: bool = True
+    days_after_last_dose: int = Field(default=14, ge=0)
+    test_validity_hours: float = Field(default=72, gt=0)
+    recovery_validity_days: int = Field(default=180, gt=0)
+    #: a risk list older than this (by its publication time) yields CHECK instead of PASS
+    max_risk_list_age_hours: float = Field(default=24, gt=0)
+    #: CP1 passes must name the checkpoint's zone (or "*") in their allowed zones
+    cp1_zone_required: bool = True
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Policy:
+        ids = [z.id for z in self.zones]
+        if len(ids) != len(set(ids)):
+            raise ValueError("zone ids must be unique")
+        if self.checkpoint_zone not in ids:
+            raise ValueError(f"checkpoint_zone {self.checkpoint_zone!r} is not one of the zones {ids}")
+        kinds = [r.kind for r in self.rules]
+        if len(kinds) != len(set(kinds)):
+            raise ValueError("at most one rule per pass kind")
+        return self
+
+    def zone(self) -> Zone:
+        for z in self.zones:  # a plain loop: this runs on every scan
+            if z.id == self.checkpoint_zone:
+                return z
+        raise LookupError(self.checkpoint_zone)  # the validator makes this unreachable
+
+    def rule_for(self, kind: PassKind) -> KindRule | None:
+        for r in self.rules:
+            if r.kind == kind:
+                return r
+        return None
+
+    def evaluate(self, cred: Credential, now: datetime) -> Reason:
+        """OK when this checkpoint's rules admit ``cred`` at ``now``; otherwise the first reason why not."""
+        if cred.format not in self.accepted_formats:
+            return Reason.FORMAT_NOT_ACCEPTED
+        if cred.kind not in self.accepted_kinds:
+            return Reason.KIND_NOT_ACCEPTED
+        rule = self.rule_for(cred.kind)
+        if rule is None:
+            return Reason.NO_RULE
+        if self.zone().red and not rule.red_area:
+            return Reason.ZONE_NOT_ALLOWED
+        if (cred.format == PassFormat.CP1 and self.cp1_zone_required
+                and self.checkpoint_zone not in cred.zones and ALL_ZONES not in cred.zones):
+            return Reason.ZONE_NOT_ALLOWED
+        return self._evidence(cred, rule, now)
+
+    def _evidence(self, cred: Credential, rule: KindRule, now: datetime) -> Reason:
+        """OK when any accepted evidence holds; else the failure of the first evidence the pass
+        carries (or, carrying none, of the first accepted)."""
+        accept = rule.accept
+        first = self._check(accept[0], cred, now)
+        if first is Reason.OK or len(accept) == 1:
+            return first  # a single failure is the answer either way: no need to ask what it carries
+        failures = [first]
+        for evidence in accept[1:]:
+            reason = self._check(evidence, cred, now)
+            if reason is Reason.OK:
+                return Reason.OK
+            failures.append(reason)
+        for reason, evidence in zip(failures, accept, strict=True):
+            if self._has(evidence, cred):
+                return reason
+        return failures[0]
+
+    @staticmethod
+    def _has(evidence: str, cred: Credential) -> bool:
+        if evidence == "vaccinated":
+            return cred.vaccination is not None
+        if evidence == "tested":
+            return cred.test is not None
+        if evidence == "recovered":
+            return cred.recovery is not None
+        return False
+
+    def _check(self, evidence: str, cred: Credential, now: datetime) -> Reason:
+        today = now.date()
+        if evidence == "none":
+            return Reason.OK
+        if evidence == "vaccinated":
+            v = cred.vaccination
+            if v is None:
+                return Reason.INSUFFICIENT_VACCINATION
+            enough = v.doses >= self.doses_required or (
+                self.accept_completed_series and v.series_doses > 0 and v.doses >= v.series_doses)
+            waited = v.last_dose is None or v.last_dose + timedelta(days=self.days_after_last_dose) <= today
+            return Reason.OK if enough and waited and v.doses > 0 else Reason.INSUFFICIENT_VACCINATION
+        if evidence == "tested":
+            t = cred.test
+            if t is None:
+                return Reason.TEST_TOO_OLD
+            if not t.negative:
+                return Reason.TEST_POSITIVE
+            age = now - t.taken_at
+            ok = timedelta(minutes=-5) <= age <= timedelta(hours=self.test_validity_hours)
+            return Reason.OK if ok else Reason.TEST_TOO_OLD
+        r = cred.recovery
+        if r is None:
+            return Reason.RECOVERY_NOT_VALID
+        if (r.valid_from and today < r.valid_from) or (r.valid_until and today > r.valid_until):
+            return Reason.RECOVERY_NOT_VALID
+        if r.first_positive and today > r.first_positive + timedelta(days=self.recovery_validity_days):
+            return Reason.RECOVERY_NOT_VALID
+        return Reason.OK if (r.first_positive or r.valid_until) else Reason.RECOVERY_NOT_VALID
+
+    def to_json_bytes(self) -> bytes:
+        return self.model_dump_json(indent=2).encode()
+
+
+HANOI_2021_ZONES = [
+    Zone(id="hn-zone-1", name="Hà Nội vùng 1 (nội thành)"),
+    Zone(id="hn-zone-2", name="Hà Nội vùng 2"),
+    Zone(id="hn-zone-3", name="Hà Nội vùng 3"),
+    Zone(id="hn-red", name="Vùng đỏ (phong tỏa)", red=True),
+]
+
+
+def default_policy(checkpoint_zone: str = "hn-zone-1", version: int = 1) -> Policy:
+    """A sensible demo policy modelled on Hanoi's 2021 checkpoints."""
+    any_health: list[Evidence] = ["vaccinated", "tested", "recovered"]
+    rules = [
+        KindRule(kind=PassKind.RESIDENT, accept=any_health),
+        KindRule(kind=PassKind.TRAVEL_PERMIT, accept=["vaccinated", "tested"]),
+        KindRule(kind=PassKind.CROSS_PROVINCE_WORKER, accept=["tested", "vaccinated"]),
+        KindRule(kind=PassKind.STUDENT, accept=any_health),
+        KindRule(kind=PassKind.GOODS_DRIVER, accept=["tested"], red_area=True),
+        KindRule(kind=PassKind.OFFICIAL, accept=["none"], red_area=True),
+        KindRule(kind=PassKind.DCC_VACCINATION, accept=["vaccinated"]),
+        KindRule(kind=PassKind.DCC_TEST, accept=["tested"]),
+        KindRule(kind=PassKind.DCC_RECOVERY, accept=["recovered"]),
+    ]
+    return Policy(version=version, name="Hà Nội 2021 (demo)", checkpoint_zone=checkpoint_zone,
+                  zones=HANOI_2021_ZONES, accepted_formats=list(PassFormat), accepted_kinds=list(PassKind),
+                  rules=rules)
+
+
+def parse_policy(data: bytes) -> Policy:
+    """Validate policy JSON; PolicyError lists every bad or unknown field."""
+    try:
+        return Policy.model_validate_json(data)
+    except ValidationError as exc:
+        lines = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+        raise PolicyError("invalid policy: " + "; ".join(lines)) from None
+
+
+def seal_policy(policy: Policy, key: Ed25519PrivateKey, issued_at: datetime | None = None) -> bytes:
+    """The policy as a signed envelope (kind ``policy``, envelope version = policy version)."""
+    return seal(ENVELOPE_KIND, policy.version, policy.to_json_bytes(), key, issued_at)
+
+
+def parse_policy_envelope(blob: bytes, keys: list[Ed25519PublicKey]) -> Policy:
+    """Open a signed policy envelope with the pinned publisher keys and validate it."""
+    try:
+        env = open_envelope(blob, ENVELOPE_KIND, keys)
+    except EnvelopeError as exc:
+        raise PolicyError(f"policy envelope rejected: {exc}") from None
+    policy = parse_policy(env.payload)
+    if policy.version != env.version:
+        raise PolicyError(f"policy version {policy.version} differs from its envelope's {env.version}")
+    return policy
+
+
+def load_policy_file(path: Path, keys: list[Ed25519PublicKey]) -> Policy:
+    """Read a signed policy file from disk."""
+    try:
+        blob = path.read_bytes()
+    except OSError as exc:
+        raise PolicyError(f"{path}: cannot read policy ({exc.strerror}); sync or provision first") from None
+    return parse_policy_envelope(blob, keys)
+
+
+def policy_json_schema() -> str:
+    """The JSON schema of a policy document (for people writing one by hand)."""
+    return json.dumps(Policy.model_json_schema(), indent=2)

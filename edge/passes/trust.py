@@ -1,0 +1,214 @@
+"""The trust store: which keys may sign passes, and which passes their issuers revoked.
+
+Two sources of keys share one kid index (several keys per kid are allowed; the verifier tries
+each): CP1 issuer public keys with explicit validity periods, and EU DCC Document Signer
+Certificates (X.509 DER) whose validity and optional DCC key-usage OIDs come from the
+certificate. The store travels as a signed envelope of kind ``trust`` (sync/wire/envelope.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import cbor2
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from edge.passes.cose import ALG_IDS, ALG_NAMES, PublicKey, key_matches_alg
+from sync.wire.envelope import EnvelopeError, open_envelope, seal
+from sync.wire.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+ENVELOPE_KIND = "trust"
+SOURCE_CP1 = "cp1"
+SOURCE_DSC = "dsc"
+#: DCC key usages: t = test, v = vaccination, r = recovery
+USAGE_OIDS: dict[str, str] = {
+    "1.3.6.1.4.1.1847.2021.1.1": "t", "1.3.6.1.4.1.0.1847.2021.1.1": "t",
+    "1.3.6.1.4.1.1847.2021.1.2": "v", "1.3.6.1.4.1.0.1847.2021.1.2": "v",
+    "1.3.6.1.4.1.1847.2021.1.3": "r", "1.3.6.1.4.1.0.1847.2021.1.3": "r",
+}
+
+
+class TrustError(CheckpointError, ValueError):
+    """A trust bundle or one of its entries cannot be used."""
+
+
+def kid_for(der: bytes) -> bytes:
+    """The DCC key id: the first 8 bytes of SHA-256 over the DER (certificate or SPKI)."""
+    return hashlib.sha256(der).digest()[:8]
+
+
+@dataclass(frozen=True)
+class TrustedKey:
+    """One public key allowed to sign passes, with the period and usages it is valid for."""
+
+    kid: bytes
+    issuer: str
+    source: str
+    public_key: PublicKey = field(repr=False, compare=False)
+    der: bytes = field(repr=False)
+    not_before: datetime | None = None
+    not_after: datetime | None = None
+    #: DCC usages this key may sign ("t", "v", "r"); empty means any
+    usages: frozenset[str] = frozenset()
+    #: CP1 only: the one COSE algorithm this key signs with
+    algorithm: str | None = None
+    #: COSE algorithm ids this key's type, curve and size fit (worked out once, at load)
+    algorithms: frozenset[int] = field(default=frozenset(), init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        fits = frozenset(alg for alg in ALG_NAMES if key_matches_alg(self.public_key, alg))
+        object.__setattr__(self, "algorithms", fits)
+
+    def valid_at(self, when: datetime) -> bool:
+        """Whether ``when`` lies inside the key's validity period."""
+        return ((self.not_before is None or when >= self.not_before)
+                and (self.not_after is None or when <= self.not_after))
+
+    def allows_usage(self, usage: str) -> bool:
+        return not self.usages or usage in self.usages
+
+    @classmethod
+    def for_cp1(cls, issuer: str, spki_der: bytes, algorithm: str, not_before: datetime | None,
+                not_after: datetime | None, kid: bytes | None = None) -> TrustedKey:
+        """A CP1 issuer key from its SubjectPublicKeyInfo DER."""
+        if algorithm not in ALG_IDS:
+            raise TrustError(f"CP1 key for {issuer}: unknown algorithm {algorithm!r}")
+        key = serialization.load_der_public_key(spki_der)
+        if not key_matches_alg(key, ALG_IDS[algorithm]):  # type: ignore[arg-type]
+            raise TrustError(f"CP1 key for {issuer}: key type does not match {algorithm}")
+        return cls(kid=kid or kid_for(spki_der), issuer=issuer, source=SOURCE_CP1, public_key=key,  # type: ignore[arg-type]
+                   der=spki_der, not_before=not_before, not_after=not_after, algorithm=algorithm)
+
+    @classmethod
+    def from_certificate(cls, der: bytes, kid: bytes | None = None) -> TrustedKey:
+        """An EU DCC Document Signer Certificate (DER); validity and usages from the certificate."""
+        try:
+            cert = x509.load_der_x509_certificate(der)
+            public_key = cert.public_key()
+        except (ValueError, TypeError) as exc:
+            raise TrustError(f"not a usable X.509 DER certificate: {exc}") from None
+        usages: set[str] = set()
+        try:
+            eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+            usages = {USAGE_OIDS[o.dotted_string] for o in eku if o.dotted_string in USAGE_OIDS}
+        except x509.ExtensionNotFound:
+            pass
+        except ValueError as exc:  # malformed extensions: keep the key, no usage restriction
+            log.warning("event=dsc_extensions_unreadable error=%r action=usage_unrestricted", str(exc))
+        countries = cert.subject.get_attributes_for_oid(x509.NameOID.COUNTRY_NAME)
+        issuer = str(countries[0].value) if countries else cert.subject.rfc4514_string()
+        return cls(kid=kid or kid_for(der), issuer=issuer, source=SOURCE_DSC, public_key=public_key,  # type: ignore[arg-type]
+                   der=der, not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
+                   usages=frozenset(usages))
+
+    def to_record(self) -> dict:
+        record: dict = {"src": self.source, "kid": self.kid, "der": self.der}
+        if self.source == SOURCE_CP1:
+            record.update(iss=self.issuer, alg=self.algorithm, nbf=_ts(self.not_before), exp=_ts(self.not_after))
+        return record
+
+    @classmethod
+    def from_record(cls, record: dict) -> TrustedKey:
+        if not isinstance(record, dict):
+            raise TrustError("trust entry is not a map")
+        if record.get("src") == SOURCE_DSC:
+            return cls.from_certificate(record["der"], record.get("kid"))
+        if record.get("src") == SOURCE_CP1:
+            return cls.for_cp1(record["iss"], record["der"], record["alg"], _dt(record.get("nbf")),
+                               _dt(record.get("exp")), record.get("kid"))
+        raise TrustError(f"unknown trust entry source {record.get('src')!r}")
+
+
+def _ts(when: datetime | None) -> int | None:
+    return None if when is None else int(when.timestamp())
+
+
+def _dt(value: int | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(int(value), UTC)
+
+
+class TrustStore:
+    """An immutable set of trusted keys indexed by kid, plus revoked pass ids."""
+
+    def __init__(self, keys: Iterable[TrustedKey] = (), revoked_pass_ids: Iterable[str] = (),
+                 version: int = 0, issued_at: datetime | None = None):
+        index: dict[bytes, list[TrustedKey]] = {}
+        for key in keys:
+            index.setdefault(key.kid, []).append(key)
+        self._by_kid = {kid: tuple(keys) for kid, keys in index.items()}
+        self.revoked_pass_ids = frozenset(revoked_pass_ids)
+        self.version = version
+        self.issued_at = issued_at
+
+    def candidates(self, kid: bytes | None) -> tuple[TrustedKey, ...]:
+        """Every key with this kid (kids may collide: try each)."""
+        return self._by_kid.get(kid, ()) if kid is not None else ()
+
+    def all_keys(self) -> list[TrustedKey]:
+        return [key for keys in self._by_kid.values() for key in keys]
+
+    def is_revoked(self, pass_id: str) -> bool:
+        return pass_id in self.revoked_pass_ids
+
+    def __len__(self) -> int:
+        return sum(len(keys) for keys in self._by_kid.values())
+
+    def to_payload(self) -> bytes:
+        """CBOR payload of a trust envelope."""
+        return cbor2.dumps({"keys": [k.to_record() for k in self.all_keys()],
+                            "revoked": sorted(self.revoked_pass_ids)})
+
+    @classmethod
+    def from_payload(cls, payload: bytes, version: int = 0, issued_at: datetime | None = None) -> TrustStore:
+        """Parse a trust payload; entries that cannot be used are skipped with a log line."""
+        try:
+            data = cbor2.loads(payload)
+            records, revoked = data["keys"], data.get("revoked", [])
+        except Exception as exc:
+            raise TrustError(f"trust payload is malformed: {exc}") from None
+        keys = []
+        for record in records:
+            try:
+                keys.append(TrustedKey.from_record(record))
+            except (TrustError, KeyError, TypeError, ValueError) as exc:
+                log.warning("event=trust_entry_skipped error=%r action=check_the_trust_bundle", str(exc))
+        return cls(keys, [str(p) for p in revoked], version, issued_at)
+
+    @classmethod
+    def from_envelope(cls, blob: bytes, publisher_keys: list[Ed25519PublicKey]) -> TrustStore:
+        """Open a signed ``trust`` envelope with the pinned publisher keys."""
+        env = open_envelope(blob, ENVELOPE_KIND, publisher_keys)
+        return cls.from_payload(env.payload, env.version, env.issued_at)
+
+    def seal(self, key: Ed25519PrivateKey, version: int | None = None,
+             issued_at: datetime | None = None) -> bytes:
+        """This store as a signed envelope (the server side's builder ends here)."""
+        return seal(ENVELOPE_KIND, self.version if version is None else version, self.to_payload(), key,
+                    issued_at)
+
+
+def build_trust_envelope(keys: Iterable[TrustedKey], publisher_key: Ed25519PrivateKey, version: int,
+                         revoked_pass_ids: Iterable[str] = (), issued_at: datetime | None = None) -> bytes:
+    """Server side: make the signed trust bundle the devices install."""
+    return TrustStore(keys, revoked_pass_ids, version).seal(publisher_key, version, issued_at)
+
+
+def load_trust_file(path: Path, publisher_keys: list[Ed25519PublicKey]) -> TrustStore:
+    """Read and open a trust bundle file; TrustError says what is wrong and what to do."""
+    try:
+        blob = path.read_bytes()
+    except OSError as exc:
+        raise TrustError(f"{path}: cannot read trust bundle ({exc.strerror}); sync or provision first") from None
+    try:
+        return TrustStore.from_envelope(blob, publisher_keys)
+    except EnvelopeError as exc:
+        raise TrustError(f"{path}: {exc}") from None

@@ -1,0 +1,1 @@
+"""One scan's path: frame source, decoder, debouncer, verifier, clock, scan log and lamps."""

@@ -1,0 +1,115 @@
+"""Replay a folder of images or a video file at a given fps, looping or not (demo, tests, benches)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from edge.scan.camera.base import CameraError, EndOfStream, Frame, FrameSource, Monotonic
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp"}
+
+
+class ReplaySource(FrameSource):
+    """Frames from images in memory, a folder of images (sorted by name) or a video file.
+
+    ``fps`` paces frames in real time (``None`` = as fast as they are read); ``loop`` restarts at
+    the end instead of raising EndOfStream.
+    """
+
+    name = "replay"
+
+    def __init__(self, path: Path | str | None = None, *, images: Sequence[np.ndarray] | None = None,
+                 fps: float | None = 15.0, loop: bool = False, monotonic: Monotonic = time.monotonic,
+                 sleep=time.sleep):
+        super().__init__(monotonic=monotonic)
+        if (path is None) == (images is None):
+            raise ValueError("give exactly one of path or images")
+        self._path = Path(path) if path is not None else None
+        self._given = list(images) if images is not None else None
+        self._fps = fps
+        self._loop = loop
+        self._sleep = sleep
+        self._files: list[Path] = []
+        self._video = None
+        self._index = 0
+        self._next_at: float | None = None
+        self._open = False
+
+    def open(self) -> None:
+        self._index, self._next_at = 0, None
+        if self._given is not None:
+            if not self._given:
+                raise CameraError("event=replay_empty images=0 action=give at least one frame")
+        elif self._path is not None and self._path.is_dir():
+            self._files = sorted(p for p in self._path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not self._files:
+                raise CameraError(f"event=replay_empty path={self._path} action=put images in the folder")
+        elif self._path is not None and self._path.is_file():
+            self._video = self._open_video()
+        else:
+            raise CameraError(f"event=replay_missing path={self._path} action=check camera.path")
+        self._open = True
+
+    def _open_video(self):
+        import cv2
+
+        video = cv2.VideoCapture(str(self._path))
+        if not video.isOpened():
+            raise CameraError(f"event=replay_unreadable path={self._path} action=check the video file")
+        return video
+
+    def _next_image(self) -> np.ndarray | None:
+        if self._video is not None:
+            ok, image = self._video.read()
+            if ok:
+                return image
+            if not self._loop or self._index == 0:
+                return None
+            self._video.release()
+            self._video, self._index = self._open_video(), 0
+            ok, image = self._video.read()
+            return image if ok else None
+        items = self._given if self._given is not None else self._files
+        if self._index >= len(items):
+            if not self._loop:
+                return None
+            self._index = 0
+        item = items[self._index]
+        if isinstance(item, np.ndarray):
+            return item
+        import cv2
+
+        image = cv2.imread(str(item), cv2.IMREAD_GRAYSCALE)
+        if image is None:
+            raise CameraError(f"event=replay_bad_image file={item} action=remove or replace it")
+        return image
+
+    def read(self, timeout: float) -> Frame | None:
+        if not self._open:
+            raise CameraError("event=read_closed source=replay action=open() first")
+        if self._fps:
+            now = self._monotonic()
+            if self._next_at is None:
+                self._next_at = now
+            wait = self._next_at - now
+            if wait > timeout:
+                self._sleep(timeout)
+                return None
+            if wait > 0:
+                self._sleep(wait)
+            self._next_at = max(self._next_at + 1.0 / self._fps, self._monotonic() - 1.0 / self._fps)
+        image = self._next_image()
+        if image is None:
+            raise EndOfStream()
+        self._index += 1
+        return self._frame(image)
+
+    def close(self) -> None:
+        if self._video is not None:
+            self._video.release()
+            self._video = None
+        self._open = False

@@ -1,0 +1,113 @@
+"""The signed wire form of risk-list updates: full snapshots and deltas in one envelope kind.
+
+Payload (CBOR map inside a ``risk-list`` envelope whose version is the new version):
+``{"type": "snapshot"|"delta", "from": version applied to (0 for a snapshot), "to": version,
+"n": records, "digest": 32-byte digest of the whole resulting set, "keys": n sorted 16-byte keys,
+"meta": zlib(n status bytes + n little-endian u16 end dates)}``. Keys are random hashes and are
+sent raw; the status and date columns compress to almost nothing. The publication time is the
+envelope's signed ``issued_at``.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from datetime import datetime
+
+import cbor2
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from sync.wire.envelope import EnvelopeError, open_envelope, seal
+from sync.wire.risk.digest import DIGEST_BYTES
+from sync.wire.risk.records import RECORD, REMOVED, strictly_increasing
+from sync.wire.risk.types import KEY_BYTES, RiskStatus, RiskUpdateError
+
+KIND = "risk-list"
+SNAPSHOT = "snapshot"
+DELTA = "delta"
+_STATUSES = {int(s) for s in RiskStatus}
+
+
+@dataclass(frozen=True)
+class RiskUpdate:
+    """A verified, decoded update: records sorted by key (status 0 = removal, deltas only)."""
+
+    type: str
+    base_version: int
+    version: int
+    published_at: datetime
+    digest: bytes
+    records: np.ndarray
+
+    @property
+    def is_snapshot(self) -> bool:
+        return self.type == SNAPSHOT
+
+
+def encode_update(kind: str, base_version: int, version: int, digest: bytes, recs: np.ndarray,
+                  key: Ed25519PrivateKey, published_at: datetime) -> bytes:
+    """Seal records (sorted, unique) as a signed snapshot or delta."""
+    recs = np.ascontiguousarray(recs, dtype=RECORD)
+    meta = recs["status"].tobytes() + recs["until"].astype("<u2").tobytes()
+    payload = cbor2.dumps({
+        "type": kind, "from": int(base_version), "to": int(version), "n": len(recs),
+        "digest": digest, "keys": np.ascontiguousarray(recs["key"]).tobytes(),
+        "meta": zlib.compress(meta, 6),
+    })
+    return seal(KIND, version, payload, key, issued_at=published_at)
+
+
+def _field(body: dict, name: str, kind: type) -> object:
+    value = body.get(name)
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise RiskUpdateError(f"risk update field '{name}' is missing or not {kind.__name__}")
+    return value
+
+
+def decode_update(blob: bytes, publisher_keys: list[Ed25519PublicKey]) -> RiskUpdate:
+    """Verify the signature and decode an update; raise RiskUpdateError on any defect."""
+    if not isinstance(blob, bytes | bytearray | memoryview):
+        raise RiskUpdateError("risk update must be bytes")
+    try:
+        env = open_envelope(bytes(blob), KIND, publisher_keys)
+    except EnvelopeError as exc:
+        raise RiskUpdateError(f"risk update rejected: {exc}") from None
+    try:
+        body = cbor2.loads(env.payload)
+    except Exception as exc:
+        raise RiskUpdateError(f"risk update payload is not CBOR ({type(exc).__name__})") from None
+    if not isinstance(body, dict):
+        raise RiskUpdateError("risk update payload must be a map")
+    kind = _field(body, "type", str)
+    base, version, n = (_field(body, name, int) for name in ("from", "to", "n"))
+    digest, keys, meta = (_field(body, name, bytes) for name in ("digest", "keys", "meta"))
+    if kind not in (SNAPSHOT, DELTA):
+        raise RiskUpdateError(f"unknown risk update type '{kind}'")
+    if version != env.version or version < 1:
+        raise RiskUpdateError(f"payload version {version} does not match envelope version {env.version}")
+    if kind == SNAPSHOT and base != 0:
+        raise RiskUpdateError("a snapshot must not name a base version")
+    if kind == DELTA and not 0 <= base < version:
+        raise RiskUpdateError(f"delta from {base} to {version}: base must be below the new version")
+    if len(digest) != DIGEST_BYTES or n < 0 or len(keys) != n * KEY_BYTES:
+        raise RiskUpdateError("risk update is truncated: key block or digest has the wrong length")
+    try:
+        inflater = zlib.decompressobj()
+        raw_meta = inflater.decompress(meta, 3 * n + 1)
+    except zlib.error as exc:
+        raise RiskUpdateError(f"risk update status block is corrupt: {exc}") from None
+    if len(raw_meta) != 3 * n or not inflater.eof:
+        raise RiskUpdateError("risk update status block has the wrong length (truncated or corrupt)")
+    recs = np.zeros(n, RECORD)
+    recs["key"] = np.frombuffer(keys, "V16")
+    recs["status"] = np.frombuffer(raw_meta, np.uint8, n)
+    recs["until"] = np.frombuffer(raw_meta, "<u2", n, n)
+    if not strictly_increasing(recs["key"]):
+        raise RiskUpdateError("risk update keys are not sorted and unique")
+    allowed = _STATUSES | ({REMOVED} if kind == DELTA else set())
+    if not np.isin(recs["status"], list(allowed)).all():
+        raise RiskUpdateError("risk update has an unknown status code")
+    if (recs["until"][recs["status"] == REMOVED] != 0).any():
+        raise RiskUpdateError("a removal must not carry an end date")
+    return RiskUpdate(kind, base, version, env.issued_at, digest, recs)
