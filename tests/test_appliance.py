@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from edge.config import load_config
 from edge.device.appliance import Appliance
 from edge.devtools.synth import render_sequence
-from edge.lists.policy import default_policy, seal_policy
+from edge.lists.policy import default_policy, sign_policy
 from edge.passes.cp1 import issue_cp1
 from edge.passes.credential import PassKind, Vaccination
 from edge.passes.issuer import IssuerKey
@@ -58,7 +58,7 @@ def _publish(config_path: Path, publisher: Ed25519PrivateKey, issuer: IssuerKey,
     """Install trust list, policy and a risk list as a sync would (into ``store`` when given)."""
     config = load_config(config_path)
     config.resolve(config.trust.path).write_bytes(build_trust_envelope([issuer.trusted_key()], publisher, 1))
-    config.resolve(config.policy.path).write_bytes(seal_policy(default_policy("hn-zone-1"), publisher))
+    config.resolve(config.policy.path).write_bytes(sign_policy(default_policy("hn-zone-1"), publisher))
     pub = RiskPublisher(config.device.data_dir.parent / "central-risk", publisher)
     pub.publish([(holder_hash("F0-PERSON"), RiskStatus.F0, None)], published_at=NOW)
     if store is None:
@@ -132,7 +132,7 @@ def test_stale_risk_list_gives_check_and_the_stale_lamp(tmp_path: Path):
         appliance.close()
 
 
-def test_housekeeping_prunes_off_the_scan_path_and_raises_the_disk_fault(tmp_path: Path):
+def test_pruning_runs_off_the_scan_path_and_raises_the_disk_fault(tmp_path: Path):
     from edge.scan.light import Fault
 
     config_path, _publisher = _device(tmp_path, ["CODE"])
@@ -141,8 +141,8 @@ def test_housekeeping_prunes_off_the_scan_path_and_raises_the_disk_fault(tmp_pat
     appliance = Appliance(config)
     try:
         assert not set(appliance._disk_fault())
-        appliance._stop_housekeeping.set()  # one pass, then return
-        appliance._housekeeping()
+        appliance._stop_pruning.set()  # one pass, then return
+        appliance._prune_loop()
         assert Fault.DISK_LOW in set(appliance._disk_fault())
     finally:
         appliance.close()

@@ -131,7 +131,7 @@ class _Raw(FrameSource):
     def open(self) -> None:
         self.opens += 1
         if self.opens <= self.fail_opens:
-            raise CameraError("event=camera_open_failed test=1")
+            raise CameraError("cannot open the test camera")
 
     def read(self, timeout: float) -> Frame | None:
         stalled = self.stall_after is not None and self.i >= self.stall_after

@@ -13,7 +13,7 @@ from conftest import append_samples
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.device.sync_client import SyncClient
-from edge.lists.policy import default_policy, seal_policy
+from edge.lists.policy import default_policy, sign_policy
 from edge.scan.scanlog import ScanLog
 from sync.server.app import create_app
 from sync.server.publish.risk import RiskPublisher
@@ -30,7 +30,7 @@ def test_dashboard_shows_the_fleet_and_the_published_lists(tmp_path: Path):
     settings = ServerSettings.from_data_dir(tmp_path / "server", enroll_token=token)
     (tmp_path / "server/published").mkdir()
     (tmp_path / "server/published/policy.cpenv").write_bytes(
-        seal_policy(default_policy(version=4), settings.publisher_key))
+        sign_policy(default_policy(version=4), settings.publisher_key))
     RiskPublisher(tmp_path / "server/risk", settings.publisher_key).publish(
         [(holder_hash("X"), RiskStatus.F0, None), (holder_hash("Y"), RiskStatus.F1, None)],
         published_at=datetime(2026, 11, 1, tzinfo=UTC))

@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge.lists.policy import PolicyError, default_policy, parse_policy, parse_policy_envelope, seal_policy
+from edge.lists.policy import PolicyError, default_policy, parse_policy, parse_policy_envelope, sign_policy
 from edge.passes.credential import Credential, PassFormat, PassKind, Recovery, TestResult, Vaccination
 from edge.verdict import Reason
 
@@ -21,7 +21,7 @@ def _cred(kind=PassKind.DCC_VACCINATION, fmt=PassFormat.HC1, **kw) -> Credential
 
 def test_envelope_round_trip_and_forgery(publisher_key: Ed25519PrivateKey) -> None:
     policy = default_policy("hn-zone-2", version=3)
-    blob = seal_policy(policy, publisher_key)
+    blob = sign_policy(policy, publisher_key)
     assert parse_policy_envelope(blob, [publisher_key.public_key()]) == policy
     with pytest.raises(PolicyError, match="pinned"):
         parse_policy_envelope(blob, [Ed25519PrivateKey.generate().public_key()])
@@ -41,9 +41,9 @@ def test_unknown_fields_and_bad_zone_are_rejected() -> None:
 
 
 def test_envelope_version_must_match(publisher_key: Ed25519PrivateKey) -> None:
-    from sync.wire.envelope import seal
+    from sync.wire.envelope import sign_envelope
 
-    blob = seal("policy", 9, default_policy(version=1).to_json_bytes(), publisher_key)
+    blob = sign_envelope("policy", 9, default_policy(version=1).to_json_bytes(), publisher_key)
     with pytest.raises(PolicyError, match="version"):
         parse_policy_envelope(blob, [publisher_key.public_key()])
 

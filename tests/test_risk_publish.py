@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sync.server.publish.risk import RiskPublisher, RiskPublishError
-from sync.wire.envelope import seal
+from sync.wire.envelope import sign_envelope
 from sync.wire.identifiers import holder_hash
 from sync.wire.risk.digest import SetDigest
 from sync.wire.risk.records import RECORD, sort_unique
@@ -109,7 +109,7 @@ def test_ten_thousand_change_delta_fits_wire_budget(tmp_path: Path) -> None:
 
 
 def _signed(payload: dict, version: int = 2) -> bytes:
-    return seal(KIND, version, cbor2.dumps(payload), KEY, issued_at=T0)
+    return sign_envelope(KIND, version, cbor2.dumps(payload), KEY, issued_at=T0)
 
 
 def _payload(**overrides: object) -> dict:

@@ -7,7 +7,7 @@ from conftest import append_samples
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.device.sync_client import SyncClient, backoff_delay, parse_retry_after
-from edge.lists.policy import default_policy, seal_policy
+from edge.lists.policy import default_policy, sign_policy
 from edge.lists.risk_store import RiskStore
 from edge.passes.trust import TrustStore, build_trust_envelope
 from edge.scan.clock import SystemClock
@@ -15,7 +15,7 @@ from sync.server.app import create_app
 from sync.server.publish.risk import RiskPublisher
 from sync.server.runner import ServerThread
 from sync.server.settings import ServerSettings
-from sync.wire.envelope import seal
+from sync.wire.envelope import sign_envelope
 from sync.wire.identifiers import holder_hash
 from sync.wire.risk.types import RiskStatus
 
@@ -45,7 +45,7 @@ def test_full_cycle_installs_verified_lists_and_time(world, publisher_key, scanl
     data, client = world["data"], world["client"]
     assert not world["clock"].trusted()
     (data / "published/trust.cpenv").write_bytes(build_trust_envelope([], publisher_key, version=4))
-    (data / "published/policy.cpenv").write_bytes(seal_policy(default_policy(version=2), publisher_key))
+    (data / "published/policy.cpenv").write_bytes(sign_policy(default_policy(version=2), publisher_key))
     key = holder_hash("001099000123")
     world["publisher"].publish([(key, RiskStatus.F1, None)])
     append_samples(scanlog, 3)
@@ -67,12 +67,12 @@ def test_full_cycle_installs_verified_lists_and_time(world, publisher_key, scanl
 
 def test_forged_or_older_lists_are_not_installed(world, publisher_key):
     data, client, tmp = world["data"], world["client"], world["tmp"]
-    (data / "published/policy.cpenv").write_bytes(seal_policy(default_policy(version=3), publisher_key))
+    (data / "published/policy.cpenv").write_bytes(sign_policy(default_policy(version=3), publisher_key))
     client.run_once()
     good = (tmp / "dev/policy.cpenv").read_bytes()
     forged = Ed25519PrivateKey.generate()
-    (data / "published/policy.cpenv").write_bytes(seal_policy(default_policy(version=9), forged))
-    (data / "published/trust.cpenv").write_bytes(seal("trust", 5, b"not a trust list", publisher_key))
+    (data / "published/policy.cpenv").write_bytes(sign_policy(default_policy(version=9), forged))
+    (data / "published/trust.cpenv").write_bytes(sign_envelope("trust", 5, b"not a trust list", publisher_key))
     result = client.run_once()
     assert result.installed == [] and len(result.errors) == 2
     assert (tmp / "dev/policy.cpenv").read_bytes() == good and not (tmp / "dev/trust.cpenv").exists()
@@ -80,7 +80,7 @@ def test_forged_or_older_lists_are_not_installed(world, publisher_key):
 
 def test_replayed_time_envelope_rejected(world, publisher_key, monkeypatch):
     client = world["client"]
-    old = seal("time", 1, b'{"now": "2020-01-01T00:00:00+00:00", "nonce": "abc"}', publisher_key)
+    old = sign_envelope("time", 1, b'{"now": "2020-01-01T00:00:00+00:00", "nonce": "abc"}', publisher_key)
 
     class Resp:
         status_code = 200

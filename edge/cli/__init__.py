@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "policy": "edge.cli.policy:policy",
     "trust": "edge.cli.trust:trust",
     "provision": "edge.cli.provision:provision",
+    "log": "edge.cli.log:log",
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -31,6 +32,12 @@ def reports_errors(command: F) -> F:
             raise click.ClickException(str(exc)) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+#: ``--publisher-public-key FILE``: the publisher's Ed25519 public key (PEM) that signed a list
+publisher_public_key_option = click.option(
+    "--publisher-public-key", type=click.Path(path_type=Path, dir_okay=False), required=True,
+    help="The publisher's Ed25519 public key (PEM) the file must be signed with.")
 
 
 def parse_iso_time(value: str) -> datetime:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from edge.cli.common import reports_errors
+from edge.cli.common import publisher_public_key_option, reports_errors
 from sync.wire.fsutil import write_atomic
 from sync.wire.keyfiles import load_ed25519_private, load_ed25519_public
 
@@ -42,17 +42,17 @@ def schema() -> None:
 @reports_errors
 def seal_command(source: Path, publisher_key: Path, out: Path) -> None:
     """Validate a policy JSON file and write it as a signed envelope."""
-    from edge.lists.policy import parse_policy, seal_policy
+    from edge.lists.policy import parse_policy, sign_policy
 
     parsed = parse_policy(source.read_bytes())
-    blob = seal_policy(parsed, load_ed25519_private(publisher_key))
+    blob = sign_policy(parsed, load_ed25519_private(publisher_key))
     write_atomic(out, blob)  # the server may be serving this file right now
     click.echo(f"policy version={parsed.version} zone={parsed.checkpoint_zone} file={out}")
 
 
 @policy.command("show")
 @click.argument("path", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--publisher-public-key", type=click.Path(path_type=Path, dir_okay=False), required=True)
+@publisher_public_key_option
 @reports_errors
 def show(path: Path, publisher_public_key: Path) -> None:
     """Verify a signed policy and print it."""

@@ -22,10 +22,8 @@ def run(config_path: Path) -> None:
     from edge.config import load_config
 
     config = load_config(config_path)
-    try:
-        from edge.device.appliance import build_appliance
-    except ImportError as exc:
-        raise click.ClickException(f"the daemon composition (edge.device.appliance) is not available: {exc}") from None
+    from edge.device.appliance import build_appliance
+
     appliance = build_appliance(config)
     daemon = appliance.daemon
     daemon.install_signal_handlers()

@@ -24,21 +24,13 @@ log = logging.getLogger(__name__)
 def sync(config_path: Path, once: bool, enroll_token: str | None, deadline: float) -> None:
     """Push unsent scan records and fetch risk list, trust list, policy and server time."""
     from edge.config import load_config
-    from edge.device.sync_client import SyncClient, SyncError
-    from edge.scan.clock import SystemClock
+    from edge.device.appliance import build_sync_only
+    from edge.device.sync_client import SyncError
+
     config = load_config(config_path)
     if not config.sync.server_url:
         raise click.ClickException("sync.server_url is empty: this device is configured stand-alone")
-    risk_store = None
-    try:
-        from edge.lists.risk_store import RiskStore
-        keys_path = config.resolve(config.keys.publisher_public_key)
-        if keys_path.exists():
-            from sync.wire.keyfiles import load_ed25519_public
-            risk_store = RiskStore.open(config.resolve(config.risk.path), [load_ed25519_public(keys_path)])
-    except ImportError:  # pragma: no cover
-        pass
-    client = SyncClient.from_config(config, clock=SystemClock(), risk_store=risk_store)
+    client = build_sync_only(config)
     try:
         if enroll_token:
             client.enroll(enroll_token)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from edge.cli.common import reports_errors
+from edge.cli.common import publisher_public_key_option, reports_errors
 from sync.wire.fsutil import write_atomic
 from sync.wire.keyfiles import load_ed25519_private, load_ed25519_public
 
@@ -52,7 +52,7 @@ def build(publisher_key: Path, issuer_keys: tuple[Path, ...], dscs: tuple[Path, 
 
 @trust.command("show")
 @click.argument("path", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--publisher-public-key", type=click.Path(path_type=Path, dir_okay=False), required=True)
+@publisher_public_key_option
 @reports_errors
 def show(path: Path, publisher_public_key: Path) -> None:
     """Verify a trust bundle and list its keys."""

@@ -23,14 +23,15 @@ def _clock(config, at: str | None) -> Clock:
 def _build(config_path: Path | None, trust_path: Path | None, policy_path: Path | None,
            publisher_path: Path | None, clock_at: str | None):
     from edge.config import load_config
+    from edge.device.appliance import build_verifier
     from edge.lists.policy import default_policy, load_policy_file
     from edge.passes.trust import TrustStore, load_trust_file
-    from edge.scan.verifier import Verifier, verifier_from_config
+    from edge.scan.verifier import Verifier
     from sync.wire.keyfiles import load_ed25519_public
 
     if config_path is not None:
         config = load_config(config_path)
-        return verifier_from_config(config, _clock(config, clock_at))
+        return build_verifier(config, _clock(config, clock_at))
     publisher = [load_ed25519_public(publisher_path)] if publisher_path else []
     if (trust_path or policy_path) and not publisher:
         raise click.UsageError("--trust/--policy need --publisher-key (the pinned key that signed them)")

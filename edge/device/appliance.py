@@ -1,8 +1,11 @@
-"""Composition: one device built from one Config (used by ``checkpoint run`` and the demo).
+"""The device's composition root: every part of the device is built here, from one Config.
 
-Every seam is chosen by the configuration: frame source (``camera.source``), lamps
-(``light.backend``), clock (``clock.backend``); the sync client runs only when ``sync.server_url``
-is set. Nothing here decides anything: it only wires the parts and their health probes.
+``checkpoint run``, ``checkpoint sync``, ``checkpoint verify`` and the demo all take their parts
+from the builders below, so the publisher key, the scan log, the clock and the risk store are each
+opened one way only. Every seam is chosen by the configuration: frame source (``camera.source``),
+lamps (``light.backend``), clock (``clock.backend``); the sync client runs only when
+``sync.server_url`` is set. Nothing here decides anything: it only wires the parts and their
+health probes.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from edge.config import Config
 from edge.device.daemon import Daemon, DecisionEvent
 from edge.device.status import DeviceStatus, StatusFile, StatusSnapshot
+from edge.device.sync_client import InstalledCallback, SyncClient
 from edge.lists.policy import PolicyError, load_policy_file
+from edge.lists.risk_store import RiskStore
 from edge.passes.reader import warm_up as warm_up_readers
 from edge.passes.trust import TrustError, load_trust_file
 from edge.scan.camera import FrameSource, make_source
@@ -27,15 +32,69 @@ from edge.scan.debounce import Debouncer
 from edge.scan.decode import Decoder
 from edge.scan.light import Fault, Light, make_light
 from edge.scan.scanlog import ScanLog
-from edge.scan.verifier import Verifier, open_risk_store
+from edge.scan.verifier import Verifier
 from edge.verdict import Decision, Reason, Verdict
-from sync.wire.keyfiles import KeyFileError, load_ed25519_public, load_x25519_public
+from sync.wire.keyfiles import KeyFileError, load_ed25519_public, load_or_create_ed25519, load_x25519_public
 from sync.wire.risk.types import RiskLookup
 
 log = logging.getLogger(__name__)
 
 #: how often the scan log is pruned (retention days, free-space floor) in the background
 PRUNE_INTERVAL_S = 60.0
+
+
+def load_publisher_keys(config: Config) -> list[Ed25519PublicKey]:
+    """The pinned publisher key, or none (logged with what to do): no list can then be installed or used."""
+    path = config.resolve(config.keys.publisher_public_key)
+    try:
+        return [load_ed25519_public(path)]
+    except KeyFileError:
+        log.error("event=no_publisher_key path=%s action=provision the device (checkpoint provision): "
+                  "without the pinned key no list can be trusted", path)
+        return []
+
+
+def open_scanlog(config: Config) -> ScanLog:
+    """The device's scan log, its holder hashes sealed to the central server's key."""
+    return ScanLog(config.resolve(config.scanlog.path), device_id=config.device.id, boot_id=boot_id(),
+                   server_encryption_key=load_x25519_public(config.resolve(config.keys.server_encryption_key)),
+                   synchronous=config.scanlog.synchronous)
+
+
+def open_risk_store(config: Config, publisher_keys: list[Ed25519PublicKey]) -> RiskStore | None:
+    """The installed risk list, or None until a sync installs one (verdicts are CHECK meanwhile)."""
+    path = config.resolve(config.risk.path)
+    try:
+        return RiskStore.open(path, publisher_keys)
+    except Exception as exc:
+        log.warning("event=risk_list_unreadable path=%s error=%r action=sync to fetch a risk list", path, str(exc))
+        return None
+
+
+def build_verifier(config: Config, clock: Clock) -> Verifier:
+    """A verifier over the installed lists (``checkpoint verify``); raises if trust list or policy is unusable."""
+    publisher = [load_ed25519_public(config.resolve(config.keys.publisher_public_key))]
+    trust = load_trust_file(config.resolve(config.trust.path), publisher)
+    policy = load_policy_file(config.resolve(config.policy.path), publisher)
+    return Verifier(trust=trust, risk=open_risk_store(config, publisher), policy=policy, clock=clock)
+
+
+def build_sync_client(config: Config, *, scanlog: ScanLog, clock: Clock, publisher_keys: list[Ed25519PublicKey],
+                      risk_store: RiskStore | None, on_installed: InstalledCallback | None = None) -> SyncClient:
+    """The sync client of this device (its own key is created on first use)."""
+    s = config.sync
+    return SyncClient(s.server_url, scanlog, load_or_create_ed25519(config.resolve(config.keys.device_key)),
+                      publisher_keys=publisher_keys, clock=clock, batch_size=s.batch_size, timeout_s=s.timeout_s,
+                      backoff_max_s=s.backoff_max_s, interval_s=s.interval_s,
+                      trust_path=config.resolve(config.trust.path), policy_path=config.resolve(config.policy.path),
+                      risk_store=risk_store, on_installed=on_installed)
+
+
+def build_sync_only(config: Config) -> SyncClient:
+    """The sync client alone, for ``checkpoint sync`` (no camera, no lamps)."""
+    keys = load_publisher_keys(config)
+    return build_sync_client(config, scanlog=open_scanlog(config), clock=make_clock(config), publisher_keys=keys,
+                             risk_store=open_risk_store(config, keys))
 
 
 def make_clock(config: Config) -> Clock:
@@ -47,7 +106,7 @@ def make_clock(config: Config) -> Clock:
     return SystemClock()
 
 
-class VerifierSlot:
+class LiveVerifier:
     """The daemon's verifier: answers CHECK / DEVICE_NOT_READY until trust list and policy exist.
 
     The sync client installs new lists while the daemon runs; ``reload`` swaps them in atomically.
@@ -79,7 +138,7 @@ class VerifierSlot:
         config = self._config
         with self._lock:
             if self.risk is None:  # one store object for the process: the sync client applies into it
-                self.risk = open_risk_store(config.resolve(config.risk.path), self._keys)
+                self.risk = open_risk_store(config, self._keys)
             try:
                 trust = load_trust_file(config.resolve(config.trust.path), self._keys)
                 policy = load_policy_file(config.resolve(config.policy.path), self._keys)
@@ -99,16 +158,6 @@ class VerifierSlot:
                 self.current.install(trust=trust, policy=policy, risk=self.risk)
 
 
-def _publisher_keys(config: Config) -> list[Ed25519PublicKey]:
-    path = config.resolve(config.keys.publisher_public_key)
-    try:
-        return [load_ed25519_public(path)]
-    except KeyFileError:
-        log.error("event=no_publisher_key path=%s action=provision the device (checkpoint provision): "
-                  "without the pinned key no list can be trusted", path)
-        return []
-
-
 class Appliance:
     """Scan log, verifier, sync client, lamps, camera and daemon of one device."""
 
@@ -118,26 +167,22 @@ class Appliance:
         self.config = config
         config.device.data_dir.mkdir(parents=True, exist_ok=True)
         self.clock = clock or make_clock(config)
-        self.publisher_keys = _publisher_keys(config)
-        self.scanlog = ScanLog(
-            config.resolve(config.scanlog.path), device_id=config.device.id, boot_id=boot_id(),
-            server_encryption_key=load_x25519_public(config.resolve(config.keys.server_encryption_key)),
-            synchronous=config.scanlog.synchronous)
-        self.verifier = VerifierSlot(config, self.clock, self.publisher_keys)
+        self.publisher_keys = load_publisher_keys(config)
+        self.scanlog = open_scanlog(config)
+        self.verifier = LiveVerifier(config, self.clock, self.publisher_keys)
         warm_up_readers()  # the first scan after boot must be as fast as every other
         self.sync = None
         if config.sync.server_url:
-            from edge.device.sync_client import SyncClient
-
-            self.sync = SyncClient.from_config(config, scanlog=self.scanlog, clock=self.clock,
-                                               risk_store=self.verifier.risk, on_installed=self.verifier.reload)
+            self.sync = build_sync_client(config, scanlog=self.scanlog, clock=self.clock,
+                                          publisher_keys=self.publisher_keys, risk_store=self.verifier.risk,
+                                          on_installed=self.verifier.reload)
         self.light = light or make_light(config.light, stream=light_stream)
         self.daemon = Daemon(
             source=source or make_source(config), decoder=Decoder(config.decoder),
             debouncer=Debouncer.from_config(config.debounce), verifier=self.verifier, recorder=self.record,
             light=self.light, clock=self.clock, camera=config.camera, health_probes=self.health_probes(),
             status_writer=self._status_writer(), status_extra=self.status_extra, on_decision=on_decision)
-        self._stop_housekeeping = threading.Event()
+        self._stop_pruning = threading.Event()
 
     # -- the scan path -----------------------------------------------------------------------
     def record(self, verdict: Verdict, captured_monotonic: float) -> None:
@@ -164,7 +209,7 @@ class Appliance:
     def _disk_fault(self) -> Iterable[Fault]:
         return (Fault.DISK_LOW,) if self.scanlog.disk_low else ()
 
-    def _housekeeping(self) -> None:
+    def _prune_loop(self) -> None:
         """Prune the scan log (retention, free-space floor) off the scan path, once a minute."""
         while True:
             try:
@@ -173,7 +218,7 @@ class Appliance:
             except Exception as exc:  # never let housekeeping take the device down
                 log.error("event=prune_failed error=%r action=check the SD card; retrying in %d s",
                           exc, PRUNE_INTERVAL_S)
-            if self._stop_housekeeping.wait(PRUNE_INTERVAL_S):
+            if self._stop_pruning.wait(PRUNE_INTERVAL_S):
                 return
 
     def _server_fault(self) -> Iterable[Fault]:
@@ -199,13 +244,13 @@ class Appliance:
         """Run the daemon (and the background sync) until stopped; the process exit code."""
         if self.sync is not None:
             self.sync.start()
-        self._stop_housekeeping.clear()
-        housekeeping = threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True)
+        self._stop_pruning.clear()
+        housekeeping = threading.Thread(target=self._prune_loop, name="scanlog-prune", daemon=True)
         housekeeping.start()
         try:
             return self.daemon.run(**kwargs)
         finally:
-            self._stop_housekeeping.set()
+            self._stop_pruning.set()
             housekeeping.join(timeout=30)
             if self.sync is not None:
                 self.sync.stop()

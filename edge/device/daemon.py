@@ -41,7 +41,9 @@ Recorder = Callable[[Verdict, float], None]
 HealthProbe = Callable[[], Iterable[Fault]]
 
 
-class Verifier(Protocol):
+class DecidesText(Protocol):
+    """Anything that turns one QR text into a verdict (the real one is ``edge.scan.verifier.Verifier``)."""
+
     def verify(self, text: str) -> Verdict: ...
 
 
@@ -79,7 +81,7 @@ class Daemon:
     """The checkpoint's main loop. Build one per process; ``run()`` returns the exit code."""
 
     def __init__(self, *, source: FrameSource, decoder: QRDecoder, debouncer: Debouncer,
-                 verifier: Verifier, recorder: Recorder, light: Light, clock: Clock,
+                 verifier: DecidesText, recorder: Recorder, light: Light, clock: Clock,
                  camera: CameraConfig | None = None, health_probes: Iterable[HealthProbe] = (),
                  status_writer: Callable[[StatusSnapshot], None] | None = None,
                  status_extra: Callable[[], DeviceStatus] | None = None,
@@ -142,7 +144,7 @@ class Daemon:
             while not self.stop_event.is_set():
                 if (max_frames is not None and self.frames >= max_frames) or (until is not None and until()):
                     break
-                self._housekeeping()
+                self._between_frames()
                 try:
                     frame = self.source.read(self.read_timeout_s)
                 except EndOfStream:
@@ -263,8 +265,8 @@ class Daemon:
             log.exception("event=verify_crashed error=%r action=showing CHECK", exc)
             return Verdict(Decision.CHECK, Reason.INTERNAL_ERROR, detail=f"verifier crashed: {exc!r}")
 
-    # -- housekeeping: health, lamps, status ----------------------------------------------
-    def _housekeeping(self) -> None:
+    # -- between frames: health, lamps, status -------------------------------------------
+    def _between_frames(self) -> None:
         now = self.monotonic()
         if now >= self._next_health:
             self._next_health = now + self.health_interval_s

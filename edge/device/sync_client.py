@@ -25,6 +25,8 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from edge.lists.policy import parse_policy_envelope
+from edge.passes.trust import TrustStore
 from edge.scan.scanlog import ScanLog
 from sync.wire.envelope import EnvelopeError, open_envelope
 from sync.wire.errors import CheckpointError
@@ -78,19 +80,11 @@ def backoff_delay(attempt: int, *, base: float, cap: float, retry_after: float |
 
 
 def _validate_trust(blob: bytes, keys: list[Ed25519PublicKey]) -> int:
-    try:
-        from edge.passes.trust import TrustStore
-    except ImportError:  # pragma: no cover - verification area absent
-        return open_envelope(blob, "trust", keys).version
     TrustStore.from_envelope(blob, keys)
     return open_envelope(blob, "trust", keys).version
 
 
 def _validate_policy(blob: bytes, keys: list[Ed25519PublicKey]) -> int:
-    try:
-        from edge.lists.policy import parse_policy_envelope
-    except ImportError:  # pragma: no cover - verification area absent
-        return open_envelope(blob, "policy", keys).version
     parse_policy_envelope(blob, keys)
     return open_envelope(blob, "policy", keys).version
 
@@ -124,28 +118,6 @@ class SyncClient:
         self._started = time.monotonic()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-
-    @classmethod
-    def from_config(cls, config: Any, *, scanlog: ScanLog | None = None, clock: Any = None,
-                    risk_store: Any = None, on_installed: InstalledCallback | None = None) -> SyncClient:
-        """Build the client from the device config (keys, paths, intervals)."""
-        from edge.scan.clock import boot_id
-        from sync.wire.keyfiles import load_ed25519_public, load_or_create_ed25519, load_x25519_public
-        if scanlog is None:
-            scanlog = ScanLog(config.resolve(config.scanlog.path), device_id=config.device.id, boot_id=boot_id(),
-                              server_encryption_key=load_x25519_public(config.resolve(config.keys.server_encryption_key)),
-                              synchronous=config.scanlog.synchronous)
-        pub_path = config.resolve(config.keys.publisher_public_key)
-        publisher = [load_ed25519_public(pub_path)] if pub_path.exists() else []
-        if not publisher:
-            log.warning("event=sync_no_publisher_key path=%s action=downloads disabled until the device is "
-                        "provisioned with the publisher key", pub_path)
-        s = config.sync
-        return cls(s.server_url, scanlog, load_or_create_ed25519(config.resolve(config.keys.device_key)),
-                   publisher_keys=publisher, clock=clock, batch_size=s.batch_size, timeout_s=s.timeout_s,
-                   backoff_max_s=s.backoff_max_s, interval_s=s.interval_s,
-                   trust_path=config.resolve(config.trust.path), policy_path=config.resolve(config.policy.path),
-                   risk_store=risk_store, on_installed=on_installed)
 
     # -- HTTP --------------------------------------------------------------------------------
     def _request(self, method: str, path: str, body: bytes = b"", *, headers: dict[str, str] | None = None,

@@ -21,13 +21,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from edge.passes.cose import ALG_IDS, sign1
-from edge.passes.trust import TrustedKey, kid_for
+from edge.passes.cwt import CLAIM_EXP, CLAIM_HCERT, CLAIM_IAT, CLAIM_ISS
+from edge.passes.trust import DCC_USAGE_OIDS, TrustedKey, kid_for
 
 #: DCC key-usage OIDs (extended key usage of a DSC): may sign test / vaccination / recovery
-USAGE_TEST, USAGE_VACCINATION, USAGE_RECOVERY = (
-    "1.3.6.1.4.1.1847.2021.1.1", "1.3.6.1.4.1.1847.2021.1.2", "1.3.6.1.4.1.1847.2021.1.3")
-#: CWT claim keys of the HCERT specification
-CWT_ISS, CWT_EXP, CWT_IAT, CWT_HCERT = 1, 4, 6, -260
+USAGE_TEST, USAGE_VACCINATION, USAGE_RECOVERY = (DCC_USAGE_OIDS[u] for u in "tvr")
 
 
 @dataclass(frozen=True)
@@ -92,8 +90,8 @@ def issue_hc1(signer: DocumentSigner, payload: dict, *, issued_at: datetime | No
     """Sign a DCC payload as an HCERT: CWT in COSE_Sign1, zlib, base45, ``HC1:`` prefix."""
     issued_at = issued_at or datetime.now(UTC)
     expires_at = expires_at or issued_at + timedelta(days=365)
-    claims = {CWT_ISS: signer.country, CWT_IAT: int(issued_at.timestamp()), CWT_EXP: int(expires_at.timestamp()),
-              CWT_HCERT: {1: payload}}
+    claims = {CLAIM_ISS: signer.country, CLAIM_IAT: int(issued_at.timestamp()), CLAIM_EXP: int(expires_at.timestamp()),
+              CLAIM_HCERT: {1: payload}}
     cose = sign1(cbor2.dumps(claims), signer.private_key, ALG_IDS[signer.algorithm], signer.kid)
     return "HC1:" + base45.b45encode(zlib.compress(cose, 9)).decode()
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from edge.passes.credential import Credential, PassFormat, PassKind
 from edge.verdict import Reason
-from sync.wire.envelope import EnvelopeError, open_envelope, seal
+from sync.wire.envelope import EnvelopeError, open_envelope, sign_envelope
 from sync.wire.errors import CheckpointError
 
 ENVELOPE_KIND = "policy"
@@ -209,9 +209,9 @@ def parse_policy(data: bytes) -> Policy:
         raise PolicyError("invalid policy: " + "; ".join(lines)) from None
 
 
-def seal_policy(policy: Policy, key: Ed25519PrivateKey, issued_at: datetime | None = None) -> bytes:
+def sign_policy(policy: Policy, key: Ed25519PrivateKey, issued_at: datetime | None = None) -> bytes:
     """The policy as a signed envelope (kind ``policy``, envelope version = policy version)."""
-    return seal(ENVELOPE_KIND, policy.version, policy.to_json_bytes(), key, issued_at)
+    return sign_envelope(ENVELOPE_KIND, policy.version, policy.to_json_bytes(), key, issued_at)
 
 
 def parse_policy_envelope(blob: bytes, keys: list[Ed25519PublicKey]) -> Policy:

@@ -27,6 +27,7 @@ from edge.passes.credential import (
     TestResult,
     Vaccination,
 )
+from edge.passes.cwt import CLAIM_CP1, CLAIM_CTI, CLAIM_EXP, CLAIM_IAT, CLAIM_ISS, CLAIM_NBF
 from edge.passes.issuer import IssuerKey
 from edge.passes.signing_keys import check_key_period, find_signer
 from edge.passes.trust import SOURCE_CP1, TrustStore
@@ -36,8 +37,6 @@ from sync.wire.identifiers import HOLDER_HASH_BYTES
 PREFIX = "CP1:"
 FMT = PassFormat.CP1.value
 ALGORITHMS = frozenset({EDDSA, ES256})
-CLAIM_ISS, CLAIM_EXP, CLAIM_NBF, CLAIM_IAT, CLAIM_CTI = 1, 4, 5, 6, 7
-CLAIM_CP1 = -65537
 #: keys inside the CP1 claim map
 K_KIND, K_HOLDER, K_ZONES, K_VACC, K_TEST, K_RECOVERY = 1, 2, 3, 4, 5, 6
 CP1_KINDS = frozenset({PassKind.RESIDENT, PassKind.TRAVEL_PERMIT, PassKind.CROSS_PROVINCE_WORKER,

@@ -22,6 +22,7 @@ import jsonschema
 from edge.passes.codec import b45decode, cbor_loads, inflate, strip_prefix
 from edge.passes.cose import ES256, PS256, Sign1, check_alg, parse_sign1
 from edge.passes.credential import Credential, PassFormat, PassKind, Recovery, TestResult, Vaccination
+from edge.passes.cwt import CLAIM_EXP, CLAIM_HCERT, CLAIM_IAT, CLAIM_ISS
 from edge.passes.signing_keys import check_key_period, find_signer
 from edge.passes.trust import SOURCE_DSC, TrustedKey, TrustStore
 from edge.passes.valuesets import unknown_codes
@@ -33,7 +34,6 @@ FMT = PassFormat.HC1.value
 ALGORITHMS = frozenset({ES256, PS256})
 #: CBOR encoding of tag 61 (CWT), which some issuers wrap around the COSE_Sign1
 CWT_TAG_PREFIX = b"\xd8\x3d"
-CLAIM_ISS, CLAIM_EXP, CLAIM_IAT, CLAIM_HCERT = 1, 4, 6, -260
 KIND_BY_GROUP = {"v": PassKind.DCC_VACCINATION, "t": PassKind.DCC_TEST, "r": PassKind.DCC_RECOVERY}
 TEST_NOT_DETECTED = "260415000"
 KID_BYTES = 8

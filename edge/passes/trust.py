@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from edge.passes.cose import ALG_IDS, ALG_NAMES, PublicKey, key_matches_alg
-from sync.wire.envelope import EnvelopeError, open_envelope, seal
+from sync.wire.envelope import EnvelopeError, open_envelope, sign_envelope
 from sync.wire.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -29,11 +29,13 @@ log = logging.getLogger(__name__)
 ENVELOPE_KIND = "trust"
 SOURCE_CP1 = "cp1"
 SOURCE_DSC = "dsc"
-#: DCC key usages: t = test, v = vaccination, r = recovery
+#: DCC key usages of a document signer (extended key usage OIDs): t = test, v = vaccination, r = recovery
+DCC_USAGE_OIDS: dict[str, str] = {
+    "t": "1.3.6.1.4.1.1847.2021.1.1", "v": "1.3.6.1.4.1.1847.2021.1.2", "r": "1.3.6.1.4.1.1847.2021.1.3"}
+#: every OID read as a usage: the specified ones and the ".0." variants some early signers used
 USAGE_OIDS: dict[str, str] = {
-    "1.3.6.1.4.1.1847.2021.1.1": "t", "1.3.6.1.4.1.0.1847.2021.1.1": "t",
-    "1.3.6.1.4.1.1847.2021.1.2": "v", "1.3.6.1.4.1.0.1847.2021.1.2": "v",
-    "1.3.6.1.4.1.1847.2021.1.3": "r", "1.3.6.1.4.1.0.1847.2021.1.3": "r",
+    **{oid: usage for usage, oid in DCC_USAGE_OIDS.items()},
+    **{oid.replace(".1847.", ".0.1847."): usage for usage, oid in DCC_USAGE_OIDS.items()},
 }
 
 
@@ -189,17 +191,17 @@ class TrustStore:
         env = open_envelope(blob, ENVELOPE_KIND, publisher_keys)
         return cls.from_payload(env.payload, env.version, env.issued_at)
 
-    def seal(self, key: Ed25519PrivateKey, version: int | None = None,
-             issued_at: datetime | None = None) -> bytes:
+    def sign_envelope(self, key: Ed25519PrivateKey, version: int | None = None,
+                      issued_at: datetime | None = None) -> bytes:
         """This store as a signed envelope (the server side's builder ends here)."""
-        return seal(ENVELOPE_KIND, self.version if version is None else version, self.to_payload(), key,
-                    issued_at)
+        return sign_envelope(ENVELOPE_KIND, self.version if version is None else version, self.to_payload(), key,
+                             issued_at)
 
 
 def build_trust_envelope(keys: Iterable[TrustedKey], publisher_key: Ed25519PrivateKey, version: int,
                          revoked_pass_ids: Iterable[str] = (), issued_at: datetime | None = None) -> bytes:
     """Server side: make the signed trust bundle the devices install."""
-    return TrustStore(keys, revoked_pass_ids, version).seal(publisher_key, version, issued_at)
+    return TrustStore(keys, revoked_pass_ids, version).sign_envelope(publisher_key, version, issued_at)
 
 
 def load_trust_file(path: Path, publisher_keys: list[Ed25519PublicKey]) -> TrustStore:

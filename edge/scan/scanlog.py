@@ -26,6 +26,7 @@ from edge.verdict import Verdict
 from sync.wire.errors import CheckpointError
 from sync.wire.protocol import GENESIS, canonical_fields, record_hash
 from sync.wire.sealed import HolderSealer, holder_aad
+from sync.wire.sqlite import immediate_transaction
 
 log = logging.getLogger(__name__)
 
@@ -130,15 +131,14 @@ class ScanLog:
             self._db.executescript(SCHEMA)
             self._bind_device()
         except sqlite3.DatabaseError as exc:
-            raise ScanLogError(f"event=scanlog_open_failed path={self.path} error={exc!r}: "
-                               "check the file and free disk space") from exc
+            raise ScanLogError(f"cannot open the scan log {self.path} ({exc}): check the file and free "
+                               "disk space") from exc
 
     def _bind_device(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-        row = self._db.execute("SELECT value FROM meta WHERE key='device_id'").fetchone()
-        if row is None:
-            self._db.execute("INSERT INTO meta VALUES ('device_id', ?)", (self.device_id,))
-        self._db.execute("COMMIT")
+        with immediate_transaction(self._db):
+            row = self._db.execute("SELECT value FROM meta WHERE key='device_id'").fetchone()
+            if row is None:
+                self._db.execute("INSERT INTO meta VALUES ('device_id', ?)", (self.device_id,))
         if row is not None and row[0] != self.device_id:
             raise ScanLogError(f"scan log {self.path} belongs to device {row[0]!r}, not {self.device_id!r}")
 
@@ -152,14 +152,9 @@ class ScanLog:
         """
         with self._lock:
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
+                with immediate_transaction(self._db):
                     seq = self._insert(verdict, _wall(wall_time), float(monotonic), bool(clock_trusted),
                                        _text(policy_version), _text(risk_version))
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
             except sqlite3.Error as exc:
                 log.error("event=scanlog_append_failed path=%s error=%r action=check disk space and SD card",
                           self.path, exc)
@@ -169,15 +164,9 @@ class ScanLog:
     def append_many(self, entries: list[tuple[Verdict, datetime, float, bool, Any, Any]]) -> list[int]:
         """Append ``(verdict, wall_time, monotonic, clock_trusted, policy_version, risk_version)``
         tuples in one transaction (imports and benchmarks; the scan path uses ``append``)."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                seqs = [self._insert(v, _wall(w), float(m), bool(t), _text(p), _text(r))
-                        for v, w, m, t, p, r in entries]
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._lock, immediate_transaction(self._db):
+            seqs = [self._insert(v, _wall(w), float(m), bool(t), _text(p), _text(r))
+                    for v, w, m, t, p, r in entries]
         return seqs
 
     def _insert(self, verdict: Verdict, wall: str, mono: float, trusted: bool,
@@ -246,21 +235,15 @@ class ScanLog:
         Only moves forward and never past what this log has written.
         """
         at_text = _wall(at or datetime.now(UTC))
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                head, acked = self._db.execute(
-                    "SELECT COALESCE((SELECT MAX(seq) FROM records), 0), acked_seq FROM sync_state").fetchone()
-                if seq > head:
-                    log.warning("event=scanlog_ack_beyond_head acked=%d head=%d action=server holds records "
-                                "this log does not: check for a restored or swapped SD card", seq, head)
-                new = max(acked, min(seq, head))
-                self._db.execute("UPDATE sync_state SET acked_seq = ?, acked_at = ?, last_success_at = ?",
-                                 (new, at_text, at_text))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._lock, immediate_transaction(self._db):
+            head, acked = self._db.execute(
+                "SELECT COALESCE((SELECT MAX(seq) FROM records), 0), acked_seq FROM sync_state").fetchone()
+            if seq > head:
+                log.warning("event=scanlog_ack_beyond_head acked=%d head=%d action=server holds records "
+                            "this log does not: check for a restored or swapped SD card", seq, head)
+            new = max(acked, min(seq, head))
+            self._db.execute("UPDATE sync_state SET acked_seq = ?, acked_at = ?, last_success_at = ?",
+                             (new, at_text, at_text))
         return new
 
     def mark_success(self, at: datetime | None = None) -> None:
@@ -320,15 +303,10 @@ class ScanLog:
         return PruneResult(deleted=deleted, free_mb=free, disk_low=low)
 
     def _delete(self, where: str, params: tuple) -> int:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate_transaction(self._db):
             cur = self._db.execute(
                 f"DELETE FROM records WHERE {where} AND seq <= (SELECT acked_seq FROM sync_state) "
                 "AND seq < (SELECT MAX(seq) FROM records)", params)
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
         if cur.rowcount:
             self._db.execute("PRAGMA incremental_vacuum")
         return cur.rowcount

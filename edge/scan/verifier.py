@@ -122,33 +122,3 @@ class Verifier:
         if published is None or now - published > max_age:
             return Reason.RISK_LIST_STALE
         return Reason.OK
-
-
-def verifier_from_config(config, clock: Clock) -> Verifier:
-    """Load trust store, policy and (if the risk store module exists) the risk list named by a Config.
-
-    Raises TrustError / PolicyError / KeyFileError with a message saying which file is wrong.
-    """
-    from edge.lists.policy import load_policy_file
-    from edge.passes.trust import load_trust_file
-    from sync.wire.keyfiles import load_ed25519_public
-
-    publisher = [load_ed25519_public(config.resolve(config.keys.publisher_public_key))]
-    trust = load_trust_file(config.resolve(config.trust.path), publisher)
-    policy = load_policy_file(config.resolve(config.policy.path), publisher)
-    return Verifier(trust=trust, risk=open_risk_store(config.resolve(config.risk.path), publisher),
-                    policy=policy, clock=clock)
-
-
-def open_risk_store(path, publisher_keys) -> RiskLookup | None:
-    """The device risk list via ``edge.lists.risk_store.RiskStore`` when that module exists, else None."""
-    try:
-        from edge.lists.risk_store import RiskStore  # type: ignore[import-not-found]
-    except ImportError:
-        log.warning("event=risk_store_unavailable action=verdicts_are_CHECK_until_a_risk_list_is_installed")
-        return None
-    try:
-        return RiskStore.open(path, publisher_keys)
-    except Exception as exc:
-        log.warning("event=risk_list_unreadable path=%s error=%r action=sync_to_fetch_a_risk_list", path, str(exc))
-        return None

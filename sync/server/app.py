@@ -20,7 +20,7 @@ from sync.server.dashboard import render_dashboard
 from sync.server.ingest import IngestError, ingest_body, verify_signature
 from sync.server.settings import ServerSettings
 from sync.server.storage import Storage, StorageError, open_storage
-from sync.wire.envelope import seal
+from sync.wire.envelope import sign_envelope
 from sync.wire.errors import CheckpointError
 from sync.wire.protocol import (
     API,
@@ -82,10 +82,8 @@ def published_lists(settings: ServerSettings) -> dict[str, tuple[int | None, str
 def _default_risk_updates(settings: ServerSettings):
     if settings.data_dir is None or settings.publisher_key is None or not (settings.data_dir / "risk").is_dir():
         return None
-    try:
-        from sync.server.publish.risk import RiskPublisher
-    except ImportError:  # pragma: no cover - the risk area is not installed
-        return None
+    from sync.server.publish.risk import RiskPublisher
+
     directory, key = settings.data_dir / "risk", settings.publisher_key
 
     def updates_for(device_version: int) -> list[bytes]:
@@ -184,7 +182,7 @@ def create_app(settings: ServerSettings, storage: Storage | None = None) -> Fast
             return _error(422, "bad_request", "nonce too long")
         now = datetime.now(UTC)
         payload = json.dumps({"now": now.isoformat(), "nonce": nonce}).encode()
-        blob = seal("time", int(now.timestamp()), payload, settings.publisher_key, issued_at=now)
+        blob = sign_envelope("time", int(now.timestamp()), payload, settings.publisher_key, issued_at=now)
         return Response(blob, media_type=ENVELOPE_MEDIA_TYPE)
 
     def _published(kind: str):

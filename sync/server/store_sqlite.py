@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from sync.server.storage import RECORD_COLUMNS, SEQS_AFTER, SQLStorage, advance_acked
+from sync.wire.sqlite import immediate_transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
@@ -40,21 +41,15 @@ class SQLiteStorage(SQLStorage):
                span: tuple[int, int]) -> tuple[int, int]:
         sql = (f"INSERT INTO records ({', '.join(RECORD_COLUMNS)}) VALUES ({', '.join('?' * len(RECORD_COLUMNS))}) "
                "ON CONFLICT DO NOTHING")
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                before = self._db.total_changes
-                self._db.executemany(sql, rows)
-                stored = self._db.total_changes - before
-                acked = self._db.execute("SELECT acked_seq FROM devices WHERE device_id=?", (device_id,)).fetchone()[0]
-                acked = advance_acked(acked, span, lambda after, limit: [r[0] for r in self._db.execute(
-                    SEQS_AFTER, (device_id, after, limit))])
-                self._db.execute("UPDATE devices SET acked_seq=?, last_seen=?, records=records+? WHERE device_id=?",
-                                 (acked, seen_at, stored, device_id))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+        with self._lock, immediate_transaction(self._db):
+            before = self._db.total_changes
+            self._db.executemany(sql, rows)
+            stored = self._db.total_changes - before
+            acked = self._db.execute("SELECT acked_seq FROM devices WHERE device_id=?", (device_id,)).fetchone()[0]
+            acked = advance_acked(acked, span, lambda after, limit: [r[0] for r in self._db.execute(
+                SEQS_AFTER, (device_id, after, limit))])
+            self._db.execute("UPDATE devices SET acked_seq=?, last_seen=?, records=records+? WHERE device_id=?",
+                             (acked, seen_at, stored, device_id))
         return stored, acked
 
     def close(self) -> None:

@@ -46,7 +46,7 @@ def _signed_bytes(header: bytes, payload: bytes) -> bytes:
     return DOMAIN + len(header).to_bytes(4, "big") + header + payload
 
 
-def seal(kind: str, version: int, payload: bytes, key: Ed25519PrivateKey,
+def sign_envelope(kind: str, version: int, payload: bytes, key: Ed25519PrivateKey,
          issued_at: datetime | None = None) -> bytes:
     """Sign ``payload`` as an envelope of ``kind`` and ``version``."""
     issued_at = issued_at or datetime.now(UTC)

@@ -49,29 +49,31 @@ def _read(path: Path) -> bytes:
         raise KeyFileError(f"{path}: key file not found (provision the device first)") from None
 
 
-def load_ed25519_private(path: Path) -> Ed25519PrivateKey:
-    key = serialization.load_pem_private_key(_read(path), password=None)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise KeyFileError(f"{path}: expected an Ed25519 private key")
+def _load(path: Path, expected: type, *, private: bool):
+    """A PEM key of the expected type, or KeyFileError naming the file and what it should hold."""
+    raw = _read(path)
+    try:
+        key = (serialization.load_pem_private_key(raw, password=None) if private
+               else serialization.load_pem_public_key(raw))
+    except ValueError:
+        key = None
+    if not isinstance(key, expected):
+        kind = expected.__name__.removesuffix("PrivateKey").removesuffix("PublicKey")
+        raise KeyFileError(f"{path}: expected an {kind} {'private' if private else 'public'} key (PEM)")
     return key
+
+
+def load_ed25519_private(path: Path) -> Ed25519PrivateKey:
+    return _load(path, Ed25519PrivateKey, private=True)
 
 
 def load_ed25519_public(path: Path) -> Ed25519PublicKey:
-    key = serialization.load_pem_public_key(_read(path))
-    if not isinstance(key, Ed25519PublicKey):
-        raise KeyFileError(f"{path}: expected an Ed25519 public key")
-    return key
+    return _load(path, Ed25519PublicKey, private=False)
 
 
 def load_x25519_private(path: Path) -> X25519PrivateKey:
-    key = serialization.load_pem_private_key(_read(path), password=None)
-    if not isinstance(key, X25519PrivateKey):
-        raise KeyFileError(f"{path}: expected an X25519 private key")
-    return key
+    return _load(path, X25519PrivateKey, private=True)
 
 
 def load_x25519_public(path: Path) -> X25519PublicKey:
-    key = serialization.load_pem_public_key(_read(path))
-    if not isinstance(key, X25519PublicKey):
-        raise KeyFileError(f"{path}: expected an X25519 public key")
-    return key
+    return _load(path, X25519PublicKey, private=False)

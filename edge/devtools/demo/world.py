@@ -14,7 +14,7 @@ from edge.device.bundle import ServerKeys, device_config, write_bundle
 from edge.devtools.demo.scenario import Traveller, risk_entries, travellers
 from edge.devtools.hc1_issuer import DocumentSigner
 from edge.devtools.synth import render_sequence
-from edge.lists.policy import default_policy, seal_policy
+from edge.lists.policy import default_policy, sign_policy
 from edge.passes.issuer import IssuerKey
 from edge.passes.trust import build_trust_envelope
 from sync.server.app import create_app
@@ -54,7 +54,7 @@ class Central:
         published.mkdir(parents=True, exist_ok=True)
         (published / "trust.cpenv").write_bytes(build_trust_envelope(
             [self.issuer.trusted_key(), self.dsc.trusted_key()], key, version=1))
-        (published / "policy.cpenv").write_bytes(seal_policy(default_policy(ZONE), key))
+        (published / "policy.cpenv").write_bytes(sign_policy(default_policy(ZONE), key))
         RiskPublisher(data_dir / "risk", key).publish(risk_entries(), published_at=now)
 
     def start(self) -> str:

@@ -20,15 +20,14 @@ def make_source(config: Config | CameraConfig, *, monotonic: Monotonic = time.mo
         from edge.scan.camera.replay import ReplaySource
 
         if path is None:
-            raise CameraError("event=bad_config camera.source=replay action=set camera.path to a folder or video")
+            raise CameraError("camera.source = replay needs camera.path: set it to a folder of images or a video")
         return ReplaySource(path, fps=camera.fps, loop=camera.loop, monotonic=monotonic)
     if camera.source == "opencv":
         from edge.scan.camera.opencv import OpenCVSource
 
         targets = [t for t in (camera.device, camera.url, str(path) if path else None) if t is not None]
         if len(targets) != 1:
-            raise CameraError("event=bad_config camera.source=opencv "
-                              "action=set exactly one of camera.device, camera.url, camera.path")
+            raise CameraError("camera.source = opencv needs exactly one of camera.device, camera.url, camera.path")
         return OpenCVSource(targets[0], width=camera.width, height=camera.height, fps=camera.fps,
                             monotonic=monotonic)
     from edge.scan.camera.picam import Picamera2Source

@@ -84,7 +84,7 @@ class FrameSource(ABC):
             except EndOfStream:
                 return
             if frame is None:
-                raise CameraError(f"event=no_frame source={self.name} timeout_s={timeout}")
+                raise CameraError(f"no frame from {self.name} within {timeout} s")
             yield frame
 
     def _frame(self, image: np.ndarray, captured: float | None = None) -> Frame:

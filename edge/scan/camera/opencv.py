@@ -44,8 +44,8 @@ class OpenCVSource(FrameSource):
         capture = cv2.VideoCapture(self._target)
         if not capture.isOpened():
             capture.release()
-            raise CameraError(f"event=camera_open_failed source=opencv target={self._target!r} "
-                              "action=check the cable, the index/URL and that no other process holds it")
+            raise CameraError(f"cannot open camera {self._target}: check the cable, the index or URL, "
+                              "and that no other process holds it")
         if isinstance(self._target, int):
             if self._width and self._height:
                 capture.set(cv2.CAP_PROP_FRAME_WIDTH, self._width)
@@ -87,7 +87,7 @@ class OpenCVSource(FrameSource):
 
     def read(self, timeout: float) -> Frame | None:
         if self._capture is None:
-            raise CameraError("event=read_closed source=opencv action=open() first")
+            raise CameraError("the OpenCV camera is closed: open() it first")
         try:
             item = self._queue.get(timeout=timeout)
         except queue.Empty:
@@ -95,7 +95,7 @@ class OpenCVSource(FrameSource):
         if item is _END:
             raise EndOfStream()
         if item is None:
-            raise CameraError(f"event=camera_read_failed source=opencv reason={self._failed!r}")
+            raise CameraError(f"the OpenCV camera stopped giving frames ({self._failed})")
         image, captured = item
         return self._frame(np.asarray(image), captured)
 

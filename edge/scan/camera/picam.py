@@ -37,11 +37,11 @@ class Picamera2Source(FrameSource):
         try:
             from picamera2 import Picamera2
         except ImportError as exc:
-            raise CameraError(f"event=picamera2_missing error={exc!r} action=apt install python3-picamera2 "
+            raise CameraError(f"picamera2 is not importable ({exc}): apt install python3-picamera2 "
                               "and create the venv with --system-site-packages") from None
         try:
             if not Picamera2.global_camera_info():
-                raise CameraError("event=no_camera source=picamera2 action=check the ribbon cable")
+                raise CameraError("picamera2 sees no camera: check the ribbon cable")
             cam = Picamera2(self._camera_num)
             controls: dict[str, object] = {"FrameRate": self._fps}
             if self._lens_position is not None:
@@ -54,13 +54,13 @@ class Picamera2Source(FrameSource):
         except CameraError:
             raise
         except Exception as exc:  # libcamera raises RuntimeError/OSError variants
-            raise CameraError(f"event=camera_open_failed source=picamera2 error={exc!r} "
-                              "action=check the cable and that no other process holds the camera") from None
+            raise CameraError(f"cannot open the Pi camera ({exc}): check the cable and that no other "
+                              "process holds it") from None
         self._cam = cam
 
     def read(self, timeout: float) -> Frame | None:
         if self._cam is None:
-            raise CameraError("event=read_closed source=picamera2 action=open() first")
+            raise CameraError("the Pi camera is closed: open() it first")
         try:
             yuv = self._cam.capture_array("lores", wait=timeout)
         except TimeoutError:
@@ -68,7 +68,7 @@ class Picamera2Source(FrameSource):
             return None
         except Exception as exc:
             self._flush()
-            raise CameraError(f"event=camera_read_failed source=picamera2 error={exc!r}") from None
+            raise CameraError(f"the Pi camera stopped giving frames ({exc})") from None
         captured = self._monotonic()
         return self._frame(yuv[: self._lores[1], : self._lores[0]], captured)
 

@@ -43,15 +43,15 @@ class ReplaySource(FrameSource):
         self._index, self._next_at = 0, None
         if self._given is not None:
             if not self._given:
-                raise CameraError("event=replay_empty images=0 action=give at least one frame")
+                raise CameraError("the replay source has no images: give at least one frame")
         elif self._path is not None and self._path.is_dir():
             self._files = sorted(p for p in self._path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             if not self._files:
-                raise CameraError(f"event=replay_empty path={self._path} action=put images in the folder")
+                raise CameraError(f"replay folder {self._path} holds no images: put images in it")
         elif self._path is not None and self._path.is_file():
             self._video = self._open_video()
         else:
-            raise CameraError(f"event=replay_missing path={self._path} action=check camera.path")
+            raise CameraError(f"replay path {self._path} does not exist: check camera.path")
         self._open = True
 
     def _open_video(self):
@@ -59,7 +59,7 @@ class ReplaySource(FrameSource):
 
         video = cv2.VideoCapture(str(self._path))
         if not video.isOpened():
-            raise CameraError(f"event=replay_unreadable path={self._path} action=check the video file")
+            raise CameraError(f"cannot read the video {self._path}: check the file")
         return video
 
     def _next_image(self) -> np.ndarray | None:
@@ -85,12 +85,12 @@ class ReplaySource(FrameSource):
 
         image = cv2.imread(str(item), cv2.IMREAD_GRAYSCALE)
         if image is None:
-            raise CameraError(f"event=replay_bad_image file={item} action=remove or replace it")
+            raise CameraError(f"{item} is not an image: remove or replace it")
         return image
 
     def read(self, timeout: float) -> Frame | None:
         if not self._open:
-            raise CameraError("event=read_closed source=replay action=open() first")
+            raise CameraError("the replay source is closed: open() it first")
         if self._fps:
             now = self._monotonic()
             if self._next_at is None:

@@ -18,7 +18,7 @@ import cbor2
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from sync.wire.envelope import EnvelopeError, open_envelope, seal
+from sync.wire.envelope import EnvelopeError, open_envelope, sign_envelope
 from sync.wire.risk.digest import DIGEST_BYTES
 from sync.wire.risk.records import RECORD, REMOVED, strictly_increasing
 from sync.wire.risk.types import KEY_BYTES, RiskStatus, RiskUpdateError
@@ -55,7 +55,7 @@ def encode_update(kind: str, base_version: int, version: int, digest: bytes, rec
         "digest": digest, "keys": np.ascontiguousarray(recs["key"]).tobytes(),
         "meta": zlib.compress(meta, 6),
     })
-    return seal(KIND, version, payload, key, issued_at=published_at)
+    return sign_envelope(KIND, version, payload, key, issued_at=published_at)
 
 
 def _field(body: dict, name: str, kind: type) -> object:
