@@ -58,6 +58,23 @@ def scanlog(tmp_path: Path, server_x25519):
     log.close()
 
 
+def require_dgc_testdata() -> None:
+    """The public EU DCC vectors are needed: fail under CI (which promises them), skip elsewhere."""
+    from edge.devtools.dgc_testdata import ENV, dgc_testdata_dir
+
+    if (dgc_testdata_dir() / "common").is_dir():
+        return
+    message = f"EU DCC test vectors not found at {dgc_testdata_dir()} (set {ENV}; scripts/test.sh does)"
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("dgc") is not None:
+        require_dgc_testdata()
+
+
 def _pg_available() -> bool:
     try:
         import psycopg

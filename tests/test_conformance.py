@@ -12,7 +12,7 @@ from edge.devtools.conformance import DEFAULT_KNOWN, load_known_issues, run
 from edge.devtools.dgc_testdata import dgc_testdata_dir
 
 DATA = dgc_testdata_dir()
-pytestmark = pytest.mark.skipif(not DATA.exists(), reason="EU DCC test data not present")
+pytestmark = pytest.mark.dgc
 
 @pytest.fixture(scope="module")
 def results():

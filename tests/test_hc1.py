@@ -21,7 +21,7 @@ from edge.verdict import Decision, PassRejected, Reason
 from sync.wire.risk.types import RiskStatus
 
 COMMON = dgc_testdata_dir() / "common/2DCode/raw"
-pytestmark = pytest.mark.skipif(not COMMON.exists(), reason="EU DCC test data not present")
+pytestmark = pytest.mark.dgc
 
 
 def _case(name: str) -> tuple[str, TrustStore, datetime]:

@@ -77,7 +77,7 @@ def _ecma_reference() -> jsonschema.protocols.Validator:
     return jsonschema.validators.validator_for(schema)(schema)
 
 
-@pytest.mark.skipif(not COMMON.exists(), reason="EU DCC test data not present")
+@pytest.mark.dgc
 def test_ecma_anchor_is_enforced() -> None:
     dcc = copy.deepcopy(_payloads()[0])
     dcc["nam"]["fnt"] = "ABC\n"
@@ -119,7 +119,7 @@ def _paths(obj: object, prefix: tuple = ()) -> list[tuple]:
     return found
 
 
-@pytest.mark.skipif(not COMMON.exists(), reason="EU DCC test data not present")
+@pytest.mark.dgc
 @PROPS
 @given(st.data())
 def test_compiled_schema_on_decoded_cbor_agrees_with_reference_jsonschema(data) -> None:

@@ -49,7 +49,7 @@ def test_unknown_code_is_a_check() -> None:
 PL7 = str(dgc_testdata_dir() / "PL/1.3.0/2DCode/raw/7.json")
 
 
-@pytest.mark.skipif(not Path(PL7).exists(), reason="EU DCC test data not present")
+@pytest.mark.dgc
 def test_signed_pass_with_unknown_device_gets_check_not_pass() -> None:
     import base64
     import json

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import cbor2
 import pytest
+from conftest import require_dgc_testdata
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.devtools.dgc_testdata import dgc_testdata_dir
@@ -25,8 +26,7 @@ def _case(rel: str) -> dict:
 
 @pytest.fixture(scope="module")
 def dsc_der() -> bytes:
-    if not DGC.exists():
-        pytest.skip("EU DCC test data not present")
+    require_dgc_testdata()
     return base64.b64decode(_case("common/2DCode/raw/CO20.json")["TESTCTX"]["CERTIFICATE"])
 
 

@@ -7,7 +7,7 @@ import pytest
 from edge.devtools.bench import verify as bench
 from edge.verdict import Reason
 
-pytestmark = pytest.mark.skipif(not bench.DGC.exists(), reason="EU DCC test data not present")
+pytestmark = pytest.mark.dgc
 
 #: a reason only the policy step gives: the timed call went through decode, signature, schema,
 #: value sets and risk list before it
