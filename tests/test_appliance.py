@@ -104,7 +104,12 @@ def test_checkpoint_run_cli_reads_replay_to_the_end(tmp_path: Path):
         assert [r["decision"] for r in log.records()] == ["PASS"]
     finally:
         log.close()
-    assert load_config(config_path).resolve(config.status.path).exists()
+    # what the real daemon wrote, read by the real command: lists and backlog are shown (they never were)
+    status = subprocess.run([sys.executable, "-m", "edge.cli", "status", "--config", str(config_path)],
+                            capture_output=True, text=True, timeout=60)
+    assert "risk list:        version 1, published" in status.stdout, status.stdout + status.stderr
+    assert "policy:           version 1" in status.stdout and "device:           T-1" in status.stdout
+    assert "unsynced records: 1" in status.stdout
 
 
 def test_stale_risk_list_gives_check_and_the_stale_lamp(tmp_path: Path):

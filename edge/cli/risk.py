@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from edge.cli.common import reports_errors
+from edge.cli.common import ISO_TIME, reports_errors
 from edge.config import load_config
 from edge.lists.risk_store import RiskStore
 from sync.server.publish.risk import RiskPublisher
@@ -28,8 +28,8 @@ def risk() -> None:
               help="Publisher directory (authoritative set and history).")
 @click.option("--key", "key_file", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Publisher Ed25519 private key (PEM).")
-@click.option("--at", "published_at", type=click.DateTime(["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"]),
-              default=None, help="Publication time (default now, UTC).")
+@click.option("--at", "published_at", type=ISO_TIME, default=None,
+              help="Publication time, ISO-8601 (default now; without a zone: UTC).")
 @click.argument("input_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @reports_errors
 def publish(directory: Path, key_file: Path, published_at: datetime | None, input_file: Path) -> None:
@@ -38,8 +38,6 @@ def publish(directory: Path, key_file: Path, published_at: datetime | None, inpu
     rows = load_rows(input_file)
     with click.progressbar(rows, label=f"reading {len(rows):,} rows", file=sys.stderr) as bar:
         changes = [parse_row(row, f"{input_file} row {n}") for n, row in enumerate(bar, 1)]
-    if published_at is not None and published_at.tzinfo is None:
-        published_at = published_at.astimezone()
     publisher = RiskPublisher(directory, key)
     version = publisher.publish(changes, published_at)
     click.echo(f"published version {version}: {len(changes):,} changes, {publisher.entries:,} entries")

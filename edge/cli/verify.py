@@ -4,24 +4,25 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import click
 
-from edge.cli.common import parse_iso_time, reports_errors
+from edge.cli.common import ISO_TIME, parse_iso_time, reports_errors
 from edge.scan.clock import Clock, FixedClock, SystemClock
 
 
-def _clock(config, at: str | None) -> Clock:
+def _clock(config, at: datetime | None) -> Clock:
     if at:
-        return FixedClock(parse_iso_time(at), trusted=True)
+        return FixedClock(at, trusted=True)
     if config is not None and config.clock.backend == "fixed" and config.clock.fixed_at:
         return FixedClock(parse_iso_time(config.clock.fixed_at), trusted=True)
     return SystemClock()
 
 
 def _build(config_path: Path | None, trust_path: Path | None, policy_path: Path | None,
-           publisher_path: Path | None, clock_at: str | None):
+           publisher_path: Path | None, clock_at: datetime | None):
     from edge.config import load_config
     from edge.device.appliance import build_verifier
     from edge.lists.policy import default_policy, load_policy_file
@@ -44,13 +45,13 @@ def _build(config_path: Path | None, trust_path: Path | None, policy_path: Path 
 @click.option("--json", "as_json", is_flag=True, help="One JSON verdict per line.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Device config: trust, policy, risk list and publisher key from its paths.")
-@click.option("--at", "at", help="Verify as of this ISO-8601 time (a trusted, fixed clock).")
+@click.option("--at", "at", type=ISO_TIME, help="Verify as of this ISO-8601 time (a trusted, fixed clock).")
 @click.option("--trust", "trust_path", type=click.Path(path_type=Path, dir_okay=False), help="Signed trust bundle.")
 @click.option("--policy", "policy_path", type=click.Path(path_type=Path, dir_okay=False), help="Signed policy.")
 @click.option("--publisher-key", "publisher_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Publisher public key (PEM) that signed --trust/--policy.")
 @reports_errors
-def verify(as_json: bool, config_path: Path | None, at: str | None, trust_path: Path | None,
+def verify(as_json: bool, config_path: Path | None, at: datetime | None, trust_path: Path | None,
            policy_path: Path | None, publisher_path: Path | None) -> None:
     """Verify QR texts read from stdin, one per line, and print one verdict per line."""
     verifier = _build(config_path, trust_path, policy_path, publisher_path, at)
