@@ -59,7 +59,8 @@ def test_unusable_entries_are_skipped_with_a_log(caplog) -> None:
     payload = cbor2.dumps({"keys": [good.to_record(), {"src": "dsc", "der": b"junk"}, {"src": "x"}, 5],
                            "revoked": []})
     store = TrustStore.from_payload(payload)
-    assert len(store) == 1 and caplog.text.count("event=trust_entry_skipped") == 3
+    assert len(store) == 1 and caplog.text.count("event=trust_entry_skipped") == 1  # one line per load
+    assert "count=3" in caplog.text
     with pytest.raises(TrustError):
         TrustStore.from_payload(b"\xff")
 

@@ -4,6 +4,11 @@ Two sources of keys share one kid index (several keys per kid are allowed; the v
 each): CP1 issuer public keys with explicit validity periods, and EU DCC Document Signer
 Certificates (X.509 DER) whose validity and optional DCC key-usage OIDs come from the
 certificate. The store travels as a signed envelope of kind ``trust`` (sync/wire/envelope.py).
+
+A DSC's usage restriction fails closed: real signers ship extensions that strict DER parsing
+rejects (e.g. a BasicConstraints that spells out the default ``cA=FALSE``), so the extended key
+usage is then read with a lenient BER decoder (pyasn1); a certificate whose usage cannot be read
+at all is refused, never trusted for every kind.
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ import cbor2
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from pyasn1.codec.ber import decoder as ber_decoder
+from pyasn1.error import PyAsn1Error
+from pyasn1_modules import rfc5280
 
 from edge.passes.cose import ALG_IDS, ALG_NAMES, PublicKey, key_matches_alg
 from sync.wire.envelope import EnvelopeError, open_envelope, sign_envelope
@@ -63,6 +71,8 @@ class TrustedKey:
     usages: frozenset[str] = frozenset()
     #: CP1 only: the one COSE algorithm this key signs with
     algorithm: str | None = None
+    #: DSC only: strict DER parsing rejected an extension, so the usages were read leniently
+    read_leniently: bool = field(default=False, compare=False)
     #: COSE algorithm ids this key's type, curve and size fit (worked out once, at load)
     algorithms: frozenset[int] = field(default=frozenset(), init=False, repr=False, compare=False)
 
@@ -98,19 +108,12 @@ class TrustedKey:
             public_key = cert.public_key()
         except (ValueError, TypeError) as exc:
             raise TrustError(f"not a usable X.509 DER certificate: {exc}") from None
-        usages: set[str] = set()
-        try:
-            eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-            usages = {USAGE_OIDS[o.dotted_string] for o in eku if o.dotted_string in USAGE_OIDS}
-        except x509.ExtensionNotFound:
-            pass
-        except ValueError as exc:  # malformed extensions: keep the key, no usage restriction
-            log.warning("event=dsc_extensions_unreadable error=%r action=usage_unrestricted", str(exc))
+        usages, lenient = _dsc_usages(cert, der)
         countries = cert.subject.get_attributes_for_oid(x509.NameOID.COUNTRY_NAME)
         issuer = str(countries[0].value) if countries else cert.subject.rfc4514_string()
         return cls(kid=kid or kid_for(der), issuer=issuer, source=SOURCE_DSC, public_key=public_key,  # type: ignore[arg-type]
                    der=der, not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
-                   usages=frozenset(usages))
+                   usages=usages, read_leniently=lenient)
 
     def to_record(self) -> dict:
         record: dict = {"src": self.source, "kid": self.kid, "der": self.der}
@@ -128,6 +131,46 @@ class TrustedKey:
             return cls.for_cp1(record["iss"], record["der"], record["alg"], _dt(record.get("nbf")),
                                _dt(record.get("exp")), record.get("kid"))
         raise TrustError(f"unknown trust entry source {record.get('src')!r}")
+
+
+def _usages_of(oids: Iterable[str]) -> frozenset[str]:
+    return frozenset(USAGE_OIDS[oid] for oid in oids if oid in USAGE_OIDS)
+
+
+def _dsc_usages(cert: x509.Certificate, der: bytes) -> tuple[frozenset[str], bool]:
+    """The DCC usages of a DSC and whether they had to be read leniently; TrustError if unreadable.
+
+    ``cryptography`` parses all extensions at once and rejects the lot for one non-DER detail;
+    dropping the restriction then would let a test-only signer sign vaccinations (fail-open).
+    """
+    try:
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        return _usages_of(oid.dotted_string for oid in eku), False
+    except x509.ExtensionNotFound:
+        return frozenset(), False
+    except (ValueError, x509.DuplicateExtension) as strict_error:
+        try:
+            return _usages_of(_lenient_eku_oids(der)), True
+        except (PyAsn1Error, TrustError) as exc:
+            raise TrustError(f"DSC {kid_for(der).hex()}: extended key usage unreadable ({strict_error}; "
+                             f"lenient read: {exc}): refused, its usage restriction cannot be honoured") from None
+
+
+def _lenient_eku_oids(der: bytes) -> list[str]:
+    """The extended-key-usage OIDs of a certificate, decoded as BER (accepts encoded defaults)."""
+    cert, rest = ber_decoder.decode(der, asn1Spec=rfc5280.Certificate())
+    if rest:
+        raise TrustError(f"{len(rest)} bytes after the certificate")
+    extensions = cert["tbsCertificate"]["extensions"]
+    found = [ext for ext in extensions if ext["extnID"] == rfc5280.id_ce_extKeyUsage] if extensions.isValue else []
+    if len(found) > 1:
+        raise TrustError("extended key usage appears more than once")
+    if not found:
+        return []
+    eku, rest = ber_decoder.decode(bytes(found[0]["extnValue"]), asn1Spec=rfc5280.ExtKeyUsageSyntax())
+    if rest:
+        raise TrustError("bytes after the extended key usage")
+    return [str(oid) for oid in eku]
 
 
 def _ts(when: datetime | None) -> int | None:
@@ -177,12 +220,21 @@ class TrustStore:
             records, revoked = data["keys"], data.get("revoked", [])
         except Exception as exc:
             raise TrustError(f"trust payload is malformed: {exc}") from None
-        keys = []
+        keys: list[TrustedKey] = []
+        refused: list[str] = []
         for record in records:
             try:
                 keys.append(TrustedKey.from_record(record))
             except (TrustError, KeyError, TypeError, ValueError) as exc:
-                log.warning("event=trust_entry_skipped error=%r action=check_the_trust_bundle", str(exc))
+                refused.append(str(exc))
+        # one line per load, however many certificates are affected (not one per certificate)
+        if refused:
+            log.warning("event=trust_entry_skipped count=%d version=%d errors=%r action=these keys verify nothing; "
+                        "ask the publisher to fix or drop them", len(refused), version, refused[:5])
+        lenient = [key.kid.hex() for key in keys if key.read_leniently]
+        if lenient:
+            log.info("event=dsc_usage_read_leniently count=%d version=%d kids=%s action=none: strict DER parsing "
+                     "rejected an extension; usage restrictions read and applied", len(lenient), version, lenient[:5])
         return cls(keys, [str(p) for p in revoked], version, issued_at)
 
     @classmethod
