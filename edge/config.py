@@ -138,9 +138,22 @@ class StatusConfig(_Section):
 
 
 class ClockConfig(_Section):
+    """Where trusted time comes from (see edge/scan/clock.py and the README's clock section)."""
+
     backend: Literal["system", "fixed"] = "system"
     #: with backend = "fixed": the ISO-8601 instant to use (replays, tests)
     fixed_at: str | None = None
+    #: the trusted-time floor (newest publisher-signed time seen), kept across restarts and power cuts
+    state_path: Path = Path("clock.json")
+    #: hardware RTC: "sysfs" reads ``rtc_path`` where present (Pi 5 RTC, DS3231 via dtoverlay=i2c-rtc,ds3231)
+    rtc: Literal["sysfs", "none"] = "sysfs"
+    rtc_path: Path = Path("/sys/class/rtc/rtc0")
+    #: trust an NTP sync seen by systemd-timesyncd (never a time earlier than the floor)
+    trust_ntp: bool = True
+    ntp_synchronized_flag: Path = Path("/run/systemd/timesync/synchronized")
+    #: a wall clock that moves this much more or less than the monotonic clock is untrusted until the next
+    #: signed server time (crystal drift, 100 ppm, is added on top)
+    jump_tolerance_s: float = Field(default=60.0, gt=0, le=3600)
 
 
 class Config(_Section):

@@ -18,6 +18,9 @@ def _clock(config, at: datetime | None) -> Clock:
         return FixedClock(at, trusted=True)
     if config is not None and config.clock.backend == "fixed" and config.clock.fixed_at:
         return FixedClock(parse_iso_time(config.clock.fixed_at), trusted=True)
+    if config is not None:  # the device's own clock: its floor, RTC and NTP settings
+        from edge.device.appliance import make_clock
+        return make_clock(config)
     return SystemClock()
 
 

@@ -27,7 +27,7 @@ from edge.lists.risk_store import RiskStore
 from edge.passes.reader import warm_up as warm_up_readers
 from edge.passes.trust import TrustError, load_trust_file
 from edge.scan.camera import FrameSource, make_source
-from edge.scan.clock import Clock, FixedClock, SystemClock, boot_id
+from edge.scan.clock import Clock, FixedClock, NoRtc, SysfsRtc, SystemClock, boot_id
 from edge.scan.debounce import Debouncer
 from edge.scan.decode import Decoder
 from edge.scan.light import Fault, Light, make_light
@@ -103,7 +103,11 @@ def make_clock(config: Config) -> Clock:
         if not config.clock.fixed_at:
             raise ValueError("clock.backend = 'fixed' needs clock.fixed_at (an ISO-8601 instant)")
         return FixedClock(datetime.fromisoformat(config.clock.fixed_at))
-    return SystemClock()
+    c = config.clock
+    return SystemClock(state_path=config.resolve(c.state_path),
+                       rtc=SysfsRtc(c.rtc_path) if c.rtc == "sysfs" else NoRtc(),
+                       timesync_flag=c.ntp_synchronized_flag if c.trust_ntp else None,
+                       jump_tolerance_s=c.jump_tolerance_s)
 
 
 class LiveVerifier:
@@ -150,6 +154,8 @@ class LiveVerifier:
                     log.error("event=verifier_reload_failed kind=%s error=%r action=keeping the lists in use",
                               kind, str(exc))
                 return
+            if trust.issued_at is not None:  # signed, checked at every load: the time is at least this
+                self._clock.note_signed_time(trust.issued_at, "trust_list")
             if self.current is None:
                 self.current = Verifier(trust=trust, risk=self.risk, policy=policy, clock=self._clock)
                 log.info("event=verifier_ready trust_version=%s policy_version=%s risk_version=%s",

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from edge.lists.policy import parse_policy_envelope
 from edge.passes.trust import TrustStore
+from edge.scan.clock import Clock
 from edge.scan.scanlog import ScanLog
 from sync.wire.envelope import EnvelopeError, open_envelope
 from sync.wire.errors import CheckpointError
@@ -93,7 +94,7 @@ class SyncClient:
     """Store-and-forward sync of one device with the central server."""
 
     def __init__(self, server_url: str, scanlog: ScanLog, device_key: Ed25519PrivateKey, *,
-                 publisher_keys: list[Ed25519PublicKey] | None = None, clock: Any = None,
+                 publisher_keys: list[Ed25519PublicKey] | None = None, clock: Clock | None = None,
                  batch_size: int = 500, timeout_s: float = 10.0, backoff_base_s: float = 1.0,
                  backoff_max_s: float = 300.0, interval_s: float = 60.0,
                  trust_path: Path | None = None, policy_path: Path | None = None, risk_store: Any = None,
@@ -205,10 +206,15 @@ class SyncClient:
         if payload.get("nonce") != nonce:
             raise EnvelopeError("server time answers another request (replayed?)")
         server_now = datetime.fromisoformat(payload["now"])
-        if self.clock is not None and hasattr(self.clock, "accept_server_time"):
-            self.clock.accept_server_time(server_now)
+        if self.clock is not None:
+            self.clock.accept_server_time(server_now)  # ClockError: older than a signed time already seen
             log.info("event=server_time_accepted server_now=%s", server_now.isoformat())
         return []
+
+    def _note_signed_time(self, signed_at: datetime, kind: str) -> None:
+        """A verified list's publication time raises the clock's floor (the real time is at least this)."""
+        if self.clock is not None:
+            self.clock.note_signed_time(signed_at, kind)
 
     def _installed_version(self, path: Path | None, kind: str) -> int:
         if path is None or not path.exists():
@@ -231,6 +237,7 @@ class SyncClient:
             raise EnvelopeError(f"{kind} version {version} is not newer than installed {have} (rollback?)")
         write_atomic(path, resp.content)
         log.info("event=list_installed kind=%s version=%d previous=%d path=%s", kind, version, have, path)
+        self._note_signed_time(open_envelope(resp.content, kind, self.publisher_keys).issued_at, kind)
         return [(kind, version)]
 
     def _download_trust(self) -> list[tuple[str, int]]:
@@ -254,6 +261,8 @@ class SyncClient:
         for blob in blobs:
             version = store.apply(blob)  # verifies; raises RiskUpdateError and keeps the current list
         log.info("event=list_installed kind=risk version=%d previous=%d updates=%d", version, have, len(blobs))
+        if blobs and store.published_at is not None:  # from the signed updates just verified
+            self._note_signed_time(store.published_at, "risk")
         return [("risk", version)] if version != have else []
 
     # -- cycles ------------------------------------------------------------------------------------
