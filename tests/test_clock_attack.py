@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.config import load_config
 from edge.device.appliance import Appliance, make_clock
+from edge.device.status import StatusFile, format_status
 from edge.devtools.synth import render_sequence
 from edge.lists.policy import default_policy, sign_policy
 from edge.passes.cp1 import issue_cp1
@@ -123,6 +124,9 @@ def test_clock_turned_back_offline_gives_no_green_to_expired_permits(device):
         assert len(records) == len(events) and not any(r["clock_trusted"] for r in records)
         assert Fault.CLOCK_UNTRUSTED in appliance.daemon.faults  # the clock lamp pattern
         assert appliance.daemon.snapshot().clock_trusted is False
+        # what the real daemon wrote to its status file tells the operator why
+        report = format_status(StatusFile(config.resolve(config.status.path)).read())
+        assert "clock trusted:    NO (the wall clock jumped" in report and "clock floor:" in report
     finally:
         appliance.close()
 

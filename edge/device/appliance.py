@@ -234,12 +234,15 @@ class Appliance:
 
     def status_extra(self) -> DeviceStatus:
         risk = self.verifier.risk
+        clock = self.clock.reading() if isinstance(self.clock, SystemClock) else None
         return DeviceStatus(
             device_id=self.config.device.id,
             policy_version=self.verifier.policy_version,
             risk_version=self.verifier.risk_version,
             risk_published_at=risk.published_at.isoformat() if risk and risk.published_at else None,
             unsynced_records=self.scanlog.pending(),
+            clock_untrusted_because=clock.why_untrusted if clock else None,
+            clock_floor=clock.floor.isoformat(timespec="seconds") if clock else None,
         )
 
     def _status_writer(self) -> Callable[[StatusSnapshot], None]:

@@ -47,6 +47,9 @@ class DeviceStatus:
     risk_version: int | None = None
     risk_published_at: str | None = None
     unsynced_records: int | None = None
+    #: why the clock is not trusted (see ``CLOCK_DOUBTS``), and the newest signed time seen
+    clock_untrusted_because: str | None = None
+    clock_floor: str | None = None
 
     def risk_age_s(self, now: datetime) -> float | None:
         """Seconds since the installed risk list was published (None without one)."""
@@ -112,6 +115,16 @@ class StatusFile:
         return max(0.0, time.time() - self.path.stat().st_mtime)
 
 
+#: why a clock is untrusted -> what staff and the operator read in ``checkpoint status``
+CLOCK_DOUBTS = {
+    "jump": "the wall clock jumped against the monotonic clock; trusted again after the next sync",
+    "before_floor": "earlier than the newest signed time seen; trusted again after the next sync",
+    "no_time_source": "no signed server time, RTC or NTP since boot; sync to fix",
+    "state_damaged": "the clock file was unreadable; trusted again after the next sync",
+    "before_build": "earlier than this software's release; sync to fix",
+}
+
+
 def _fmt_age(seconds: float | None) -> str:
     if seconds is None:
         return "never"
@@ -131,8 +144,13 @@ def format_status(snapshot: StatusSnapshot, file_age_s: float | None = None) -> 
     lines.append(f"last frame:       {_fmt_age(snapshot.last_frame_age_s)}, {snapshot.frames} frames")
     lines.append(f"decisions:        {snapshot.decisions} (errors {snapshot.errors})")
     lines.append(f"faults:           {', '.join(snapshot.faults) if snapshot.faults else 'none'}")
-    lines.append(f"clock trusted:    {'yes' if snapshot.clock_trusted else 'NO'}")
     device = snapshot.device
+    clock = "yes" if snapshot.clock_trusted else "NO"
+    if not snapshot.clock_trusted and device.clock_untrusted_because:
+        clock += f" ({CLOCK_DOUBTS.get(device.clock_untrusted_because, device.clock_untrusted_because)})"
+    lines.append(f"clock trusted:    {clock}")
+    if device.clock_floor is not None:
+        lines.append(f"clock floor:      {device.clock_floor} (newest signed time seen)")
     if device.device_id is not None:
         lines.append(f"device:           {device.device_id}")
     if device.policy_version is not None:

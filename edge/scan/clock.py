@@ -188,12 +188,12 @@ class SystemClock:
     def _why_untrusted(self, now: datetime, mono: float) -> str | None:
         if self._anchor is not None and self._distrust is None:
             self._check_for_jump(self._anchor, now, mono)
+        if self._distrust is not None:
+            return self._distrust
         if now < BUILD_FLOOR:
             return "before_build"
         if now < self._floor - self._tolerance:
             return "before_floor"  # turned back past a signed time, or an NTP answer from the past
-        if self._distrust is not None:
-            return self._distrust
         if self._anchor is None:
             self._anchor = self._local_anchor(now, mono)
             if self._anchor is None:
