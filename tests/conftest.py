@@ -87,8 +87,11 @@ def _pg_available() -> bool:
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def db_url(request, tmp_path: Path) -> Iterator[str]:
     """A server database URL: a fresh SQLite file, or a unique PostgreSQL schema dropped afterwards."""
+    from sync.server.storage import open_storage
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'server.sqlite'}"
+        url = f"sqlite:///{tmp_path / 'server.sqlite'}"
+        open_storage(url, create=True).close()  # what 'checkpoint server init' does
+        yield url
         return
     if not _pg_available():
         if os.environ.get("CI"):  # CI promises PostgreSQL: a missing server is a failure, not a skip
@@ -96,6 +99,19 @@ def db_url(request, tmp_path: Path) -> Iterator[str]:
         pytest.skip("PostgreSQL at 127.0.0.1:5432 is not reachable")
     import psycopg
     schema = f"t_{uuid.uuid4().hex[:12]}"
-    yield f"{PG_DSN}?schema={schema}"
+    url = f"{PG_DSN}?schema={schema}"
+    open_storage(url, create=True).close()
+    yield url
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def token_for(db_url: str, device_id: str = "dev-1", **kw) -> str:
+    """A one-time enrollment token for ``device_id``, made as ``checkpoint provision`` makes it."""
+    from sync.server.enrollment import issue_token
+    from sync.server.storage import open_storage
+    storage = open_storage(db_url)
+    try:
+        return issue_token(storage, device_id, **kw)
+    finally:
+        storage.close()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 
 import cv2
 import pytest
+import requests
 from browser import chromium, needs_chromium
 from conftest import append_samples
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -15,10 +15,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from edge.device.sync_client import SyncClient
 from edge.lists.policy import default_policy, sign_policy
 from edge.scan.scanlog import ScanLog
+from sync.server.accounts import add_user
 from sync.server.app import create_app
+from sync.server.enrollment import issue_token
 from sync.server.publish.risk import RiskPublisher
 from sync.server.runner import ServerThread
-from sync.server.settings import ServerSettings
+from sync.server.settings import init_data_dir
+from sync.server.storage import open_storage
 from sync.wire.identifiers import holder_hash
 from sync.wire.risk.types import RiskStatus
 
@@ -26,8 +29,12 @@ from sync.wire.risk.types import RiskStatus
 @pytest.mark.chromium
 @needs_chromium
 def test_dashboard_shows_the_fleet_and_the_published_lists(tmp_path: Path):
-    token = secrets.token_urlsafe(16)
-    settings = ServerSettings.from_data_dir(tmp_path / "server", enroll_token=token)
+    settings = init_data_dir(tmp_path / "server")
+    settings.secure_cookies = False  # plain HTTP on loopback
+    storage = open_storage(settings.db_url)
+    token = issue_token(storage, "HN-CP-007")
+    add_user(storage, "viewer1", "correct horse battery", "viewer")
+    storage.close()
     (tmp_path / "server/published").mkdir()
     (tmp_path / "server/published/policy.cpenv").write_bytes(
         sign_policy(default_policy(version=4), settings.publisher_key))
@@ -42,10 +49,18 @@ def test_dashboard_shows_the_fleet_and_the_published_lists(tmp_path: Path):
         client = SyncClient(server.url, log, Ed25519PrivateKey.generate(), timeout_s=5)
         client.enroll(token)
         assert client.push() == 5
-        dom = chromium(server.url + "/", tmp_path, "--dump-dom").stdout
+        assert "Log in" in chromium(server.url + "/", tmp_path, "--dump-dom").stdout  # no session: the login page
+        session = requests.Session()
+        login = session.post(server.url + "/login", data={"username": "viewer1", "password": "correct horse battery"},
+                             timeout=10)
+        assert login.status_code == 200 and login.url == server.url + "/"
+        dom = login.text
+        page = tmp_path / "dashboard.html"  # the page as served to the logged-in viewer, rendered by Chromium
+        page.write_text(dom, encoding="utf-8")
         shot = tmp_path / "dashboard.png"
-        chromium(server.url + "/", tmp_path, f"--screenshot={shot}", "--window-size=1000,600")
+        chromium(page.as_uri(), tmp_path, f"--screenshot={shot}", "--window-size=1000,600")
     log.close()
+    assert "Revoke" not in dom, "a viewer gets no operator buttons"
 
     assert "HN-CP-007" in dom and "1 devices, 5 records, 0 with gaps" in dom
     assert "<td>policy</td><td>4</td>" in dom

@@ -7,16 +7,18 @@ from click.testing import CliRunner
 from edge.cli import main
 from edge.config import ConfigError, load_config
 from edge.device.bundle import device_config
-from sync.server.settings import ServerSettings
+from sync.server.enrollment import MIN_TOKEN_LENGTH, token_digest
+from sync.server.settings import default_db_url, init_data_dir
+from sync.server.storage import open_storage
 
 
 def test_provision_writes_valid_bundles(tmp_path: Path):
     server = tmp_path / "server"
-    ServerSettings.from_data_dir(server)  # creates the server's keys
+    init_data_dir(server)  # 'checkpoint server init'
     out = tmp_path / "bundles"
     result = CliRunner().invoke(main, ["provision", "--server-data", str(server), "--server-url",
                                        "https://cp.example", "--prefix", "HN-CP-", "--count", "3",
-                                       "--enroll-token", "s3cret", "--out", str(out)])
+                                       "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == ["HN-CP-001", "HN-CP-002", "HN-CP-003"]
     bundle = out / "HN-CP-002"
@@ -27,6 +29,14 @@ def test_provision_writes_valid_bundles(tmp_path: Path):
     assert (bundle / "keys/publisher_ed25519.pub.pem").read_bytes() == \
         (server / "keys/publisher_ed25519.pub.pem").read_bytes()
     assert stat.S_IMODE((bundle / "enroll.token").stat().st_mode) == 0o600
+    tokens = {p.parent.name: p.read_text().strip() for p in out.glob("*/enroll.token")}
+    assert len(set(tokens.values())) == 3 and all(len(t) >= MIN_TOKEN_LENGTH for t in tokens.values())
+    storage = open_storage(default_db_url(server))
+    try:  # each token is stored (as a digest) for its own device id only
+        for device_id, token in tokens.items():
+            assert storage.enroll_token(device_id).token_hash == token_digest(token)
+    finally:
+        storage.close()
     assert not list(bundle.rglob("*device*")), "the device key is made on the device, never in the bundle"
 
     again = CliRunner().invoke(main, ["provision", "--server-data", str(server), "--server-url", "x",

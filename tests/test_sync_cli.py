@@ -20,6 +20,7 @@ def test_admin_enroll_then_sync_once(tmp_path, server_x25519, device_key):
     save_private_key(server_dir / "keys/server_x25519.pem", server_x25519)
     save_public_key(tmp_path / "dev.pub.pem", device_key.public_key())
     runner = CliRunner()
+    assert runner.invoke(main, ["server", "--data-dir", str(server_dir), "init"]).exit_code == 0
     args = ["server", "--data-dir", str(server_dir), "enroll", "--device-id", "dev-1", "--public-key",
             str(tmp_path / "dev.pub.pem")]
     result = runner.invoke(main, args)

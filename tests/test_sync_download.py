@@ -3,7 +3,7 @@
 from datetime import UTC, datetime
 
 import pytest
-from conftest import append_samples
+from conftest import append_samples, token_for
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.device.sync_client import SyncClient, backoff_delay, parse_retry_after
@@ -15,11 +15,10 @@ from sync.server.app import create_app
 from sync.server.publish.risk import RiskPublisher
 from sync.server.runner import ServerThread
 from sync.server.settings import ServerSettings
+from sync.server.storage import open_storage
 from sync.wire.envelope import sign_envelope
 from sync.wire.identifiers import holder_hash
 from sync.wire.risk.types import RiskStatus
-
-TOKEN = "t0ken"
 
 
 @pytest.fixture
@@ -27,7 +26,8 @@ def world(tmp_path, scanlog, device_key, server_x25519, publisher_key):
     data = tmp_path / "server"
     (data / "published").mkdir(parents=True)
     settings = ServerSettings(db_url=f"sqlite:///{data / 'db.sqlite'}", encryption_key=server_x25519,
-                              publisher_key=publisher_key, data_dir=data, enroll_token=TOKEN)
+                              publisher_key=publisher_key, data_dir=data)
+    open_storage(settings.db_url, create=True).close()
     publisher = RiskPublisher(data / "risk", publisher_key)
     installed: list[tuple[str, int]] = []
     with ServerThread(create_app(settings)) as srv:
@@ -36,7 +36,7 @@ def world(tmp_path, scanlog, device_key, server_x25519, publisher_key):
         client = SyncClient(srv.url, scanlog, device_key, publisher_keys=[publisher_key.public_key()], clock=clock,
                             trust_path=tmp_path / "dev/trust.cpenv", policy_path=tmp_path / "dev/policy.cpenv",
                             risk_store=risk, on_installed=lambda k, v: installed.append((k, v)), timeout_s=5)
-        client.enroll(TOKEN)
+        client.enroll(token_for(settings.db_url))
         yield {"data": data, "client": client, "publisher": publisher, "risk": risk, "clock": clock,
                "installed": installed, "tmp": tmp_path}
 

@@ -9,24 +9,24 @@ import sys
 import time
 
 import pytest
-from conftest import append_samples
+from conftest import append_samples, token_for
 from faultproxy import Fault, FaultProxy
-from test_sync_push import TOKEN, assert_server_matches, make_client
+from test_sync_push import assert_server_matches, make_client
 
 from edge.scan.scanlog import ScanLog
 from sync.server.app import create_app
 from sync.server.runner import ServerThread
-from sync.server.settings import ServerSettings
+from sync.server.settings import ServerSettings, init_data_dir
 from sync.server.storage import open_storage
 from sync.wire.keyfiles import save_private_key, save_public_key
 
 
 @pytest.fixture
 def proxied(db_url, server_x25519, publisher_key):
-    settings = ServerSettings(db_url=db_url, encryption_key=server_x25519, publisher_key=publisher_key,
-                              enroll_token=TOKEN)
+    settings = ServerSettings(db_url=db_url, encryption_key=server_x25519, publisher_key=publisher_key)
     with ServerThread(create_app(settings)) as srv, FaultProxy("127.0.0.1", srv.port) as proxy:
         proxy.storage = srv._server.config.app.state.storage
+        proxy.token = token_for(db_url, "dev-1")
         yield proxy
 
 
@@ -47,7 +47,7 @@ def test_single_fault_then_recovery(name, proxied, scanlog, device_key, publishe
     client = make_client(proxied.url, scanlog, device_key, batch_size=10, backoff_max_s=2.0,
                          publisher_keys=[publisher_key.public_key()])
     client.timeout_s = 1.0
-    client.enroll(TOKEN)
+    client.enroll(proxied.token)
     append_samples(scanlog, 45)
     f = FAULTS[name]
     proxied.add(Fault(f.action, f.match, f.skip, f.seconds, f.status, f.retry_after))
@@ -65,7 +65,7 @@ def test_many_random_faults(proxied, scanlog, device_key, publisher_key):
     client = make_client(proxied.url, scanlog, device_key, batch_size=8, backoff_max_s=0.05,
                          publisher_keys=[publisher_key.public_key()])
     client.timeout_s = 1.0
-    client.enroll(TOKEN)
+    client.enroll(proxied.token)
     kinds = [Fault("drop_response"), Fault("reset"), Fault("truncate"), Fault("status", status=503, retry_after="0"),
              Fault("status", status=500), Fault("drop_request"), Fault("delay", seconds=0.05)]
     for round_ in range(4):
@@ -97,8 +97,7 @@ def _device_config(tmp_path, server_url, server_x25519, device_key, batch_size=5
 
 
 def test_kill_9_device_during_upload(tmp_path, db_url, server_x25519, publisher_key, device_key):
-    settings = ServerSettings(db_url=db_url, encryption_key=server_x25519, publisher_key=publisher_key,
-                              enroll_token=TOKEN)
+    settings = ServerSettings(db_url=db_url, encryption_key=server_x25519, publisher_key=publisher_key)
     with ServerThread(create_app(settings)) as srv, FaultProxy("127.0.0.1", srv.port) as proxy:
         storage = srv._server.config.app.state.storage
         cfg, data = _device_config(tmp_path, proxy.url, server_x25519, device_key, batch_size=20)
@@ -107,7 +106,7 @@ def test_kill_9_device_during_upload(tmp_path, db_url, server_x25519, publisher_
         append_samples(log, 400)
         for _ in range(40):  # slow every push down so the kill lands mid-upload
             proxy.add(Fault("delay", match="POST /v1/push", seconds=0.05))
-        env = {**os.environ, "CHECKPOINT_ENROLL_TOKEN": TOKEN}
+        env = {**os.environ, "CHECKPOINT_ENROLL_TOKEN": token_for(db_url, "dev-1")}
         proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "sync", "--config", str(cfg), "--once"],
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60
@@ -127,9 +126,10 @@ def test_server_killed_and_restarted_mid_sync(tmp_path, server_x25519, device_ke
     from sync.wire.keyfiles import save_private_key as save
     server_dir = tmp_path / "server"
     save(server_dir / "keys/server_x25519.pem", server_x25519)
+    init_data_dir(server_dir)  # keeps the key above, makes the rest
+    token = token_for(f"sqlite:///{server_dir / 'server.sqlite'}", "dev-1")
     port = _free_port()
-    cmd = [sys.executable, "-m", "edge.cli", "server", "--data-dir", str(server_dir), "--port", str(port),
-           "--enroll-token", TOKEN]
+    cmd = [sys.executable, "-m", "edge.cli", "server", "--data-dir", str(server_dir), "--port", str(port)]
 
     def start():
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -146,7 +146,7 @@ def test_server_killed_and_restarted_mid_sync(tmp_path, server_x25519, device_ke
                   server_encryption_key=server_x25519.public_key())
     try:
         client = make_client(f"http://127.0.0.1:{port}", log, device_key, batch_size=25, backoff_max_s=0.2)
-        client.enroll(TOKEN)
+        client.enroll(token)
         append_samples(log, 3000)
         client.interval_s = 0.05
         client.start()

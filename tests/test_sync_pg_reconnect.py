@@ -8,15 +8,16 @@ import uuid
 
 import pytest
 import requests
-from conftest import PG_DSN, _pg_available, append_samples
-from test_sync_push import TOKEN, assert_server_matches, make_client
+from conftest import PG_DSN, _pg_available, append_samples, token_for
+from test_sync_push import assert_server_matches, make_client
 
 from sync.server.app import create_app
 from sync.server.ingest import ingest
 from sync.server.runner import ServerThread
 from sync.server.settings import ServerSettings
+from sync.server.storage import open_storage
 from sync.server.store_pg import PostgresStorage
-from sync.wire.protocol import API
+from sync.wire.protocol import API, HEADER_DEVICE
 from sync.wire.sealed import HolderOpener
 
 pytestmark = pytest.mark.postgres
@@ -28,7 +29,9 @@ def pg_url():
         pytest.skip("PostgreSQL at 127.0.0.1:5432 is not reachable")
     import psycopg
     schema = f"t_{uuid.uuid4().hex[:12]}"
-    yield f"{PG_DSN}?schema={schema}"
+    url = f"{PG_DSN}?schema={schema}"
+    open_storage(url, create=True).close()
+    yield url
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
@@ -44,11 +47,11 @@ def backend_pid(storage: PostgresStorage) -> int:
 
 
 def test_next_push_after_backend_killed_succeeds(pg_url, server_x25519, scanlog, device_key):
-    settings = ServerSettings(db_url=pg_url, encryption_key=server_x25519, enroll_token=TOKEN)
+    settings = ServerSettings(db_url=pg_url, encryption_key=server_x25519)
     with ServerThread(create_app(settings)) as srv:
         storage = srv._server.config.app.state.storage
         client = make_client(srv.url, scanlog, device_key, backoff_max_s=0.01)
-        client.enroll(TOKEN)
+        client.enroll(token_for(pg_url))
         append_samples(scanlog, 10)
         assert client.push() == 10
         for round_ in range(2):  # twice: the replacement connection is itself replaceable
@@ -62,18 +65,21 @@ def test_next_push_after_backend_killed_succeeds(pg_url, server_x25519, scanlog,
 
 
 def test_database_down_answers_503_then_recovers(pg_url, server_x25519, scanlog, device_key):
-    settings = ServerSettings(db_url=pg_url, encryption_key=server_x25519, enroll_token=TOKEN)
+    settings = ServerSettings(db_url=pg_url, encryption_key=server_x25519)
     with ServerThread(create_app(settings)) as srv:
         storage = srv._server.config.app.state.storage
         client = make_client(srv.url, scanlog, device_key)
-        client.enroll(TOKEN)
+        client.enroll(token_for(pg_url))
         append_samples(scanlog, 5)
         good = storage._conninfo
         storage._conninfo = "postgresql://postgres@127.0.0.1:9/test"  # nothing listens: database "down"
         terminate(backend_pid(storage))
-        resp = requests.get(srv.url + f"{API}/fleet", timeout=30)
+        resp = requests.post(srv.url + f"{API}/push", data=b"{}", headers={HEADER_DEVICE: "dev-1"}, timeout=30)
         assert resp.status_code == 503 and resp.headers["Retry-After"] == "5"
         assert resp.json()["error"] == "storage_unavailable"
+        # generic to the client: no host, port, database or driver message (those go to the log)
+        for secret in ("127.0.0.1", ":9", "5432", "postgres", "connect", "test"):
+            assert secret not in resp.text, resp.text
         storage._conninfo = good  # database back
         assert client.push() == 5
         assert_server_matches(storage, scanlog)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import requests
-from conftest import append_samples, sample_verdict
+from conftest import append_samples, sample_verdict, token_for
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.device.sync_client import SyncClient, SyncError
@@ -15,15 +15,13 @@ from sync.server.settings import ServerSettings
 from sync.server.storage import open_storage
 from sync.wire.protocol import API, HEADER_DEVICE, HEADER_SIGNATURE, b64, request_signing_bytes
 
-TOKEN = "provision-me"
-
 
 @pytest.fixture
 def server(db_url, server_x25519, publisher_key):
-    settings = ServerSettings(db_url=db_url, encryption_key=server_x25519, publisher_key=publisher_key,
-                              enroll_token=TOKEN)
+    settings = ServerSettings(db_url=db_url, encryption_key=server_x25519, publisher_key=publisher_key)
     with ServerThread(create_app(settings)) as srv:
         srv.storage = srv._server.config.app.state.storage
+        srv.token = token_for(db_url, "dev-1")  # what provisioning wrote into dev-1's bundle
         yield srv
 
 
@@ -46,7 +44,7 @@ def assert_server_matches(storage, log: ScanLog, holders: dict[int, bytes] | Non
 
 def test_enroll_push_idempotent_and_decrypted(server, scanlog, device_key):
     client = make_client(server.url, scanlog, device_key)
-    assert client.enroll(TOKEN) == 0
+    assert client.enroll(server.token) == 0
     append_samples(scanlog, 30)
     result = client.run_once()
     assert result.pushed == 30 and result.acked_seq == 30 and scanlog.pending() == 0
@@ -60,27 +58,25 @@ def test_enroll_push_idempotent_and_decrypted(server, scanlog, device_key):
     assert resp.status_code == 200 and resp.json()["acked_seq"] == 30 and resp.json()["stored"] == 0
     assert resp.json()["duplicates"] == 30
     assert_server_matches(server.storage, scanlog, holders)
-    fleet = requests.get(server.url + f"{API}/fleet", timeout=5).json()
-    assert fleet[0]["records"] == 30 and fleet[0]["verdicts"] == {"PASS": 10, "REFUSE": 10, "CHECK": 10}
-    page = requests.get(server.url + "/", timeout=5).text
-    assert "dev-1" in page and "1 devices, 30 records, 0 with gaps" in page
+    fleet = server.storage.fleet()
+    assert fleet[0].records == 30 and fleet[0].verdicts == {"PASS": 10, "REFUSE": 10, "CHECK": 10}
 
 
 def test_enrollment_rules(server, scanlog, device_key):
     client = make_client(server.url, scanlog, device_key)
     with pytest.raises(SyncError) as err:
-        client.enroll("wrong")
+        client.enroll("wrong-but-long-enough-" + "x" * 20)
     assert err.value.status == 401
     append_samples(scanlog, 2)
     with pytest.raises(SyncError) as err:
         client.push()  # not enrolled
     assert err.value.status == 401 and scanlog.pending() == 2
-    client.enroll(TOKEN)
-    client.enroll(TOKEN)  # same key again: fine
+    client.enroll(server.token)
+    client.enroll(server.token)  # the same key again (an answer lost on the way): fine
     other = make_client(server.url, scanlog, Ed25519PrivateKey.generate())
     with pytest.raises(SyncError) as err:
-        other.enroll(TOKEN)
-    assert err.value.status == 409
+        other.enroll(server.token)  # the token is spent: another key gets nothing
+    assert err.value.status == 401
     with pytest.raises(SyncError) as err:
         other.push()  # impostor signature
     assert err.value.status == 401 and scanlog.pending() == 2
@@ -89,7 +85,7 @@ def test_enrollment_rules(server, scanlog, device_key):
 def test_tampered_record_refused_and_nothing_acked(server, scanlog, device_key, tmp_path):
     import sqlite3
     client = make_client(server.url, scanlog, device_key)
-    client.enroll(TOKEN)
+    client.enroll(server.token)
     append_samples(scanlog, 10)
     db = sqlite3.connect(tmp_path / "scanlog.sqlite", isolation_level=None)
     db.execute("DROP TRIGGER records_append_only")
@@ -102,7 +98,7 @@ def test_tampered_record_refused_and_nothing_acked(server, scanlog, device_key, 
 
 def test_restart_mid_batch_resends_and_converges(server, scanlog, device_key, tmp_path, server_x25519):
     client = make_client(server.url, scanlog, device_key, batch_size=5)
-    client.enroll(TOKEN)
+    client.enroll(server.token)
     append_samples(scanlog, 12)
     # the server stored a batch, but the device "crashed" before recording the answer
     body = json.dumps({"device_id": "dev-1", "records": scanlog.unsent(5)}).encode()

@@ -129,7 +129,9 @@ def run_demo(workdir: Path, out: TextIO, *, db_url: str | None = None, serve: bo
             say("the server holds exactly the device's records (same seqs, same hashes); "
                 f"every verdict was as expected. {time.monotonic() - started:.1f} s")
         if serve:
-            say(f"\nserver stays up: open {url}/ in a browser (dashboard). Ctrl-C to stop.")
+            password = central.add_demo_user()
+            say(f"\nserver stays up: open {url}/ in a browser and log in as 'demo' (role admin), password "
+                f"{password} . Ctrl-C to stop.")
             try:
                 while True:
                     time.sleep(3600)

@@ -1,40 +1,90 @@
-"""``checkpoint server``: run the central server, or enroll a device key as an administrator."""
+"""``checkpoint server``: create, run and administer the central server.
+
+Only ``checkpoint server init`` creates keys or a database; every other command refuses a
+missing or foreign data directory with a message saying so. Administrative commands write to
+the same audit trail as the admin API (actor ``cli:<login name>``).
+"""
 
 from __future__ import annotations
 
+import getpass
 import logging
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
 from cryptography.hazmat.primitives import serialization
 
+from edge.cli.common import reports_errors
+
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Where:
+    data_dir: Path
+    db_url: str | None
+
+    def settings(self):
+        from sync.server.settings import ServerSettings
+        return ServerSettings.from_data_dir(self.data_dir, db_url=self.db_url)
+
+    def storage(self):
+        from sync.server.storage import open_storage
+        return open_storage(self.settings().db_url)
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return f"cli:uid{os.getuid()}"
 
 
 @click.group(invoke_without_command=True)
 @click.option("--db", "db_url", default=None,
               help="sqlite:///path or postgresql://... (default: DATA_DIR/server.sqlite)")
 @click.option("--data-dir", type=click.Path(path_type=Path), default=Path("server-data"), show_default=True,
-              help="Keys (created on first run), published/{trust,policy}.cpenv and risk/.")
+              help="Keys, published/{trust,policy}.cpenv and risk/ (made by 'checkpoint server init').")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
-@click.option("--enroll-token", envvar="CHECKPOINT_ENROLL_TOKEN", default=None,
-              help="Provisioning token devices may enroll with (env CHECKPOINT_ENROLL_TOKEN); none = admin only.")
+@click.option("--serve", type=click.Choice(["all", "device", "admin"]), default="all", show_default=True,
+              help="device: the device API alone (for the address devices reach); admin: dashboard and admin "
+                   "API alone; all: both.")
+@click.option("--insecure-cookies", is_flag=True,
+              help="Send the admin session cookie over plain HTTP too (only for a loopback test set-up).")
 @click.pass_context
-def server(ctx: click.Context, db_url: str | None, data_dir: Path, host: str, port: int,
-           enroll_token: str | None) -> None:
-    """Run the central server (ingest, downloads, fleet dashboard at /)."""
-    from sync.server.settings import ServerSettings
-    settings = ServerSettings.from_data_dir(data_dir, db_url=db_url, enroll_token=enroll_token)
-    ctx.obj = settings
+@reports_errors
+def server(ctx: click.Context, db_url: str | None, data_dir: Path, host: str, port: int, serve: str,
+           insecure_cookies: bool) -> None:
+    """Run the central server (device API, and the fleet dashboard at / behind a login)."""
+    ctx.obj = _Where(data_dir, db_url)
     if ctx.invoked_subcommand is not None:
         return
     import uvicorn
 
     from sync.server.app import create_app
-    click.echo(f"checkpoint server on http://{host}:{port}/ db={settings.db_url.split('?')[0]} "
+    from sync.server.runner import uvicorn_config
+    settings = ctx.obj.settings()
+    settings.secure_cookies = not insecure_cookies
+    app = create_app(settings, serve=serve)  # type: ignore[arg-type]
+    click.echo(f"checkpoint server ({serve}) on http://{host}:{port}/ db={settings.db_url.split('?')[0]} "
                f"device key to provision: {data_dir / 'keys/server_x25519.pub.pem'}", err=True)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.Server(uvicorn_config(app, host=host, port=port,
+                                  header_timeout_s=settings.limits.header_timeout_s)).run()
+
+
+@server.command("init")
+@click.pass_obj
+@reports_errors
+def init(where: _Where) -> None:
+    """Create the data directory (0700), the server's keys and its database; keeps existing keys."""
+    from sync.server.settings import init_data_dir
+    settings = init_data_dir(where.data_dir, db_url=where.db_url)
+    click.echo(f"initialised {where.data_dir} (db {settings.db_url.split('?')[0]}); pin "
+               f"{where.data_dir / 'keys/publisher_ed25519.pub.pem'} and "
+               f"{where.data_dir / 'keys/server_x25519.pub.pem'} on the devices with 'checkpoint provision'")
 
 
 @server.command("enroll")
@@ -43,15 +93,144 @@ def server(ctx: click.Context, db_url: str | None, data_dir: Path, host: str, po
               help="The device's Ed25519 public key (PEM).")
 @click.option("--replace", is_flag=True, help="Replace a different key already enrolled (re-provisioned device).")
 @click.pass_obj
-def enroll(settings, device_id: str, key_path: Path, replace: bool) -> None:
+@reports_errors
+def enroll(where: _Where, device_id: str, key_path: Path, replace: bool) -> None:
     """Enroll a device's public key directly in the server database (administrator path)."""
-    from sync.server.storage import open_storage
     from sync.wire.keyfiles import load_ed25519_public
     raw = load_ed25519_public(key_path).public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    storage = open_storage(settings.db_url)
+    storage = where.storage()
     try:
-        if not storage.enroll(device_id, raw, replace=replace):
+        ok = storage.enroll(device_id, raw, replace=replace)
+        storage.audit(_actor(), "enroll_key", device_id, "ok" if ok else "refused",
+                      "replace" if replace else "", "cli")
+        if not ok:
             raise click.ClickException(f"device {device_id} has another key enrolled; use --replace if intended")
     finally:
         storage.close()
     click.echo(f"enrolled {device_id}")
+
+
+@server.command("token")
+@click.argument("device_id")
+@click.option("--ttl-days", default=30.0, show_default=True, type=click.FloatRange(min=0.001, max=365))
+@click.option("--replace-key", is_flag=True, help="The token may enroll a new key over an enrolled one.")
+@click.pass_obj
+@reports_errors
+def token(where: _Where, device_id: str, ttl_days: float, replace_key: bool) -> None:
+    """Print a new one-time enrollment token for DEVICE_ID (replaces an unused older one)."""
+    from sync.server.enrollment import issue_token
+    storage = where.storage()
+    try:
+        value = issue_token(storage, device_id, ttl_s=int(ttl_days * 86400), replace_key=replace_key)
+        storage.audit(_actor(), "issue_token", device_id, "ok", f"ttl_days={ttl_days} replace_key={replace_key}",
+                      "cli")
+    finally:
+        storage.close()
+    click.echo(value)
+
+
+@server.command("revoke")
+@click.argument("device_id")
+@click.option("--reason", required=True, help="Why (stolen card, decommissioned...): kept in the audit trail.")
+@click.pass_obj
+@reports_errors
+def revoke(where: _Where, device_id: str, reason: str) -> None:
+    """Refuse every request of DEVICE_ID from now on (its records stay)."""
+    storage = where.storage()
+    try:
+        changed = storage.revoke(device_id, reason, _actor())
+        storage.audit(_actor(), "revoke", device_id, "ok" if changed else "already_revoked", reason, "cli")
+    finally:
+        storage.close()
+    click.echo(f"revoked {device_id}" if changed else f"{device_id} was revoked already")
+
+
+@server.command("readmit")
+@click.argument("device_id")
+@click.option("--new-token", is_flag=True,
+              help="Also print a one-time token that may enroll a NEW key (the device was re-provisioned).")
+@click.option("--ttl-days", default=7.0, show_default=True, type=click.FloatRange(min=0.001, max=365))
+@click.pass_obj
+@reports_errors
+def readmit(where: _Where, device_id: str, new_token: bool, ttl_days: float) -> None:
+    """Lift the revocation of DEVICE_ID (with its old key, or with --new-token a new one)."""
+    from sync.server.enrollment import issue_token
+    storage = where.storage()
+    try:
+        changed = storage.readmit(device_id)
+        storage.audit(_actor(), "readmit", device_id, "ok" if changed else "not_revoked", "", "cli")
+        value = issue_token(storage, device_id, ttl_s=int(ttl_days * 86400), replace_key=True) if new_token else None
+        if value:
+            storage.audit(_actor(), "issue_token", device_id, "ok", f"ttl_days={ttl_days} replace_key=True", "cli")
+    finally:
+        storage.close()
+    click.echo(f"re-admitted {device_id}" if changed else f"{device_id} was not revoked", err=bool(value))
+    if value:
+        click.echo(value)
+
+
+@server.group("user")
+def user() -> None:
+    """Dashboard and admin API accounts (roles: viewer, operator, tracer, admin)."""
+
+
+@user.command("add")
+@click.argument("username")
+@click.option("--role", required=True, type=click.Choice(["viewer", "operator", "tracer", "admin"]))
+@click.password_option(envvar="CHECKPOINT_PASSWORD", help="At least 12 characters (env CHECKPOINT_PASSWORD; "
+                       "prompted if absent).")
+@click.pass_obj
+@reports_errors
+def user_add(where: _Where, username: str, role: str, password: str) -> None:
+    """Create an account (or reset its password and role)."""
+    from sync.server.accounts import add_user
+    storage = where.storage()
+    try:
+        add_user(storage, username, password, role)
+        storage.audit(_actor(), "user_add", username, "ok", f"role {role}", "cli")
+    finally:
+        storage.close()
+    click.echo(f"user {username} ({role}) saved")
+
+
+@user.command("disable")
+@click.argument("username")
+@click.pass_obj
+@reports_errors
+def user_disable(where: _Where, username: str) -> None:
+    """Disable an account and end its sessions."""
+    storage = where.storage()
+    try:
+        changed = storage.disable_user(username)
+        storage.audit(_actor(), "user_disable", username, "ok" if changed else "no_such_user", "", "cli")
+    finally:
+        storage.close()
+    if not changed:
+        raise click.ClickException(f"no user {username}")
+    click.echo(f"user {username} disabled")
+
+
+@user.command("list")
+@click.pass_obj
+@reports_errors
+def user_list(where: _Where) -> None:
+    storage = where.storage()
+    try:
+        for u in storage.users():
+            click.echo(f"{u.username}\t{u.role}\t{'disabled' if u.disabled else 'enabled'}")
+    finally:
+        storage.close()
+
+
+@server.command("audit")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000))
+@click.pass_obj
+@reports_errors
+def audit(where: _Where, limit: int) -> None:
+    """Print the newest entries of the audit trail."""
+    storage = where.storage()
+    try:
+        for e in storage.audit_log(limit):
+            click.echo(f"{e.at}\t{e.actor}\t{e.action}\t{e.target}\t{e.outcome}\t{e.client}\t{e.detail}")
+    finally:
+        storage.close()

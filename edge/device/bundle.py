@@ -3,7 +3,8 @@
 A bundle is a folder that Provincial IT copies onto a freshly flashed SD card's boot partition
 (``/boot/firmware/checkpoint/``); ``firmware_config/firstboot.sh`` moves it to ``/etc/checkpoint``.
 It holds ``config.toml`` (device id, checkpoint, server URL), the pinned publisher key, the
-server's encryption key and the fleet's enrollment token. The device's own signing key is NOT in
+server's encryption key and the device's one-time enrollment token (made by the server
+for this device id only). The device's own signing key is NOT in
 the bundle: the device creates it on first boot and enrolls it with the token.
 """
 
@@ -55,7 +56,9 @@ def device_config(device_id: str, *, checkpoint: str, server_url: str, etc_dir: 
 
 
 def write_bundle(out_dir: Path, config: dict, keys: ServerKeys, enroll_token: str | None) -> Config:
-    """Write one device bundle; returns the validated Config it holds."""
+    """Write one device bundle; returns the validated Config it holds.
+
+    ``enroll_token``: the device's one-time token (``sync.server.enrollment.issue_token``)."""
     (out_dir / "keys").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(keys.publisher_public, out_dir / PUBLISHER_PUB)
     shutil.copyfile(keys.server_encryption_public, out_dir / SERVER_ENC_PUB)

@@ -1,33 +1,45 @@
-"""The central server's FastAPI app: enrollment, signed pushes, signed downloads, dashboard."""
+"""The central server's FastAPI app: the device API (enrollment, signed pushes and downloads) and
+the admin side (login, dashboard, admin API), together or apart.
+
+``create_app(settings, serve="device")`` is the device API alone, for the address the devices
+reach (the internet, a VPN); ``serve="admin"`` the dashboard and admin API alone (an office
+network); ``"all"`` both in one process. Any number of processes can serve either side over one
+database: sessions, tokens and the audit trail live there. Every request first passes
+``guard.RequestGuard`` (sizes, deadlines, device pre-authentication, rate limits).
+"""
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from pathlib import Path
+from typing import Literal
 
 import cbor2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import JSONResponse, Response
+from limits import parse_many
+from limits.storage import storage_from_string
+from limits.strategies import MovingWindowRateLimiter
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from sync.server.dashboard import render_dashboard
+from sync.server.enrollment import Outcome, redeem_token
+from sync.server.guard import RequestGuard
 from sync.server.ingest import IngestError, ingest_body, verify_signature
+from sync.server.published import published_version
 from sync.server.settings import ServerSettings
-from sync.server.storage import Storage, StorageError, open_storage
+from sync.server.storage import SQLStorage, StorageError, open_storage
 from sync.wire.envelope import sign_envelope
 from sync.wire.errors import CheckpointError
 from sync.wire.protocol import (
     API,
     CBOR_MEDIA_TYPE,
     ENVELOPE_MEDIA_TYPE,
-    HEADER_DEVICE,
     HEADER_SIGNATURE,
+    MAX_SEQ,
     EnrollRequest,
     EnrollResult,
     ErrorBody,
@@ -36,47 +48,18 @@ from sync.wire.protocol import (
 from sync.wire.sealed import HolderOpener
 
 log = logging.getLogger(__name__)
-MAX_BODY = 16 * 1024 * 1024
+
+Serve = Literal["all", "device", "admin"]
 
 
-def _error(status: int, error: str, detail: str = "", acked_seq: int | None = None) -> JSONResponse:
+def _error(status: int, error: str, detail: str = "", acked_seq: int | None = None,
+           headers: dict[str, str] | None = None) -> JSONResponse:
     body = ErrorBody(error=error, detail=detail, acked_seq=acked_seq).model_dump(exclude_none=True)
-    return JSONResponse(body, status_code=status)
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 class _Unauthorized(CheckpointError):
     pass
-
-
-def _published_version(path: Path) -> int | None:
-    """Version in an envelope file's header (the device verifies the signature itself)."""
-    try:
-        header, _payload, _sig = cbor2.loads(path.read_bytes())
-        return int(cbor2.loads(header)["version"])
-    except (OSError, ValueError, KeyError, TypeError, cbor2.CBORDecodeError):
-        return None
-
-
-def published_lists(settings: ServerSettings) -> dict[str, tuple[int | None, str]]:
-    """What the devices can download now: trust list, policy and risk list versions (dashboard)."""
-    if settings.data_dir is None:
-        return {}
-    out: dict[str, tuple[int | None, str]] = {}
-    for kind in ("trust", "policy"):
-        path = settings.data_dir / "published" / f"{kind}.cpenv"
-        version = _published_version(path)
-        out[kind] = (version, str(path) if version is not None else f"not published ({path})")
-    risk_dir = settings.data_dir / "risk"
-    if settings.publisher_key is not None and risk_dir.is_dir():
-        from sync.server.publish.risk import RiskPublisher
-
-        publisher = RiskPublisher(risk_dir, settings.publisher_key)
-        at = publisher.published_at
-        out["risk"] = (publisher.latest_version or None,
-                       f"{publisher.entries:,} entries, published {at.isoformat() if at else 'never'}")
-    else:
-        out["risk"] = (None, f"not published ({risk_dir})")
-    return out
 
 
 def _default_risk_updates(settings: ServerSettings):
@@ -92,44 +75,60 @@ def _default_risk_updates(settings: ServerSettings):
     return updates_for
 
 
-def create_app(settings: ServerSettings, storage: Storage | None = None) -> FastAPI:
+def create_app(settings: ServerSettings, storage: SQLStorage | None = None, *, serve: Serve = "all") -> FastAPI:
     """Build the server app; it owns ``storage`` (opened from ``settings.db_url`` if not given)."""
     store = storage or open_storage(settings.db_url)
-    opener = HolderOpener(settings.encryption_key)
-    risk_updates = settings.risk_updates or _default_risk_updates(settings)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         yield
         store.close()
 
-    app = FastAPI(title="checkpoint central server", docs_url=None, redoc_url=None, lifespan=lifespan)
+    app = FastAPI(title="checkpoint central server", docs_url=None, redoc_url=None, openapi_url=None,
+                  lifespan=lifespan)
     app.state.storage = store
-
-    async def authenticate(request: Request, body: bytes) -> str:
-        device_id = request.headers.get(HEADER_DEVICE, "")
-        try:
-            signature = unb64(request.headers.get(HEADER_SIGNATURE, ""))
-        except ValueError:
-            raise _Unauthorized("bad signature encoding") from None
-        raw = await run_in_threadpool(store.device_key, device_id)
-        if raw is None:
-            raise _Unauthorized(f"device {device_id!r} is not enrolled")
-        path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        if not verify_signature(raw, signature, request.method, path, body):
-            raise _Unauthorized(f"signature of device {device_id!r} does not verify")
-        return device_id
+    app.state.settings = settings
 
     @app.exception_handler(_Unauthorized)
-    async def _unauthorized(_request: Request, exc: _Unauthorized) -> JSONResponse:
-        log.warning("event=sync_unauthorized detail=%s", exc)
-        return _error(401, "unauthorized", str(exc))
+    async def _unauthorized(request: Request, exc: _Unauthorized) -> JSONResponse:
+        log.warning("event=device_unauthorized reason=%s path=%s", exc, request.url.path)
+        return _error(401, "unauthorized", "request not authenticated")
 
     @app.exception_handler(StorageError)
     async def _storage_down(_request: Request, exc: StorageError) -> JSONResponse:
+        # the details (host, database, driver error) are for the operator's log, never for the client
         log.error("event=server_storage_error error=%s action=check the database", exc)
-        return JSONResponse({"error": "storage_unavailable", "detail": str(exc)}, status_code=503,
-                            headers={"Retry-After": "5"})
+        return _error(503, "storage_unavailable", "the server cannot reach its database; retry later",
+                      headers={"Retry-After": "5"})
+
+    if serve in ("all", "device"):
+        _device_routes(app, settings, store)
+    if serve in ("all", "admin"):
+        from sync.server.admin import admin_routes
+        admin_routes(app, settings, store)
+    app.add_middleware(RequestGuard, store=store, limits=settings.limits, rate_storage=settings.rate_limit_storage)
+    return app
+
+
+def _device_routes(app: FastAPI, settings: ServerSettings, store: SQLStorage) -> None:
+    opener = HolderOpener(settings.encryption_key)
+    risk_updates = settings.risk_updates or _default_risk_updates(settings)
+    limiter = MovingWindowRateLimiter(storage_from_string(settings.rate_limit_storage))
+    enroll_failures = parse_many(settings.limits.enroll_failures_per_client)
+
+    def authenticate(request: Request, body: bytes) -> str:
+        """The device whose signature this request carries (the guard looked its key up)."""
+        device_id, key = getattr(request.state, "device", (None, None))
+        if device_id is None:
+            raise _Unauthorized("no device checked by the guard")
+        try:
+            signature = unb64(request.headers.get(HEADER_SIGNATURE, ""))
+        except ValueError:
+            raise _Unauthorized(f"device {device_id}: bad signature encoding") from None
+        path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        if not verify_signature(key, signature, request.method, path, body):
+            raise _Unauthorized(f"signature of device {device_id!r} does not verify")
+        return device_id
 
     @app.get(f"{API}/health")
     def health() -> dict:
@@ -137,30 +136,43 @@ def create_app(settings: ServerSettings, storage: Storage | None = None) -> Fast
 
     @app.post(f"{API}/enroll")
     async def enroll(request: Request) -> Response:
+        client = request.client.host if request.client else "-"
+        if not all(limiter.test(limit, "enroll", client) for limit in enroll_failures):
+            log.warning("event=enroll_rate_limited client=%s action=too many wrong tokens from this address",
+                        client)
+            return _error(429, "rate_limited", "too many failed enrollments; retry later",
+                          headers={"Retry-After": "600"})
         token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        if not settings.enroll_token or not hmac.compare_digest(token.encode(), settings.enroll_token.encode()):
-            return _error(401, "unauthorized", "missing or wrong provisioning token (or self-enrollment is off)")
         try:
             req = EnrollRequest.model_validate_json(await request.body())
             key = unb64(req.public_key)
             Ed25519PublicKey.from_public_bytes(key)
-        except (ValidationError, ValueError) as exc:
-            return _error(422, "bad_request", str(exc)[:500])
-        ok = await run_in_threadpool(store.enroll, req.device_id, key)
-        if not ok:
-            log.warning("event=enroll_refused device=%s reason=another key enrolled action=use "
-                        "'checkpoint server enroll --replace' if the device was re-provisioned", req.device_id)
+        except (ValidationError, ValueError):
+            return _error(422, "bad_request", "enrollment body must be {device_id, public_key (Ed25519, base64)}")
+        result = await run_in_threadpool(redeem_token, store, req.device_id, token, key, settings.limits)
+        await run_in_threadpool(store.audit, f"device:{req.device_id}", "enroll", req.device_id,
+                                result.outcome.value, result.reason, client)
+        if result.outcome is Outcome.ENROLLED:
+            log.info("event=device_enrolled device=%s detail=%s", req.device_id, result.reason)
+            acked = await run_in_threadpool(store.acked_seq, req.device_id)
+            return JSONResponse(EnrollResult(device_id=req.device_id, enrolled=True, acked_seq=acked).model_dump())
+        if result.outcome is Outcome.REFUSED:
+            for limit in enroll_failures:
+                limiter.hit(limit, "enroll", client)
+        log.warning("event=enroll_refused device=%s client=%s outcome=%s reason=%s action=%s", req.device_id,
+                    client, result.outcome.value, result.reason,
+                    "issue a new token with 'checkpoint server token' if the device is genuine")
+        if result.outcome is Outcome.LOCKED:
+            return _error(429, "rate_limited", "too many failed enrollments; retry later",
+                          headers={"Retry-After": str(result.retry_after_s)})
+        if result.outcome is Outcome.KEY_CONFLICT:
             return _error(409, "already_enrolled", "another key is enrolled for this device id")
-        log.info("event=device_enrolled device=%s", req.device_id)
-        acked = await run_in_threadpool(store.acked_seq, req.device_id)
-        return JSONResponse(EnrollResult(device_id=req.device_id, enrolled=True, acked_seq=acked).model_dump())
+        return _error(401, "unauthorized", "enrollment token refused")
 
     @app.post(f"{API}/push")
     async def push(request: Request) -> Response:
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            return _error(413, "too_large", f"batch body over {MAX_BODY} bytes: send smaller batches")
-        device_id = await authenticate(request, body)
+        body = await request.body()  # read and capped by the guard
+        device_id = authenticate(request, body)
         try:
             result = await run_in_threadpool(ingest_body, store, opener, device_id, body)
         except IngestError as exc:
@@ -174,22 +186,20 @@ def create_app(settings: ServerSettings, storage: Storage | None = None) -> Fast
         return Response(result.model_dump_json(), media_type="application/json")
 
     @app.get(f"{API}/time")
-    async def server_time(request: Request, nonce: str = "") -> Response:
-        await authenticate(request, b"")
+    async def server_time(request: Request, nonce: str = Query("", max_length=64)) -> Response:
+        authenticate(request, b"")
         if settings.publisher_key is None:
             return _error(404, "no_time_key", "this server has no publisher key to sign its time")
-        if len(nonce) > 64:
-            return _error(422, "bad_request", "nonce too long")
         now = datetime.now(UTC)
         payload = json.dumps({"now": now.isoformat(), "nonce": nonce}).encode()
         blob = sign_envelope("time", int(now.timestamp()), payload, settings.publisher_key, issued_at=now)
         return Response(blob, media_type=ENVELOPE_MEDIA_TYPE)
 
     def _published(kind: str):
-        async def handler(request: Request, have: int = 0) -> Response:
-            await authenticate(request, b"")
+        async def handler(request: Request, have: int = Query(0, ge=0, le=MAX_SEQ)) -> Response:
+            authenticate(request, b"")
             path = settings.data_dir / "published" / f"{kind}.cpenv" if settings.data_dir else None
-            version = _published_version(path) if path else None
+            version = published_version(path) if path else None
             if path is None or version is None or version <= have:
                 return Response(status_code=204)
             return Response(path.read_bytes(), media_type=ENVELOPE_MEDIA_TYPE)
@@ -199,24 +209,11 @@ def create_app(settings: ServerSettings, storage: Storage | None = None) -> Fast
     app.add_api_route(f"{API}/policy", _published("policy"), methods=["GET"])
 
     @app.get(f"{API}/risk")
-    async def risk(request: Request, have: int = 0) -> Response:
-        await authenticate(request, b"")
+    async def risk(request: Request, have: int = Query(0, ge=0, le=MAX_SEQ)) -> Response:
+        authenticate(request, b"")
         if risk_updates is None:
             return Response(status_code=204)
         blobs = await run_in_threadpool(risk_updates, have)
         if not blobs:
             return Response(status_code=204)
         return Response(cbor2.dumps(list(blobs)), media_type=CBOR_MEDIA_TYPE)
-
-    @app.get(f"{API}/fleet")
-    async def fleet() -> list[dict]:
-        devices = await run_in_threadpool(store.fleet)
-        return [d.__dict__ for d in devices]
-
-    @app.get("/", response_class=HTMLResponse)
-    async def dashboard() -> HTMLResponse:
-        devices = await run_in_threadpool(store.fleet)
-        lists = await run_in_threadpool(published_lists, settings)
-        return HTMLResponse(render_dashboard(devices, datetime.now(UTC), lists))
-
-    return app

@@ -155,6 +155,9 @@ def ingest(storage: Storage, opener: HolderOpener, device_id: str,
     recs = records if isinstance(records[0], dict) else [_as_dict(r) for r in records]
     lo = recs[0]["seq"]
     hi = lo + len(recs) - 1  # if the seqs are not contiguous the rows generator refuses the batch
+    if recs[-1]["seq"] != hi:  # refused before ``hi`` reaches a query (it could pass the 63-bit range)
+        raise IngestError(422, "not_contiguous", f"{device_id} batch of {len(recs)} records from seq {lo} "
+                          f"ends at {recs[-1]['seq']}, not {hi}")
     held = storage.hashes(device_id, lo - 1, hi)
     counts = _Counts()
     stored, acked = storage.insert(device_id, _checked_rows(opener, device_id, recs, held, counts),

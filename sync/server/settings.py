@@ -1,22 +1,17 @@
-"""Server settings: database, keys, published lists and the enrollment token."""
+"""Server settings: database, keys, published lists, request limits; and creating a data directory."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from sync.wire.keyfiles import (
-    load_ed25519_private,
-    load_or_create_ed25519,
-    load_x25519_private,
-    save_private_key,
-    save_public_key,
-)
+from sync.wire.errors import CheckpointError
+from sync.wire.keyfiles import load_ed25519_private, load_x25519_private, save_private_key, save_public_key
 
 log = logging.getLogger(__name__)
 
@@ -24,41 +19,107 @@ ENCRYPTION_KEY = "keys/server_x25519.pem"
 PUBLISHER_KEY = "keys/publisher_ed25519.pem"
 
 
+class ServerDataError(CheckpointError, RuntimeError):
+    """The server data directory is missing or is not one (no keys): nothing is created by accident."""
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """What one request may cost the server, checked before its body is read.
+
+    Rates use the ``limits`` library's notation (``"20/second;600/minute"``); they are counted per
+    server process with the default ``memory://`` storage (``ServerSettings.rate_limit_storage``
+    may name a shared one, e.g. ``redis://``).
+    """
+
+    #: a push body (a batch of scan records; 10,000 records are about 5 MB)
+    max_push_bytes: int = 16 * 1024 * 1024
+    #: a signed list uploaded by an operator (PUT /admin/api/published/...)
+    max_upload_bytes: int = 16 * 1024 * 1024
+    #: every other request body (enrollment, login, admin forms)
+    max_small_bytes: int = 64 * 1024
+    #: the whole body must arrive within this time, or the request gets 408 and the socket is closed
+    body_timeout_s: float = 30.0
+    #: a connection must send its request headers within this time (a stalled socket is closed)
+    header_timeout_s: float = 10.0
+    #: signed requests per device id
+    device_rate: str = "30/second;1200/minute"
+    #: wrong enrollment tokens per client address
+    enroll_failures_per_client: str = "20/10minutes"
+    #: wrong guesses of one device's token before it is locked for ``token_lock_s``
+    token_max_failures: int = 5
+    token_lock_s: int = 900
+    #: failed logins per client address and user name
+    login_failures: str = "5/minute"
+
+
 @dataclass
 class ServerSettings:
     """Everything ``create_app`` needs.
 
     ``data_dir`` holds ``published/trust.cpenv`` and ``published/policy.cpenv`` (served as they are)
-    and ``risk/`` (a RiskPublisher directory). ``enroll_token``: devices presenting it may enroll
-    their key themselves; None disables self-enrollment (use ``checkpoint server enroll``).
+    and ``risk/`` (a RiskPublisher directory). Devices enroll with one-time tokens bound to their
+    id (``sync.server.enrollment``), made at provisioning.
     """
 
     db_url: str
     encryption_key: X25519PrivateKey
     publisher_key: Ed25519PrivateKey | None = None
     data_dir: Path | None = None
-    enroll_token: str | None = None
     #: device risk version -> signed updates; default: sync.server.publish.risk.RiskPublisher(data_dir/"risk")
     risk_updates: Callable[[int], list[bytes]] | None = None
+    limits: RequestLimits = field(default_factory=RequestLimits)
+    #: where rate-limit counters live (``limits`` storage URI)
+    rate_limit_storage: str = "memory://"
+    #: admin sessions last this long after login
+    session_ttl_s: int = 8 * 3600
+    #: session cookies only over HTTPS (turn off only for plain-HTTP on loopback)
+    secure_cookies: bool = True
 
     @classmethod
-    def from_data_dir(cls, data_dir: Path, *, db_url: str | None = None, enroll_token: str | None = None,
-                      create_keys: bool = True) -> ServerSettings:
-        """Load (creating on first use) the server's keys under ``data_dir/keys``."""
+    def from_data_dir(cls, data_dir: Path, *, db_url: str | None = None) -> ServerSettings:
+        """Load the server's keys from ``data_dir/keys``; never creates anything (see ``init_data_dir``)."""
         data_dir = Path(data_dir)
         enc_path = data_dir / ENCRYPTION_KEY
-        if not enc_path.exists() and create_keys:
-            key = X25519PrivateKey.generate()
-            save_private_key(enc_path, key)
-            save_public_key(data_dir / "keys/server_x25519.pub.pem", key.public_key())
-            log.info("event=server_key_created path=%s action=provision devices with %s", enc_path,
-                     data_dir / "keys/server_x25519.pub.pem")
+        if not data_dir.is_dir():
+            raise ServerDataError(f"no server data directory at {data_dir}: create one with "
+                                  f"'checkpoint server init --data-dir {data_dir}' (or check --data-dir)")
+        if not enc_path.is_file():
+            raise ServerDataError(f"{data_dir} is not a server data directory (no {ENCRYPTION_KEY}): create one "
+                                  f"with 'checkpoint server init --data-dir DIR' (or check --data-dir)")
         pub_path = data_dir / PUBLISHER_KEY
-        if create_keys:
-            publisher = load_or_create_ed25519(pub_path)
-            save_public_key(data_dir / "keys/publisher_ed25519.pub.pem", publisher.public_key())
-        else:
-            publisher = load_ed25519_private(pub_path) if pub_path.exists() else None
-        return cls(db_url=db_url or f"sqlite:///{data_dir / 'server.sqlite'}",
-                   encryption_key=load_x25519_private(enc_path), publisher_key=publisher,
-                   data_dir=data_dir, enroll_token=enroll_token)
+        publisher = load_ed25519_private(pub_path) if pub_path.exists() else None
+        return cls(db_url=db_url or default_db_url(data_dir), encryption_key=load_x25519_private(enc_path),
+                   publisher_key=publisher, data_dir=data_dir)
+
+
+def default_db_url(data_dir: Path) -> str:
+    return f"sqlite:///{Path(data_dir) / 'server.sqlite'}"
+
+
+def init_data_dir(data_dir: Path, *, db_url: str | None = None) -> ServerSettings:
+    """Create a server data directory (0700): encryption and publisher keys, and the database.
+
+    Keys that exist are kept (running it twice is harmless); this is the only code that creates them.
+    """
+    from sync.server.storage import open_storage
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o700)
+    enc_path = data_dir / ENCRYPTION_KEY
+    if not enc_path.exists():
+        key = X25519PrivateKey.generate()
+        save_private_key(enc_path, key)
+        save_public_key(data_dir / "keys/server_x25519.pub.pem", key.public_key())
+        log.info("event=server_key_created path=%s action=provision devices with %s", enc_path,
+                 data_dir / "keys/server_x25519.pub.pem")
+    pub_path = data_dir / PUBLISHER_KEY
+    if not pub_path.exists():
+        publisher = Ed25519PrivateKey.generate()
+        save_private_key(pub_path, publisher)
+        save_public_key(data_dir / "keys/publisher_ed25519.pub.pem", publisher.public_key())
+        log.info("event=publisher_key_created path=%s action=devices pin %s", pub_path,
+                 data_dir / "keys/publisher_ed25519.pub.pem")
+    settings = ServerSettings.from_data_dir(data_dir, db_url=db_url)
+    open_storage(settings.db_url, create=True).close()
+    return settings

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from sync.server.security_store import SecurityQueries
 from sync.wire.errors import CheckpointError
 
 #: columns of the server's ``records`` table, in row-tuple order
@@ -32,7 +33,10 @@ class DeviceSummary:
 
 
 class Storage(Protocol):
-    """What the server needs from its database. Every method is safe to call from several threads."""
+    """What the server needs from its database. Every method is safe to call from several threads.
+
+    The SQL back-ends also carry ``SecurityQueries`` (tokens, revocations, users, sessions, audit).
+    """
 
     def enroll(self, device_id: str, public_key: bytes, *, replace: bool = False) -> bool:
         """Register a device key; False if a different key is already enrolled and not ``replace``."""
@@ -110,7 +114,7 @@ def advance_acked(acked: int, span: tuple[int, int], seqs_after: Callable[[int, 
 SEQS_AFTER = "SELECT seq FROM records WHERE device_id=? AND seq > ? ORDER BY seq LIMIT ?"
 
 
-class SQLStorage:
+class SQLStorage(SecurityQueries):
     """Shared queries of the SQL back-ends; subclasses provide ``_all``/``_exec`` and ``insert``.
 
     SQL is written with ``?`` placeholders; a back-end with another style converts in ``_all``.
@@ -182,12 +186,16 @@ class SQLStorage:
         return out
 
 
-def open_storage(url: str) -> Storage:
-    """``sqlite:///path`` or ``postgresql://...[?schema=name]``."""
+def open_storage(url: str, *, create: bool = False) -> SQLStorage:
+    """``sqlite:///path`` or ``postgresql://...[?schema=name]``.
+
+    Only ``create=True`` (``checkpoint server init``) makes a database or its tables; otherwise a
+    missing one is a StorageError that says how to create it, so a typo never starts an empty server.
+    """
     if url.startswith("sqlite:///"):
         from sync.server.store_sqlite import SQLiteStorage
-        return SQLiteStorage(url.removeprefix("sqlite:///"))
+        return SQLiteStorage(url.removeprefix("sqlite:///"), create=create)
     if url.startswith(("postgresql://", "postgres://")):
         from sync.server.store_pg import PostgresStorage
-        return PostgresStorage(url)
+        return PostgresStorage(url, create=create)
     raise StorageError(f"unsupported database URL {url!r}: use sqlite:///path or postgresql://...")

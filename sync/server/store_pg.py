@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import psycopg
 from psycopg.adapt import PyFormat
 
+from sync.server.security_store import security_schema
 from sync.server.storage import RECORD_COLUMNS, SEQS_AFTER, Replayable, SQLStorage, StorageError, advance_acked
 
 log = logging.getLogger(__name__)
@@ -50,18 +51,28 @@ class PostgresStorage(SQLStorage):
     """One connection, used under a lock; a connection lost (server restart, backend killed, network
     blip) is replaced on the next call, which is retried once (every write here is idempotent)."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, *, create: bool = False):
         self._conninfo, self._schema = split_schema(url)
         self._lock = threading.Lock()
         self._db: psycopg.Connection | None = None
-        self._db = self._connect()
-        self._db.execute(SCHEMA)
+        self._db = self._connect(create=create)
+        if create:
+            self._db.execute(SCHEMA + security_schema("postgresql"))
+            return
+        found = self._db.execute("SELECT to_regclass('devices') IS NOT NULL AND to_regclass('records') IS NOT NULL "
+                                 "AND to_regclass('enroll_tokens') IS NOT NULL "
+                                 "AND to_regclass('audit') IS NOT NULL").fetchone()
+        if not found or not found[0]:
+            self._db.close()
+            raise StorageError("the PostgreSQL database has no checkpoint tables: run 'checkpoint server init "
+                               "--db URL' once (or check the URL and its schema)")
 
-    def _connect(self) -> psycopg.Connection:
+    def _connect(self, *, create: bool = False) -> psycopg.Connection:
         try:
             db = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=10)
             if self._schema:
-                db.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
+                if create:
+                    db.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
                 db.execute(f'SET search_path TO "{self._schema}"')
             # psycopg maps bytea to its pure-Python ``Binary`` dumper for binary COPY; the C dumper of
             # ``bytes`` does the same job ~4x faster (3 bytea columns per record).
@@ -93,6 +104,9 @@ class PostgresStorage(SQLStorage):
 
     def _exec(self, sql: str, params: tuple = ()) -> None:
         self._run(lambda db: db.execute(sql.replace("?", "%s"), params))
+
+    def _count(self, sql: str, params: tuple = ()) -> int:
+        return self._run(lambda db: db.execute(sql.replace("?", "%s"), params).rowcount)
 
     @staticmethod
     def _copy(cur: psycopg.Cursor, table: str, rows: Iterable[tuple]) -> int:

@@ -7,7 +7,8 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-from sync.server.storage import RECORD_COLUMNS, SEQS_AFTER, SQLStorage, advance_acked
+from sync.server.security_store import security_schema
+from sync.server.storage import RECORD_COLUMNS, SEQS_AFTER, SQLStorage, StorageError, advance_acked
 from sync.wire.sqlite import immediate_transaction
 
 SCHEMA = """
@@ -23,12 +24,22 @@ CREATE TABLE IF NOT EXISTS records (
 
 
 class SQLiteStorage(SQLStorage):
-    def __init__(self, path: str | Path):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    def __init__(self, path: str | Path, *, create: bool = False):
+        path = Path(path)
+        if create:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        elif not path.is_file():
+            raise StorageError(f"no server database at {path}: create it with 'checkpoint server init' "
+                               "(or check --data-dir / --db)")
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
+        if create:
+            self._db.executescript(SCHEMA + security_schema("sqlite"))
+        elif self._db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name IN "
+                              "('devices', 'records', 'enroll_tokens', 'audit')").fetchone()[0] != 4:
+            self._db.close()
+            raise StorageError(f"{path} is not an initialised server database: run 'checkpoint server init'")
         self._lock = threading.Lock()
 
     def _all(self, sql: str, params: tuple = ()) -> list[tuple]:
@@ -36,6 +47,9 @@ class SQLiteStorage(SQLStorage):
 
     def _exec(self, sql: str, params: tuple = ()) -> None:
         self._db.execute(sql, params)
+
+    def _count(self, sql: str, params: tuple = ()) -> int:
+        return self._db.execute(sql, params).rowcount
 
     def insert(self, device_id: str, rows: Iterable[tuple], seen_at: str, *,
                span: tuple[int, int]) -> tuple[int, int]:

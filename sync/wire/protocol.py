@@ -26,6 +26,10 @@ RECORD_DOMAIN = b"checkpoint-scanlog-v1\x00"
 REQUEST_DOMAIN = b"checkpoint-sync-request-v1\x00"
 GENESIS = bytes(32)
 MAX_BATCH = 10_000
+#: sequence numbers are signed 64-bit integers in both server databases
+MAX_SEQ = 2**63 - 1
+#: device ids: what enrollment accepts, what a signed request may name (checked before any lookup)
+DEVICE_ID_PATTERN = r"^[A-Za-z0-9._-]{1,128}$"
 HEADER_DEVICE = "X-Device-Id"
 HEADER_SIGNATURE = "X-Signature"
 ENVELOPE_MEDIA_TYPE = "application/vnd.checkpoint.envelope"
@@ -41,7 +45,8 @@ class _Wire(BaseModel):
 # Record text is printable ASCII (ISO times, ids, enum values): no NUL or control characters, which
 # PostgreSQL text refuses and no device writes.
 _PRINTABLE = r"^[\x20-\x7e]*$"
-_Seq = Annotated[int, Field(ge=1)]
+_Seq = Annotated[int, Field(ge=1, le=MAX_SEQ)]
+_Monotonic = Annotated[float, Field(allow_inf_nan=False)]
 _WallTime = Annotated[str, Field(max_length=40, pattern=_PRINTABLE)]
 _BootId = Annotated[str, Field(max_length=64, pattern=_PRINTABLE)]
 _Format = Annotated[str | None, Field(max_length=16, pattern=_PRINTABLE)]
@@ -59,7 +64,7 @@ class WireRecord(_Wire):
 
     seq: _Seq
     wall_time: _WallTime
-    monotonic: float
+    monotonic: _Monotonic
     boot_id: _BootId
     clock_trusted: bool
     format: _Format = None
@@ -84,7 +89,7 @@ class WireRecordDict(TypedDict, total=False):
     __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
     seq: Required[_Seq]
     wall_time: Required[_WallTime]
-    monotonic: Required[float]
+    monotonic: Required[_Monotonic]
     boot_id: Required[_BootId]
     clock_trusted: Required[bool]
     format: _Format
@@ -126,7 +131,7 @@ class PushResult(_Wire):
 
 
 class EnrollRequest(_Wire):
-    device_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")
+    device_id: str = Field(min_length=1, max_length=128, pattern=DEVICE_ID_PATTERN)
     #: raw 32-byte Ed25519 public key, base64
     public_key: str = Field(min_length=40, max_length=64)
 

@@ -76,17 +76,21 @@ def bench_drain(tmp: Path, key: X25519PrivateKey, n: int, batch_size: int = 5000
     """(seconds to fill, seconds to drain) an ``n``-record backlog to a local SQLite server over HTTP."""
     from edge.device.sync_client import SyncClient
     from sync.server.app import create_app
+    from sync.server.enrollment import issue_token
     from sync.server.runner import ServerThread
     from sync.server.settings import ServerSettings
+    from sync.server.storage import open_storage
     log = _log(tmp / "backlog.sqlite", key)
     t0 = time.perf_counter()
     fill_backlog(log, n)
     fill_s = time.perf_counter() - t0
     device_key = Ed25519PrivateKey.generate()
-    settings = ServerSettings(db_url=f"sqlite:///{tmp / 'server.sqlite'}", encryption_key=key, enroll_token="b")
-    with ServerThread(create_app(settings)) as srv:
+    settings = ServerSettings(db_url=f"sqlite:///{tmp / 'server.sqlite'}", encryption_key=key)
+    storage = open_storage(settings.db_url, create=True)
+    token = issue_token(storage, log.device_id)
+    with ServerThread(create_app(settings, storage)) as srv:
         client = SyncClient(srv.url, log, device_key, batch_size=batch_size, timeout_s=60)
-        client.enroll("b")
+        client.enroll(token)
         start = time.perf_counter()
         client.push()
         drain_s = time.perf_counter() - start
@@ -106,13 +110,13 @@ def bench_ingest(db_url: str, key: X25519PrivateKey, bodies: list[bytes], n: int
     device = Ed25519PrivateKey.generate()
     path = f"{API}/push"
     signed = [(device.sign(request_signing_bytes("POST", path, body)), body) for body in bodies]
-    storage = open_storage(db_url)
+    storage = open_storage(db_url, create=True)  # a scratch database of this benchmark
     try:
         storage.enroll("bench-1", device.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
         opener = HolderOpener(key)
         cpu_start, start = time.process_time(), time.perf_counter()
         for signature, body in signed:
-            raw = storage.device_key("bench-1")
+            raw = storage.active_device_key("bench-1")
             if raw is None or not verify_signature(raw, signature, "POST", path, body):
                 raise RuntimeError("ingest benchmark: signature refused")
             ingest_body(storage, opener, "bench-1", body)

@@ -17,10 +17,13 @@ from edge.devtools.synth import render_sequence
 from edge.lists.policy import default_policy, sign_policy
 from edge.passes.issuer import IssuerKey
 from edge.passes.trust import build_trust_envelope
+from sync.server.accounts import add_user
 from sync.server.app import create_app
+from sync.server.enrollment import issue_token
 from sync.server.publish.risk import RiskPublisher
 from sync.server.runner import ServerThread
-from sync.server.settings import ServerSettings
+from sync.server.settings import ServerSettings, init_data_dir
+from sync.server.storage import open_storage
 
 DEVICE_ID = "HN-CP-001"
 ZONE = "hn-zone-1"
@@ -39,8 +42,13 @@ class Central:
 
     @classmethod
     def create(cls, root: Path, db_url: str | None = None) -> Central:
-        token = secrets.token_urlsafe(24)
-        settings = ServerSettings.from_data_dir(root, db_url=db_url, enroll_token=token)
+        """``checkpoint server init``, then the one-time token provisioning makes for the demo device."""
+        settings = init_data_dir(root, db_url=db_url)
+        storage = open_storage(settings.db_url)
+        try:
+            token = issue_token(storage, DEVICE_ID, ttl_s=3600)
+        finally:
+            storage.close()
         # the issuing key has been in service for a year (so last month's permits verify)
         since = datetime.now(UTC).replace(microsecond=0) - timedelta(days=365)
         return cls(settings, IssuerKey.generate("VN-HN-CDC", "EdDSA", not_before=since, valid_days=3 * 365),
@@ -57,7 +65,18 @@ class Central:
         (published / "policy.cpenv").write_bytes(sign_policy(default_policy(ZONE), key))
         RiskPublisher(data_dir / "risk", key).publish(risk_entries(), published_at=now)
 
+    def add_demo_user(self) -> str:
+        """An admin account with a fresh random password (for ``checkpoint demo --serve``)."""
+        password = secrets.token_urlsafe(12)
+        storage = open_storage(self.settings.db_url)
+        try:
+            add_user(storage, "demo", password, "admin")
+        finally:
+            storage.close()
+        return password
+
     def start(self) -> str:
+        self.settings.secure_cookies = False  # plain HTTP on loopback
         self.server = ServerThread(create_app(self.settings)).start()
         return self.server.url
 

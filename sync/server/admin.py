@@ -1,0 +1,344 @@
+"""The admin side: login, the dashboard and the admin API, by role, every action in the audit trail.
+
+Browsers log in at ``/login`` and carry a session cookie; every form that changes something
+carries the session's CSRF token. Scripts ``POST /admin/api/login`` and send the returned token
+as ``Authorization: Bearer``. Roles and what they may do: ``accounts.GRANTS``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs
+
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from limits import parse_many
+from limits.storage import storage_from_string
+from limits.strategies import MovingWindowRateLimiter
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
+
+from sync.server.accounts import Permission, Principal, check_password, open_session, principal_for
+from sync.server.dashboard import render_audit, render_dashboard, render_login
+from sync.server.enrollment import DEFAULT_TOKEN_TTL_S, EnrollmentError, issue_token
+from sync.server.published import UPLOADABLE, published_lists, published_version
+from sync.server.settings import ServerSettings
+from sync.server.storage import SQLStorage
+from sync.wire.envelope import EnvelopeError, open_envelope
+from sync.wire.errors import CheckpointError
+from sync.wire.fsutil import write_atomic
+from sync.wire.protocol import DEVICE_ID_PATTERN, ErrorBody
+
+log = logging.getLogger(__name__)
+
+SESSION_COOKIE = "cp_session"
+CSRF_HEADER = "X-CSRF-Token"
+_DEVICE_ID = re.compile(DEVICE_ID_PATTERN)
+
+
+class _Denied(CheckpointError):
+    """Not logged in (401), or logged in without the permission (403), or no CSRF token (403)."""
+
+    def __init__(self, status: int, error: str, detail: str, *, html: bool):
+        super().__init__(detail)
+        self.status, self.error, self.detail, self.html = status, error, detail, html
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoginRequest(_Model):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class LoginResult(_Model):
+    username: str
+    role: str
+    token: str
+    csrf_token: str
+    expires_at: int
+
+
+class RevokeRequest(_Model):
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class TokenRequest(_Model):
+    ttl_s: int = Field(DEFAULT_TOKEN_TTL_S, ge=60, le=365 * 24 * 3600)
+    replace_key: bool = False
+
+
+class TokenResult(_Model):
+    device_id: str
+    token: str
+    expires_in_s: int
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "-"
+
+
+def admin_routes(app: FastAPI, settings: ServerSettings, store: SQLStorage) -> None:
+    """Add the login pages, dashboard and ``/admin/api`` to ``app``."""
+    limiter = MovingWindowRateLimiter(storage_from_string(settings.rate_limit_storage))
+    login_failures = parse_many(settings.limits.login_failures)
+
+    @app.exception_handler(_Denied)
+    async def _denied(request: Request, exc: _Denied) -> Response:
+        log.warning("event=admin_denied path=%s client=%s reason=%s", request.url.path, _client(request), exc.detail)
+        if exc.html and exc.status == 401:
+            return RedirectResponse("/login", status_code=303)
+        if exc.html:
+            return HTMLResponse(f"<!doctype html><p>{exc.detail}</p>", status_code=exc.status)
+        return JSONResponse(ErrorBody(error=exc.error, detail=exc.detail).model_dump(), status_code=exc.status)
+
+    async def principal(request: Request, *, html: bool) -> Principal:
+        auth = request.headers.get("Authorization", "")
+        if auth.startswith("Bearer "):
+            who = await run_in_threadpool(principal_for, store, auth.removeprefix("Bearer ").strip(),
+                                          via_cookie=False)
+        else:
+            who = await run_in_threadpool(principal_for, store, request.cookies.get(SESSION_COOKIE, ""),
+                                          via_cookie=True)
+        if who is None:
+            raise _Denied(401, "login_required", "log in first", html=html)
+        return who
+
+    async def require(request: Request, permission: Permission, *, html: bool = False,
+                      form: dict[str, str] | None = None) -> Principal:
+        """The logged-in user if allowed; for a state-changing request, also its CSRF token."""
+        who = await principal(request, html=html)
+        if not who.may(permission):
+            await run_in_threadpool(store.audit, f"user:{who.username}", f"denied:{permission.value}",
+                                    request.url.path, "denied", f"role {who.role.value}", _client(request))
+            raise _Denied(403, "forbidden", f"role {who.role.value} may not {permission.value}", html=html)
+        if request.method not in ("GET", "HEAD"):
+            presented = request.headers.get(CSRF_HEADER) or (form or {}).get("csrf_token")
+            if not who.csrf_ok(presented):
+                await run_in_threadpool(store.audit, f"user:{who.username}", "csrf_refused", request.url.path,
+                                        "denied", "missing or wrong CSRF token", _client(request))
+                raise _Denied(403, "csrf", "missing or wrong CSRF token", html=html)
+        return who
+
+    def audit(who: Principal | str, request: Request, action: str, target: str, outcome: str,
+              detail: str = "") -> Any:
+        actor = who if isinstance(who, str) else f"user:{who.username}"
+        return run_in_threadpool(store.audit, actor, action, target, outcome, detail, _client(request))
+
+    async def form_of(request: Request) -> dict[str, str]:
+        """An urlencoded form (the guard capped and read the body already)."""
+        try:
+            fields = parse_qs((await request.body()).decode(), max_num_fields=20)
+        except (UnicodeDecodeError, ValueError):
+            return {}
+        return {k: v[0] for k, v in fields.items()}
+
+    async def login(request: Request, username: str, password: str) -> Response | Any:
+        client = _client(request)
+        key = f"{client}|{username[:64]}"
+        if not all(limiter.test(limit, "login", key) for limit in login_failures):
+            await audit(f"user:{username[:64]}", request, "login", username[:64], "rate_limited")
+            return None
+        role = await run_in_threadpool(check_password, store, username, password)
+        if role is None:
+            for limit in login_failures:
+                limiter.hit(limit, "login", key)
+            await audit(f"user:{username[:64]}", request, "login", username[:64], "refused")
+            return False
+        session = await run_in_threadpool(open_session, store, username, settings.session_ttl_s)
+        await audit(f"user:{username}", request, "login", username, "ok", f"role {role.value}")
+        return LoginResult(username=username, role=role.value, token=session.token, csrf_token=session.csrf_token,
+                           expires_at=session.expires_at)
+
+    def set_cookie(response: Response, result: LoginResult) -> None:
+        response.set_cookie(SESSION_COOKIE, result.token, max_age=settings.session_ttl_s, httponly=True,
+                            secure=settings.secure_cookies, samesite="strict", path="/")
+
+    # -- browser pages ------------------------------------------------------------------------
+    @app.get("/login", response_class=HTMLResponse, include_in_schema=False)
+    async def login_page() -> HTMLResponse:
+        return HTMLResponse(render_login())
+
+    @app.post("/login", include_in_schema=False)
+    async def login_form(request: Request) -> Response:
+        form = await form_of(request)
+        result = await login(request, form.get("username", ""), form.get("password", ""))
+        if result is None:
+            return HTMLResponse(render_login("Too many failed logins: wait a minute."), status_code=429)
+        if result is False:
+            return HTMLResponse(render_login("Wrong user name or password."), status_code=401)
+        response = RedirectResponse("/", status_code=303)
+        set_cookie(response, result)
+        return response
+
+    @app.post("/logout", include_in_schema=False)
+    async def logout_form(request: Request) -> Response:
+        who = await require(request, Permission.VIEW, html=True, form=await form_of(request))
+        await run_in_threadpool(store.end_session, who.session_hash)
+        await audit(who, request, "logout", who.username, "ok")
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path="/")
+        return response
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def dashboard(request: Request) -> HTMLResponse:
+        who = await require(request, Permission.VIEW, html=True)
+        devices = await run_in_threadpool(store.fleet)
+        revoked = await run_in_threadpool(store.revocations)
+        lists = await run_in_threadpool(published_lists, settings)
+        return HTMLResponse(render_dashboard(devices, datetime.now(UTC), lists, user=who.username,
+                                             role=who.role.value, csrf_token=who.csrf_token,
+                                             may_operate=who.may(Permission.OPERATE),
+                                             may_audit=who.may(Permission.AUDIT), revoked=revoked))
+
+    @app.get("/audit", response_class=HTMLResponse, include_in_schema=False)
+    async def audit_page(request: Request) -> HTMLResponse:
+        await require(request, Permission.AUDIT, html=True)
+        return HTMLResponse(render_audit(await run_in_threadpool(store.audit_log, 500)))
+
+    @app.post("/devices/{device_id}/{action}", include_in_schema=False)
+    async def device_form(request: Request, device_id: str, action: str) -> Response:
+        form = await form_of(request)
+        who = await require(request, Permission.OPERATE, html=True, form=form)
+        if action == "revoke":
+            await revoke_device(who, request, device_id, form.get("reason") or "revoked from the dashboard")
+        elif action == "readmit":
+            await readmit_device(who, request, device_id)
+        else:
+            return HTMLResponse("<!doctype html><p>unknown action</p>", status_code=404)
+        return RedirectResponse("/", status_code=303)
+
+    # -- actions shared by pages and API --------------------------------------------------------
+    def checked_device_id(device_id: str) -> str:
+        if not _DEVICE_ID.fullmatch(device_id):
+            raise _Denied(422, "bad_request", "not a device id", html=False)
+        return device_id
+
+    async def revoke_device(who: Principal, request: Request, device_id: str, reason: str) -> bool:
+        checked_device_id(device_id)
+        changed = await run_in_threadpool(store.revoke, device_id, reason, f"user:{who.username}")
+        await audit(who, request, "revoke", device_id, "ok" if changed else "already_revoked", reason)
+        log.warning("event=device_revoked device=%s by=%s reason=%s", device_id, who.username, reason)
+        return changed
+
+    async def readmit_device(who: Principal, request: Request, device_id: str) -> bool:
+        checked_device_id(device_id)
+        changed = await run_in_threadpool(store.readmit, device_id)
+        await audit(who, request, "readmit", device_id, "ok" if changed else "not_revoked")
+        log.warning("event=device_readmitted device=%s by=%s", device_id, who.username)
+        return changed
+
+    # -- admin API ----------------------------------------------------------------------------------
+    @app.post("/admin/api/login", response_model=LoginResult, responses={401: {"model": ErrorBody}})
+    async def api_login(request: Request) -> Response:
+        try:
+            req = LoginRequest.model_validate_json(await request.body())
+        except ValidationError:
+            return JSONResponse(ErrorBody(error="bad_request", detail="body: {username, password}").model_dump(),
+                                status_code=422)
+        result = await login(request, req.username, req.password)
+        if result is None:
+            return JSONResponse(ErrorBody(error="rate_limited", detail="too many failed logins").model_dump(),
+                                status_code=429, headers={"Retry-After": "60"})
+        if result is False:
+            return JSONResponse(ErrorBody(error="unauthorized", detail="wrong user name or password").model_dump(),
+                                status_code=401)
+        response = JSONResponse(result.model_dump())
+        set_cookie(response, result)
+        return response
+
+    @app.post("/admin/api/logout")
+    async def api_logout(request: Request) -> dict:
+        who = await require(request, Permission.VIEW)
+        await run_in_threadpool(store.end_session, who.session_hash)
+        await audit(who, request, "logout", who.username, "ok")
+        return {"ok": True}
+
+    @app.get("/admin/api/fleet")
+    async def api_fleet(request: Request) -> list[dict]:
+        await require(request, Permission.VIEW)
+        devices = await run_in_threadpool(store.fleet)
+        revoked = await run_in_threadpool(store.revocations)
+        return [{**asdict(d), "revoked": d.device_id in revoked} for d in devices]
+
+    @app.get("/admin/api/audit")
+    async def api_audit(request: Request, limit: int = Query(200, ge=1, le=10_000)) -> list[dict]:
+        await require(request, Permission.AUDIT)
+        return [asdict(e) for e in await run_in_threadpool(store.audit_log, limit)]
+
+    @app.post("/admin/api/devices/{device_id}/revoke")
+    async def api_revoke(request: Request, device_id: str) -> dict:
+        who = await require(request, Permission.OPERATE)
+        try:
+            req = RevokeRequest.model_validate_json(await request.body())
+        except ValidationError:
+            raise _Denied(422, "bad_request", "body: {reason}", html=False) from None
+        return {"device_id": device_id, "revoked": True,
+                "changed": await revoke_device(who, request, device_id, req.reason)}
+
+    @app.post("/admin/api/devices/{device_id}/readmit")
+    async def api_readmit(request: Request, device_id: str) -> dict:
+        who = await require(request, Permission.OPERATE)
+        return {"device_id": device_id, "revoked": False, "changed": await readmit_device(who, request, device_id)}
+
+    @app.post("/admin/api/devices/{device_id}/token", response_model=TokenResult)
+    async def api_token(request: Request, device_id: str) -> TokenResult:
+        who = await require(request, Permission.OPERATE)
+        checked_device_id(device_id)
+        try:
+            req = TokenRequest.model_validate_json(await request.body() or b"{}")
+        except ValidationError:
+            raise _Denied(422, "bad_request", "body: {ttl_s, replace_key}", html=False) from None
+        try:
+            token = await run_in_threadpool(lambda: issue_token(store, device_id, ttl_s=req.ttl_s,
+                                                                replace_key=req.replace_key))
+        except EnrollmentError as exc:
+            await audit(who, request, "issue_token", device_id, "refused", str(exc))
+            raise _Denied(409, "refused", str(exc), html=False) from None
+        await audit(who, request, "issue_token", device_id, "ok",
+                    f"ttl_s={req.ttl_s} replace_key={req.replace_key}")
+        return TokenResult(device_id=device_id, token=token, expires_in_s=req.ttl_s)
+
+    @app.put("/admin/api/published/{kind}")
+    async def api_publish(request: Request, kind: str) -> dict:
+        """Publish a signed trust list or policy (made with ``checkpoint trust build`` / ``policy seal``)."""
+        who = await require(request, Permission.OPERATE)
+        if kind not in UPLOADABLE or settings.data_dir is None or settings.publisher_key is None:
+            raise _Denied(404, "not_found", f"publishable: {', '.join(UPLOADABLE)}", html=False)
+        blob = await request.body()
+        path = settings.data_dir / "published" / f"{kind}.cpenv"
+        try:
+            envelope = open_envelope(blob, kind, [settings.publisher_key.public_key()])
+        except EnvelopeError as exc:
+            await audit(who, request, f"publish_{kind}", str(path.name), "refused", str(exc))
+            raise _Denied(422, "bad_envelope", str(exc), html=False) from None
+        current = published_version(path) or 0
+        if envelope.version <= current:
+            await audit(who, request, f"publish_{kind}", path.name, "refused",
+                        f"version {envelope.version} is not newer than {current}")
+            raise _Denied(409, "not_newer", f"version {envelope.version} is not newer than published {current}",
+                          html=False)
+        await run_in_threadpool(write_atomic, path, blob)
+        await audit(who, request, f"publish_{kind}", path.name, "ok", f"version {current} -> {envelope.version}")
+        log.info("event=list_published kind=%s version=%d by=%s", kind, envelope.version, who.username)
+        return {"kind": kind, "version": envelope.version, "previous": current}
+
+    @app.get("/admin/api/trace")
+    async def api_trace(request: Request, holder: str = Query(..., pattern=r"^[0-9a-fA-F]{32}$")) -> list[dict]:
+        """Where and when a holder (16-byte holder-id hash, hex) was scanned: tracer role only, audited."""
+        who = await require(request, Permission.TRACE)
+        rows = await run_in_threadpool(store.records_of_holder, bytes.fromhex(holder))
+        await audit(who, request, "trace", holder.lower(), "ok", f"{len(rows)} records")
+        return [dict(zip(("device_id", "seq", "wall_time", "decision", "reason"), r, strict=True)) for r in rows]
+
+    @app.get("/admin/api/openapi.json", include_in_schema=False)
+    async def api_schema(request: Request) -> Response:
+        await require(request, Permission.VIEW)
+        return Response(json.dumps(app.openapi()), media_type="application/json")

@@ -1,0 +1,177 @@
+"""What a request may cost, checked before its body is read (pure ASGI middleware, outermost).
+
+For every request: a Content-Length over the route's cap is refused at once (413); the body is
+then read here, counted as it streams (a chunked body over the cap: 413) and within a deadline
+(a stalled sender: 408), always answering with ``Connection: close``. Only then does the app see
+it. For the signed device endpoints the sender is checked first: the ``X-Device-Id`` must be an
+enrolled, not revoked device (401) within its rate (429), so an unknown sender never gets a byte
+of body read. The signature itself covers the body and is verified by the app with the key
+looked up here (``request.state.device_key``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import re
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from limits import parse_many
+from limits.storage import storage_from_string
+from limits.strategies import MovingWindowRateLimiter
+from starlette.concurrency import run_in_threadpool
+
+from sync.server.settings import RequestLimits
+from sync.server.storage import StorageError
+from sync.wire.protocol import API, DEVICE_ID_PATTERN, HEADER_DEVICE, ErrorBody
+
+log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: device endpoints that need no signature
+UNSIGNED_DEVICE_PATHS = frozenset({f"{API}/health", f"{API}/enroll"})
+_DEVICE_ID = re.compile(DEVICE_ID_PATTERN)
+_HEADER_DEVICE = HEADER_DEVICE.lower().encode()
+
+
+class _Rejected(Exception):
+    def __init__(self, status: int, error: str, detail: str, retry_after: int | None = None):
+        super().__init__(detail)
+        self.status, self.error, self.detail, self.retry_after = status, error, detail, retry_after
+
+
+async def send_error(send: Send, status: int, error: str, detail: str, *, retry_after: int | None = None) -> None:
+    """A JSON ErrorBody that closes the connection (the rest of a refused body is never read)."""
+    body = json.dumps(ErrorBody(error=error, detail=detail).model_dump(exclude_none=True)).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+               (b"connection", b"close")]
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequestGuard:
+    """Caps, deadlines and device pre-authentication in front of the whole app."""
+
+    def __init__(self, app: ASGIApp, *, store: Any, limits: RequestLimits, rate_storage: str = "memory://"):
+        self.app = app
+        self.store = store
+        self.limits = limits
+        self.limiter = MovingWindowRateLimiter(storage_from_string(rate_storage))
+        self.device_rate = parse_many(limits.device_rate)
+
+    def body_cap(self, method: str, path: str) -> int:
+        if path == f"{API}/push":
+            return self.limits.max_push_bytes
+        if method == "PUT" and path.startswith("/admin/api/published/"):
+            return self.limits.max_upload_bytes
+        return self.limits.max_small_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path, method = scope["path"], scope["method"]
+        cap = self.body_cap(method, path)
+        try:
+            self._check_length(scope, cap)
+            if path.startswith(f"{API}/") and path not in UNSIGNED_DEVICE_PATHS:
+                await self._check_device(scope)
+            body = await self._read_body(receive, cap)
+        except _Rejected as exc:
+            await send_error(send, exc.status, exc.error, exc.detail, retry_after=exc.retry_after)
+            return
+        if body is None:  # the client went away
+            return
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    @staticmethod
+    def _check_length(scope: Scope, cap: int) -> None:
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if not value.isdigit():
+                    raise _Rejected(400, "bad_request", "invalid Content-Length")
+                if int(value) > cap:
+                    log.warning("event=request_too_large path=%s content_length=%s cap=%d client=%s action=refused "
+                                "before reading", scope["path"], value.decode()[:20], cap, _client(scope))
+                    raise _Rejected(413, "too_large", f"request body over {cap} bytes: send smaller batches")
+
+    async def _check_device(self, scope: Scope) -> None:
+        device_id = ""
+        for name, value in scope["headers"]:
+            if name == _HEADER_DEVICE:
+                device_id = value.decode("latin-1")
+                break
+        if not _DEVICE_ID.fullmatch(device_id):
+            log.warning("event=device_unauthorized reason=missing or malformed device id client=%s path=%s",
+                        _client(scope), scope["path"])
+            raise _Rejected(401, "unauthorized", "request not authenticated")
+        try:
+            key = await run_in_threadpool(self.store.active_device_key, device_id)
+        except StorageError as exc:
+            log.error("event=server_storage_error error=%s action=check the database", exc)
+            raise _Rejected(503, "storage_unavailable", "the server cannot reach its database; retry later",
+                            retry_after=5) from None
+        if key is None:
+            log.warning("event=device_unauthorized device=%s reason=not enrolled or revoked client=%s path=%s",
+                        device_id, _client(scope), scope["path"])
+            raise _Rejected(401, "unauthorized", "request not authenticated")
+        for limit in self.device_rate:
+            if not self.limiter.hit(limit, "device", device_id):
+                reset = self.limiter.get_window_stats(limit, "device", device_id).reset_time
+                retry = max(1, math.ceil(reset - time.time())) if reset else 1
+                retry = min(retry, 3600)
+                log.warning("event=device_rate_limited device=%s limit=%s action=asked to retry in %d s",
+                            device_id, limit, retry)
+                raise _Rejected(429, "rate_limited", "too many requests; retry later", retry_after=retry)
+        scope.setdefault("state", {})["device"] = (device_id, key)
+
+    async def _read_body(self, receive: Receive, cap: int) -> bytes | None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.limits.body_timeout_s
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            remaining = deadline - loop.time()
+            try:
+                if remaining <= 0:
+                    raise TimeoutError
+                message = await asyncio.wait_for(receive(), remaining)
+            except TimeoutError:
+                log.warning("event=request_body_timeout after_s=%.0f received=%d action=closed the connection",
+                            self.limits.body_timeout_s, size)
+                raise _Rejected(408, "timeout", "request body not received in time") from None
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > cap:
+                log.warning("event=request_too_large streamed_over=%d action=refused while reading", cap)
+                raise _Rejected(413, "too_large", f"request body over {cap} bytes: send smaller batches")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+def _client(scope: Scope) -> str:
+    client = scope.get("client")
+    return f"{client[0]}:{client[1]}" if client else "-"

@@ -1,0 +1,43 @@
+"""What the server publishes from its data directory: versions for the dashboard, and uploads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cbor2
+
+from sync.server.settings import ServerSettings
+
+#: envelopes an operator may upload through the admin API (the risk list has its own publisher)
+UPLOADABLE = ("trust", "policy")
+
+
+def published_version(path: Path) -> int | None:
+    """Version in an envelope file's header (the device verifies the signature itself)."""
+    try:
+        header, _payload, _sig = cbor2.loads(path.read_bytes())
+        return int(cbor2.loads(header)["version"])
+    except (OSError, ValueError, KeyError, TypeError, cbor2.CBORDecodeError):
+        return None
+
+
+def published_lists(settings: ServerSettings) -> dict[str, tuple[int | None, str]]:
+    """What the devices can download now: trust list, policy and risk list versions (dashboard)."""
+    if settings.data_dir is None:
+        return {}
+    out: dict[str, tuple[int | None, str]] = {}
+    for kind in ("trust", "policy"):
+        path = settings.data_dir / "published" / f"{kind}.cpenv"
+        version = published_version(path)
+        out[kind] = (version, str(path) if version is not None else f"not published ({path})")
+    risk_dir = settings.data_dir / "risk"
+    if settings.publisher_key is not None and risk_dir.is_dir():
+        from sync.server.publish.risk import RiskPublisher
+
+        publisher = RiskPublisher(risk_dir, settings.publisher_key)
+        at = publisher.published_at
+        out["risk"] = (publisher.latest_version or None,
+                       f"{publisher.entries:,} entries, published {at.isoformat() if at else 'never'}")
+    else:
+        out["risk"] = (None, f"not published ({risk_dir})")
+    return out
