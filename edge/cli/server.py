@@ -10,7 +10,7 @@ from __future__ import annotations
 import getpass
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import click
@@ -54,10 +54,14 @@ def _actor() -> str:
                    "API alone; all: both.")
 @click.option("--insecure-cookies", is_flag=True,
               help="Send the admin session cookie over plain HTTP too (only for a loopback test set-up).")
+@click.option("--header-timeout", type=click.FloatRange(min=0.1, max=600), default=None,
+              help="Close a connection that has not sent its request headers in this many seconds [10].")
+@click.option("--body-timeout", type=click.FloatRange(min=0.1, max=3600), default=None,
+              help="Answer 408 and close when a request body takes longer than this [30].")
 @click.pass_context
 @reports_errors
 def server(ctx: click.Context, db_url: str | None, data_dir: Path, host: str, port: int, serve: str,
-           insecure_cookies: bool) -> None:
+           insecure_cookies: bool, header_timeout: float | None, body_timeout: float | None) -> None:
     """Run the central server (device API, and the fleet dashboard at / behind a login)."""
     ctx.obj = _Where(data_dir, db_url)
     if ctx.invoked_subcommand is not None:
@@ -68,6 +72,9 @@ def server(ctx: click.Context, db_url: str | None, data_dir: Path, host: str, po
     from sync.server.runner import uvicorn_config
     settings = ctx.obj.settings()
     settings.secure_cookies = not insecure_cookies
+    limits = settings.limits
+    settings.limits = replace(limits, header_timeout_s=header_timeout or limits.header_timeout_s,
+                              body_timeout_s=body_timeout or limits.body_timeout_s)
     app = create_app(settings, serve=serve)  # type: ignore[arg-type]
     click.echo(f"checkpoint server ({serve}) on http://{host}:{port}/ db={settings.db_url.split('?')[0]} "
                f"device key to provision: {data_dir / 'keys/server_x25519.pub.pem'}", err=True)

@@ -1,0 +1,275 @@
+"""Attacks on the device API over real HTTP on loopback, against SQLite and PostgreSQL.
+
+Each test is one attack from the field: oversized and stalled bodies, senders that are not
+enrolled devices, floods from one device, out-of-range protocol values, stolen, guessed or
+reused enrollment tokens, revoked devices, and the admin side reached from the device side.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from dataclasses import replace
+
+import pytest
+import requests
+from conftest import append_samples, token_for
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from test_sync_push import make_client
+
+from edge.device.sync_client import SyncError
+from sync.server.app import create_app
+from sync.server.enrollment import EnrollmentError, issue_token
+from sync.server.runner import ServerThread
+from sync.server.settings import RequestLimits, ServerSettings
+from sync.wire.protocol import API, HEADER_DEVICE, HEADER_SIGNATURE, MAX_SEQ, b64, request_signing_bytes
+
+LIMITS = RequestLimits(max_push_bytes=1024 * 1024, body_timeout_s=1.0, header_timeout_s=1.0)
+
+
+def _server(db_url, server_x25519, publisher_key, limits=LIMITS, serve="all") -> ServerThread:
+    settings = ServerSettings(db_url=db_url, encryption_key=server_x25519, publisher_key=publisher_key,
+                              limits=limits)
+    srv = ServerThread(create_app(settings, serve=serve), header_timeout_s=limits.header_timeout_s).start()
+    srv.storage = srv._server.config.app.state.storage
+    return srv
+
+
+@pytest.fixture
+def server(db_url, server_x25519, publisher_key):
+    srv = _server(db_url, server_x25519, publisher_key)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def enrolled(server, db_url, scanlog, device_key):
+    """dev-1 enrolled with its provisioning token."""
+    client = make_client(server.url, scanlog, device_key)
+    client.enroll(token_for(db_url, "dev-1"))
+    return client
+
+
+def _raw(port: int, head: bytes, body: bytes = b"", *, wait_s: float = 5.0) -> bytes:
+    """Send a request head (and part of a body), then read whatever the server answers within wait_s."""
+    with socket.create_connection(("127.0.0.1", port), timeout=wait_s) as s:
+        s.sendall(head + body)
+        s.settimeout(wait_s)
+        data = b""
+        try:
+            while chunk := s.recv(65536):
+                data += chunk
+        except TimeoutError:
+            pass
+        return data
+
+
+def _signed_push(key: Ed25519PrivateKey, device_id: str, body: bytes) -> dict[str, str]:
+    return {HEADER_DEVICE: device_id,
+            HEADER_SIGNATURE: b64(key.sign(request_signing_bytes("POST", f"{API}/push", body)))}
+
+
+# -- sizes and time, before the body is read --------------------------------------------------------
+
+def test_declared_huge_body_is_refused_before_reading(server):
+    """Content-Length 512 MiB, nobody authenticated: 413 at once, not after the server read it all."""
+    head = (b"POST /v1/push HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 536870912\r\n\r\n")
+    started = time.monotonic()
+    answer = _raw(server.port, head, b"{" * 1000, wait_s=3.0)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert b"connection: close" in answer.lower()
+    assert time.monotonic() - started < 3.0
+
+
+def test_unknown_sender_gets_401_before_its_body_is_read(server):
+    """A sender that is no enrolled device is refused on its headers: its 900 kB body is never awaited."""
+    head = (b"POST /v1/push HTTP/1.1\r\nHost: x\r\nX-Device-Id: intruder\r\nX-Signature: AAAA\r\n"
+            b"Content-Length: 900000\r\n\r\n")
+    answer = _raw(server.port, head, wait_s=3.0)
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+    assert b"intruder" not in answer and b"enrolled" not in answer  # generic: says nothing about ids
+
+
+def test_streamed_body_is_cut_off_at_the_cap(server, enrolled):
+    """Chunked (no Content-Length) from an enrolled id: the server stops reading at the cap and closes."""
+    head = (b"POST /v1/push HTTP/1.1\r\nHost: x\r\nX-Device-Id: dev-1\r\nX-Signature: AAAA\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n")
+    chunk = b"%x\r\n" % 65536 + b" " * 65536 + b"\r\n"
+    sent = 0
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+        s.sendall(head)
+        try:
+            while sent < 64 * 1024 * 1024:  # 64 MiB offered against a 1 MiB cap
+                s.sendall(chunk)
+                sent += 65536
+        except OSError:  # reset / broken pipe: the server closed on us
+            pass
+        s.settimeout(3)
+        try:
+            answer = s.recv(65536)
+        except OSError:
+            answer = b""
+    assert sent < 32 * 1024 * 1024, f"the server read {sent} bytes of a body capped at 1 MiB"
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 413"), answer[:200]
+
+
+def test_stalled_body_gets_408_and_the_socket_is_closed(server, enrolled):
+    head = (b"POST /v1/push HTTP/1.1\r\nHost: x\r\nX-Device-Id: dev-1\r\nX-Signature: AAAA\r\n"
+            b"Content-Length: 1000\r\n\r\n")
+    started = time.monotonic()
+    answer = _raw(server.port, head, b'{"device_id"', wait_s=6.0)  # then silence
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert time.monotonic() - started < 5.0  # answered by the 1 s deadline and closed, not held open
+
+
+def test_stalled_request_headers_are_closed(server):
+    started = time.monotonic()
+    answer = _raw(server.port, b"POST /v1/push HTTP/1.1\r\nHost: x\r\n", wait_s=6.0)  # headers never end
+    assert answer == b"" and time.monotonic() - started < 5.0  # closed by the 1 s header deadline
+
+
+def test_one_device_flooding_is_rate_limited_alone(db_url, server_x25519, publisher_key, scanlog, device_key,
+                                                   tmp_path):
+    from edge.scan.scanlog import ScanLog
+    srv = _server(db_url, server_x25519, publisher_key, replace(LIMITS, device_rate="5/minute"))
+    try:
+        flood = make_client(srv.url, scanlog, device_key)
+        flood.enroll(token_for(db_url, "dev-1"))
+        statuses = []
+        for _ in range(8):
+            r = requests.get(srv.url + f"{API}/policy", timeout=5,
+                             headers={HEADER_DEVICE: "dev-1", HEADER_SIGNATURE: b64(device_key.sign(
+                                 request_signing_bytes("GET", f"{API}/policy", b"")))})
+            statuses.append((r.status_code, r.headers.get("Retry-After")))
+        assert [s for s, _ in statuses[:5]] == [204] * 5
+        assert all(s == 429 and ra is not None and 1 <= int(ra) <= 60 for s, ra in statuses[5:]), statuses
+        other_log = ScanLog(tmp_path / "other.sqlite", device_id="dev-2", boot_id="b",
+                            server_encryption_key=server_x25519.public_key())
+        other = make_client(srv.url, other_log, Ed25519PrivateKey.generate())
+        other.enroll(token_for(db_url, "dev-2"))
+        append_samples(other_log, 3)
+        assert other.push() == 3  # another device is not slowed by dev-1's flood
+        other_log.close()
+    finally:
+        srv.stop()
+
+
+# -- protocol values: bounded, never a 500 --------------------------------------------------------
+
+def _record(seq: int, **over) -> dict:
+    rec = {"seq": seq, "wall_time": "2026-03-01T00:00:00+00:00", "monotonic": 1.0, "boot_id": "b",
+           "clock_trusted": True, "decision": "CHECK", "reason": "not_a_pass", "prev_hash": "00" * 32,
+           "hash": "00" * 32}
+    rec.update(over)
+    return rec
+
+
+@pytest.mark.parametrize("records", [
+    [_record(2**63)],                                     # seq past BIGINT / SQLite INTEGER
+    [_record(2**64 + 5)],
+    [_record(MAX_SEQ), _record(MAX_SEQ + 1)],             # the batch's span would pass 2^63
+    [_record(MAX_SEQ), _record(1)],
+    [_record(1, monotonic="NaN")],
+    [_record(1, monotonic=1e400)],
+    [_record(1, monotonic="-Infinity")],
+], ids=["seq_2_63", "seq_2_64", "span_overflow", "span_backwards", "nan", "inf", "minus_inf"])
+def test_out_of_range_values_are_422_not_500(server, enrolled, device_key, records):
+    body = json.dumps({"device_id": "dev-1", "records": records}).encode()
+    for name in ("NaN", "-Infinity"):  # JSON has no literal for them; a hostile sender writes one anyway
+        body = body.replace(f'"{name}"'.encode(), name.encode())
+    resp = requests.post(server.url + f"{API}/push", data=body, headers=_signed_push(device_key, "dev-1", body),
+                         timeout=10)
+    assert resp.status_code == 422, resp.text
+    assert server.storage.records("dev-1") == [] and server.storage.acked_seq("dev-1") == 0
+
+
+def test_odd_query_and_header_values_never_give_500(server, enrolled, device_key):
+    for path in (f"{API}/risk?have=99999999999999999999999", f"{API}/trust?have=-1", f"{API}/time?nonce=" + "n" * 65,
+                 f"{API}/policy?have=abc"):
+        sig = b64(device_key.sign(request_signing_bytes("GET", path, b"")))
+        resp = requests.get(server.url + path, headers={HEADER_DEVICE: "dev-1", HEADER_SIGNATURE: sig}, timeout=5)
+        assert resp.status_code == 422, (path, resp.status_code, resp.text)
+    for device_id in ("x" * 5000, "a b", "dev-1\t", ""):
+        resp = requests.get(server.url + f"{API}/policy", headers={HEADER_DEVICE: device_id}, timeout=5)
+        assert resp.status_code == 401, (device_id[:20], resp.status_code)
+    resp = requests.post(server.url + f"{API}/push", data=b"x", headers={"Content-Length": "abc"}, timeout=5)
+    assert resp.status_code in (400, 401)
+
+
+# -- enrollment tokens ---------------------------------------------------------------------------
+
+def _enroll(url: str, device_id: str, token: str, key: Ed25519PrivateKey | None = None) -> requests.Response:
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+    raw = (key or Ed25519PrivateKey.generate()).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return requests.post(url + f"{API}/enroll", data=json.dumps({"device_id": device_id, "public_key": b64(raw)}),
+                         headers={"Authorization": f"Bearer {token}"}, timeout=10)
+
+
+def test_a_token_cannot_pre_enroll_another_device(server, db_url):
+    """The attack: with one bundle's token, enroll a not-yet-booted device's id and lock it out."""
+    stolen = token_for(db_url, "HN-CP-001")
+    genuine = token_for(db_url, "HN-CP-002")
+    assert _enroll(server.url, "HN-CP-002", stolen).status_code == 401
+    assert _enroll(server.url, "HN-CP-002", genuine).status_code == 200  # the real device is not locked out
+    assert server.storage.device_key("HN-CP-001") is None
+
+
+def test_a_token_is_single_use_and_expires(server, db_url):
+    token = token_for(db_url, "dev-9")
+    key = Ed25519PrivateKey.generate()
+    assert _enroll(server.url, "dev-9", token, key).status_code == 200
+    assert _enroll(server.url, "dev-9", token, key).status_code == 200  # the same device retrying: no change
+    assert _enroll(server.url, "dev-9", token).status_code == 401       # anyone else: the token is spent
+    expired = issue_token(server.storage, "dev-10", ttl_s=60, now=int(time.time()) - 120)
+    assert _enroll(server.url, "dev-10", expired).status_code == 401
+    assert server.storage.device_key("dev-10") is None
+
+
+def test_short_and_guessed_tokens_are_refused_and_rate_limited(server, db_url):
+    token = token_for(db_url, "dev-7")
+    assert _enroll(server.url, "dev-7", "x").status_code == 401          # one character: refused unread
+    assert server.storage.enroll_token("dev-7").failures == 0
+    for i in range(5):
+        assert _enroll(server.url, "dev-7", f"guess-{i:02d}-" + "g" * 40).status_code == 401
+    locked = _enroll(server.url, "dev-7", token)                         # even the right token waits now
+    assert locked.status_code == 429 and int(locked.headers["Retry-After"]) > 0
+    assert server.storage.device_key("dev-7") is None
+    # and from this address, guessing at other ids soon stops being answered at all
+    answers = [_enroll(server.url, f"dev-{n}", "h" * 43).status_code for n in range(100, 125)]
+    assert 429 in answers and answers.index(429) <= 20
+
+
+def test_revoked_device_is_refused_and_readmitted(server, enrolled, scanlog):
+    append_samples(scanlog, 3)
+    server.storage.revoke("dev-1", "card stolen", "test")
+    with pytest.raises(SyncError) as err:
+        enrolled.push()
+    assert err.value.status == 401 and scanlog.pending() == 3
+    with pytest.raises(EnrollmentError, match="revoked"):  # no new token either, until re-admitted
+        issue_token(server.storage, "dev-1")
+    server.storage.readmit("dev-1")
+    assert enrolled.push() == 3
+
+
+# -- the admin side is not part of the device API -------------------------------------------------
+
+def test_device_only_deployment_exposes_no_admin_or_schema(db_url, server_x25519, publisher_key):
+    srv = _server(db_url, server_x25519, publisher_key, serve="device")
+    try:
+        for path in ("/", "/login", "/openapi.json", "/docs", "/admin/api/fleet", "/admin/api/audit"):
+            assert requests.get(srv.url + path, timeout=5).status_code == 404, path
+        assert requests.get(srv.url + f"{API}/fleet", timeout=5).status_code == 401  # not a device endpoint either
+        assert requests.get(srv.url + f"{API}/health", timeout=5).status_code == 200
+    finally:
+        srv.stop()
+
+
+def test_combined_deployment_needs_a_login(server):
+    assert requests.get(server.url + "/openapi.json", timeout=5).status_code == 404
+    assert requests.get(server.url + f"{API}/fleet", timeout=5).status_code in (401, 404)
+    page = requests.get(server.url + "/", timeout=5, allow_redirects=False)
+    assert page.status_code == 303 and page.headers["location"] == "/login"
+    for path in ("/admin/api/fleet", "/admin/api/audit", "/admin/api/openapi.json"):
+        assert requests.get(server.url + path, timeout=5).status_code == 401, path
