@@ -52,7 +52,8 @@ if [ -d "$BOOT_BUNDLE" ]; then
 fi
 install -d -m 0750 -o checkpoint -g checkpoint "$DATA"
 
-# The device key is created here, on the device, and enrolled with the fleet token; the token is
+# The device key is created here, on the device, and enrolled with this device's one-time token
+# (bound to its id, expiring, single use: made by 'checkpoint provision'); the token is
 # then deleted. Offline at first boot? The daemon still starts (amber until the first sync), and
 # enrollment is retried by this unit on the next boot.
 if [ -f "$ETC/enroll.token" ]; then
@@ -63,7 +64,7 @@ if [ -f "$ETC/enroll.token" ]; then
     rm -f "$ETC/enroll.token"
     log "device enrolled and synced"
   else
-    log "enrollment failed (no network?): will retry at next boot"
+    log "enrollment failed: no network (retried at next boot), or the token expired or was used (put a new one from 'checkpoint server token DEVICE_ID' into $ETC/enroll.token)"
   fi
 fi
 

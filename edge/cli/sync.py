@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 @click.option("--config", "config_path", required=True, type=click.Path(path_type=Path), help="Device config (TOML).")
 @click.option("--once", is_flag=True, help="Sync until nothing is left to send (with retries), then exit.")
 @click.option("--enroll-token", envvar="CHECKPOINT_ENROLL_TOKEN", default=None,
-              help="Enroll this device's key with the server first (provisioning token).")
+              help="Enroll this device's key first, with its one-time token from the provisioning bundle.")
 @click.option("--deadline", default=600.0, show_default=True, help="--once: give up after this many seconds.")
 @reports_errors
 def sync(config_path: Path, once: bool, enroll_token: str | None, deadline: float) -> None:
