@@ -273,3 +273,49 @@ def test_combined_deployment_needs_a_login(server):
     assert page.status_code == 303 and page.headers["location"] == "/login"
     for path in ("/admin/api/fleet", "/admin/api/audit", "/admin/api/openapi.json"):
         assert requests.get(server.url + path, timeout=5).status_code == 401, path
+
+
+def test_known_device_ids_cannot_pile_up_bodies(db_url, server_x25519, publisher_key, device_key):
+    """Device ids are not secret: many big bodies at once under one id, or under several, stop at a
+    per-device count and at a budget of body bytes being read (memory stays bounded)."""
+    limits = replace(LIMITS, body_timeout_s=5.0, max_inflight_bytes=2 * 1024 * 1024, device_concurrency=2)
+    srv = _server(db_url, server_x25519, publisher_key, limits)
+    held: list[socket.socket] = []
+    try:
+        for device_id in ("dev-1", "dev-2", "dev-3"):
+            _enroll(srv.url, device_id, token_for(db_url, device_id))
+
+        def start(device_id: str, sent: int) -> socket.socket:
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+            s.sendall(b"POST /v1/push HTTP/1.1\r\nHost: x\r\nX-Device-Id: %s\r\nX-Signature: AAAA\r\n"
+                      b"Content-Length: 1000000\r\n\r\n" % device_id.encode() + b" " * sent)
+            held.append(s)
+            return s
+
+        def answer(s: socket.socket) -> bytes:
+            s.settimeout(1.0)
+            try:
+                return s.recv(4096)
+            except TimeoutError:
+                return b""  # still being read: no answer yet
+
+        first, second = start("dev-1", 900_000), start("dev-1", 10)
+        time.sleep(0.3)
+        third = start("dev-1", 10)
+        assert answer(third).startswith(b"HTTP/1.1 429"), "a third request of dev-1 at once"
+        assert answer(first) == b"" and answer(second) == b""
+        big = start("dev-2", 900_000)
+        time.sleep(0.3)
+        over = start("dev-3", 900_000)  # 2.7 MB being read would pass the 2 MiB budget
+        assert answer(big) == b""
+        assert answer(over).startswith(b"HTTP/1.1 503"), "the body budget"
+    finally:
+        for s in held:
+            s.close()
+        srv.stop()
+
+
+def test_admin_upload_needs_an_operator_before_its_body_is_read(server):
+    head = (b"PUT /admin/api/published/trust HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n")
+    answer = _raw(server.port, head, b"x" * 100, wait_s=3.0)
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]

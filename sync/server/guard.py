@@ -4,9 +4,11 @@ For every request: a Content-Length over the route's cap is refused at once (413
 then read here, counted as it streams (a chunked body over the cap: 413) and within a deadline
 (a stalled sender: 408), always answering with ``Connection: close``. Only then does the app see
 it. For the signed device endpoints the sender is checked first: the ``X-Device-Id`` must be an
-enrolled, not revoked device (401) within its rate (429), so an unknown sender never gets a byte
-of body read. The signature itself covers the body and is verified by the app with the key
-looked up here (``request.state.device_key``).
+enrolled, not revoked device (401) within its rate (429) and its few concurrent requests, so
+an unknown sender never gets a byte of body read; an upload to the admin API needs an operator's
+session first. The signature itself covers the body and is verified by the app with the key
+looked up here (``request.state.device``). Device ids are not secret, so the bytes of all bodies
+being read at once are capped too (503 beyond): memory stays bounded whoever sends.
 """
 
 from __future__ import annotations
@@ -69,6 +71,9 @@ class RequestGuard:
         self.limits = limits
         self.limiter = MovingWindowRateLimiter(storage_from_string(rate_storage))
         self.device_rate = parse_many(limits.device_rate)
+        #: body bytes being read now (all requests), and requests in flight per device id
+        self.inflight_bytes = 0
+        self.device_inflight: dict[str, int] = {}
 
     def body_cap(self, method: str, path: str) -> int:
         if path == f"{API}/push":
@@ -83,26 +88,39 @@ class RequestGuard:
             return
         path, method = scope["path"], scope["method"]
         cap = self.body_cap(method, path)
+        device_id: str | None = None
+        reserved = [0]
         try:
-            self._check_length(scope, cap)
-            if path.startswith(f"{API}/") and path not in UNSIGNED_DEVICE_PATHS:
-                await self._check_device(scope)
-            body = await self._read_body(receive, cap)
-        except _Rejected as exc:
-            await send_error(send, exc.status, exc.error, exc.detail, retry_after=exc.retry_after)
-            return
-        if body is None:  # the client went away
-            return
-        delivered = False
+            try:
+                self._check_length(scope, cap)
+                if path.startswith(f"{API}/") and path not in UNSIGNED_DEVICE_PATHS:
+                    device_id = await self._check_device(scope)
+                elif cap > self.limits.max_small_bytes:
+                    await self._check_uploader(scope)
+                body = await self._read_body(receive, cap, reserved)
+            except _Rejected as exc:
+                await send_error(send, exc.status, exc.error, exc.detail, retry_after=exc.retry_after)
+                return
+            if body is None:  # the client went away
+                return
+            delivered = False
 
-        async def replay() -> Message:
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
+            async def replay() -> Message:
+                nonlocal delivered
+                if not delivered:
+                    delivered = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()
 
-        await self.app(scope, replay, send)
+            await self.app(scope, replay, send)
+        finally:
+            self.inflight_bytes -= reserved[0]
+            if device_id is not None:
+                left = self.device_inflight.get(device_id, 1) - 1
+                if left > 0:
+                    self.device_inflight[device_id] = left
+                else:
+                    self.device_inflight.pop(device_id, None)
 
     @staticmethod
     def _check_length(scope: Scope, cap: int) -> None:
@@ -115,7 +133,28 @@ class RequestGuard:
                                 "before reading", scope["path"], value.decode()[:20], cap, _client(scope))
                     raise _Rejected(413, "too_large", f"request body over {cap} bytes: send smaller batches")
 
-    async def _check_device(self, scope: Scope) -> None:
+    async def _check_uploader(self, scope: Scope) -> None:
+        """Only an operator's session may send a large body (an upload) to the admin API."""
+        from sync.server.accounts import Permission, principal_for
+        headers = dict(scope["headers"])
+        auth = headers.get(b"authorization", b"").decode("latin-1")
+        token, via_cookie = auth.removeprefix("Bearer ").strip(), False
+        if not auth.startswith("Bearer "):
+            via_cookie = True
+            for part in headers.get(b"cookie", b"").decode("latin-1").split(";"):
+                name, _, value = part.strip().partition("=")
+                if name == "cp_session":
+                    token = value
+        try:
+            who = await run_in_threadpool(principal_for, self.store, token, via_cookie=via_cookie)
+        except StorageError as exc:
+            log.error("event=server_storage_error error=%s action=check the database", exc)
+            raise _Rejected(503, "storage_unavailable", "the server cannot reach its database; retry later",
+                            retry_after=5) from None
+        if who is None or not who.may(Permission.OPERATE):
+            raise _Rejected(401, "login_required", "log in as an operator first")
+
+    async def _check_device(self, scope: Scope) -> str:
         device_id = ""
         for name, value in scope["headers"]:
             if name == _HEADER_DEVICE:
@@ -143,9 +182,27 @@ class RequestGuard:
                 log.warning("event=device_rate_limited device=%s limit=%s action=asked to retry in %d s",
                             device_id, limit, retry)
                 raise _Rejected(429, "rate_limited", "too many requests; retry later", retry_after=retry)
+        if self.device_inflight.get(device_id, 0) >= self.limits.device_concurrency:
+            log.warning("event=device_concurrency_limited device=%s in_flight=%d action=asked to retry",
+                        device_id, self.device_inflight[device_id])
+            raise _Rejected(429, "rate_limited", "too many requests at once; retry later", retry_after=1)
+        self.device_inflight[device_id] = self.device_inflight.get(device_id, 0) + 1
         scope.setdefault("state", {})["device"] = (device_id, key)
+        return device_id
 
-    async def _read_body(self, receive: Receive, cap: int) -> bytes | None:
+    def _reserve(self, reserved: list[int], total: int) -> None:
+        """Count ``total`` bytes of this body against the budget of all bodies being read."""
+        more = total - reserved[0]
+        if more <= 0:
+            return
+        if self.inflight_bytes + more > self.limits.max_inflight_bytes:
+            log.warning("event=body_budget_exhausted in_flight=%d budget=%d action=asked the client to retry",
+                        self.inflight_bytes, self.limits.max_inflight_bytes)
+            raise _Rejected(503, "busy", "the server is busy; retry later", retry_after=2)
+        self.inflight_bytes += more
+        reserved[0] = total
+
+    async def _read_body(self, receive: Receive, cap: int, reserved: list[int]) -> bytes | None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.limits.body_timeout_s
         chunks: list[bytes] = []
@@ -167,6 +224,7 @@ class RequestGuard:
             if size > cap:
                 log.warning("event=request_too_large streamed_over=%d action=refused while reading", cap)
                 raise _Rejected(413, "too_large", f"request body over {cap} bytes: send smaller batches")
+            self._reserve(reserved, size)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)

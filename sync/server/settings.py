@@ -38,6 +38,10 @@ class RequestLimits:
     max_upload_bytes: int = 16 * 1024 * 1024
     #: every other request body (enrollment, login, admin forms)
     max_small_bytes: int = 64 * 1024
+    #: bytes of all request bodies being read at once (beyond: 503, retry); bounds memory
+    max_inflight_bytes: int = 128 * 1024 * 1024
+    #: requests of one device id in flight at once (a device sends one at a time)
+    device_concurrency: int = 4
     #: the whole body must arrive within this time, or the request gets 408 and the socket is closed
     body_timeout_s: float = 30.0
     #: a connection must send its request headers within this time (a stalled socket is closed)
