@@ -8,7 +8,7 @@ from conftest import append_samples, sample_verdict, token_for
 from test_sync_push import make_client
 
 from edge.device.sync_client import SyncError
-from edge.lists.policy import default_policy, seal_policy
+from edge.lists.policy import default_policy, sign_policy
 from sync.server.accounts import add_user
 from sync.server.app import create_app
 from sync.server.runner import ServerThread
@@ -16,6 +16,16 @@ from sync.server.settings import ServerSettings
 
 PASSWORD = "correct horse battery staple"
 ROLES = ("viewer", "operator", "tracer", "admin")
+
+
+_HASHES: list[str] = []
+
+
+def _password_hash(storage) -> str:
+    if not _HASHES:
+        add_user(storage, "seed", PASSWORD, "viewer")
+        _HASHES.append(storage.user("seed").password_hash)
+    return _HASHES[0]
 
 
 @pytest.fixture
@@ -26,8 +36,8 @@ def admin_server(db_url, server_x25519, publisher_key, tmp_path):
                               data_dir=data, secure_cookies=False)
     with ServerThread(create_app(settings)) as srv:
         srv.storage = srv._server.config.app.state.storage
-        for role in ROLES:
-            add_user(srv.storage, role, PASSWORD, role)
+        for role in ROLES:  # the one argon2 hash made by add_user, reused (hashing is slow on purpose)
+            srv.storage.put_user(role, _password_hash(srv.storage), role)
         yield srv
 
 
@@ -139,15 +149,15 @@ def test_tracer_traces_and_only_the_tracer(admin_server, scanlog, device_key, db
 def test_operator_publishes_only_signed_newer_lists(admin_server, publisher_key):
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     url, operator = admin_server.url, bearer(admin_server.url, "operator")
-    signed = seal_policy(default_policy(version=5), publisher_key)
+    signed = sign_policy(default_policy(version=5), publisher_key)
     assert requests.put(url + "/admin/api/published/policy", data=signed, headers=bearer(url, "viewer"),
                         timeout=5).status_code == 403
-    forged = seal_policy(default_policy(version=9), Ed25519PrivateKey.generate())
+    forged = sign_policy(default_policy(version=9), Ed25519PrivateKey.generate())
     assert requests.put(url + "/admin/api/published/policy", data=forged, headers=operator,
                         timeout=5).status_code == 422
     done = requests.put(url + "/admin/api/published/policy", data=signed, headers=operator, timeout=5)
     assert done.status_code == 200 and done.json() == {"kind": "policy", "version": 5, "previous": 0}
-    older = seal_policy(default_policy(version=4), publisher_key)
+    older = sign_policy(default_policy(version=4), publisher_key)
     assert requests.put(url + "/admin/api/published/policy", data=older, headers=operator,
                         timeout=5).status_code == 409
     assert requests.put(url + "/admin/api/published/risk", data=signed, headers=operator,

@@ -151,8 +151,12 @@ class RequestGuard:
             log.error("event=server_storage_error error=%s action=check the database", exc)
             raise _Rejected(503, "storage_unavailable", "the server cannot reach its database; retry later",
                             retry_after=5) from None
-        if who is None or not who.may(Permission.OPERATE):
+        if who is None:
             raise _Rejected(401, "login_required", "log in as an operator first")
+        if not who.may(Permission.OPERATE):
+            await run_in_threadpool(self.store.audit, f"user:{who.username}", "denied:operate", scope["path"],
+                                    "denied", f"role {who.role.value}", _client(scope))
+            raise _Rejected(403, "forbidden", f"role {who.role.value} may not operate")
 
     async def _check_device(self, scope: Scope) -> str:
         device_id = ""

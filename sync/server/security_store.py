@@ -109,10 +109,12 @@ class SecurityQueries:
     def put_enroll_token(self, device_id: str, token_hash: bytes, created_at: int, expires_at: int, *,
                          replace_key: bool) -> None:
         """Store the one outstanding token of ``device_id`` (a new one replaces any older one)."""
-        with self._lock:
-            self._exec("DELETE FROM enroll_tokens WHERE device_id=?", (device_id,))
+        with self._lock:  # one statement: concurrent server processes never see two tokens or none
             self._exec("INSERT INTO enroll_tokens (device_id, token_hash, created_at, expires_at, replace_key) "
-                       "VALUES (?, ?, ?, ?, ?)", (device_id, token_hash, created_at, expires_at, int(replace_key)))
+                       "VALUES (?, ?, ?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET token_hash=excluded.token_hash, "
+                       "created_at=excluded.created_at, expires_at=excluded.expires_at, used_at=NULL, "
+                       "replace_key=excluded.replace_key, failures=0, locked_until=0",
+                       (device_id, token_hash, created_at, expires_at, int(replace_key)))
 
     def enroll_token(self, device_id: str) -> TokenRow | None:
         with self._lock:
@@ -144,12 +146,10 @@ class SecurityQueries:
     def revoke(self, device_id: str, reason: str, actor: str) -> bool:
         """Refuse every request of ``device_id`` from now on; False if it was revoked already."""
         with self._lock:
-            if self._all("SELECT 1 FROM revocations WHERE device_id=?", (device_id,)):
-                return False
-            self._exec("INSERT INTO revocations (device_id, revoked_at, reason, actor) VALUES (?, ?, ?, ?)",
-                       (device_id, _iso_now(), reason, actor))
+            added = self._count("INSERT INTO revocations (device_id, revoked_at, reason, actor) VALUES (?, ?, ?, ?) "
+                                "ON CONFLICT (device_id) DO NOTHING", (device_id, _iso_now(), reason, actor))
             self._exec("DELETE FROM enroll_tokens WHERE device_id=?", (device_id,))
-            return True
+            return added == 1
 
     def readmit(self, device_id: str) -> bool:
         """Lift a revocation; False if the device was not revoked."""
@@ -178,9 +178,10 @@ class SecurityQueries:
     # -- users and sessions ------------------------------------------------------------------------
     def put_user(self, username: str, password_hash: str, role: str) -> None:
         with self._lock:
-            self._exec("DELETE FROM users WHERE username=?", (username,))
-            self._exec("INSERT INTO users (username, password_hash, role, created_at) VALUES (?, ?, ?, ?)",
-                       (username, password_hash, role, _iso_now()))
+            self._exec("INSERT INTO users (username, password_hash, role, created_at) VALUES (?, ?, ?, ?) "
+                       "ON CONFLICT (username) DO UPDATE SET password_hash=excluded.password_hash, "
+                       "role=excluded.role, disabled=0", (username, password_hash, role, _iso_now()))
+            self._exec("DELETE FROM sessions WHERE username=?", (username,))  # a reset ends old sessions
 
     def set_password_hash(self, username: str, password_hash: str) -> None:
         with self._lock:
