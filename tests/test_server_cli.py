@@ -159,12 +159,12 @@ def _start_server(data: Path, *extra: str, nofile: int | None = None) -> tuple[s
     raise RuntimeError("server did not start")
 
 
-def test_stalled_sockets_do_not_lock_devices_out(tmp_path: Path, device_key):
+def test_stalled_sockets_do_not_lock_devices_out(tmp_path: Path, device_key, db_url):
     """More stalled connections than the process has descriptors: the deadlines free them."""
     data = tmp_path / "srv"
-    assert _run("server", "--data-dir", str(data), "init").exit_code == 0
-    token = _run("server", "--data-dir", str(data), "token", "dev-1").output.strip()
-    proc, port = _start_server(data, "--header-timeout", "1", "--body-timeout", "1", nofile=128)
+    assert _run("server", "--data-dir", str(data), "--db", db_url, "init").exit_code == 0
+    token = _run("server", "--data-dir", str(data), "--db", db_url, "token", "dev-1").output.strip()
+    proc, port = _start_server(data, "--db", db_url, "--header-timeout", "1", "--body-timeout", "1", nofile=128)
     stalled: list[socket.socket] = []
     log = ScanLog(tmp_path / "dev.sqlite", device_id="dev-1", boot_id="b",
                   server_encryption_key=load_x25519_private(data / "keys/server_x25519.pem").public_key())
@@ -206,11 +206,11 @@ def _rss_peak_kib(pid: int) -> int:
     raise AssertionError("no VmHWM")
 
 
-def test_hostile_bodies_do_not_grow_the_server(tmp_path: Path):
+def test_hostile_bodies_do_not_grow_the_server(tmp_path: Path, db_url):
     """Four unauthenticated 512 MiB bodies at once (declared and chunked): memory stays flat."""
     data = tmp_path / "srv"
-    assert _run("server", "--data-dir", str(data), "init").exit_code == 0
-    proc, port = _start_server(data)
+    assert _run("server", "--data-dir", str(data), "--db", db_url, "init").exit_code == 0
+    proc, port = _start_server(data, "--db", db_url)
     try:
         before = _rss_peak_kib(proc.pid)
         offered: list[int] = []
