@@ -12,7 +12,7 @@ import logging
 import re
 from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Query, Request
@@ -64,6 +64,9 @@ class LoginResult(_Model):
     token: str
     csrf_token: str
     expires_at: int
+
+
+LoginRefusal = Literal["rate_limited", "refused"]
 
 
 class RevokeRequest(_Model):
@@ -140,18 +143,19 @@ def admin_routes(app: FastAPI, settings: ServerSettings, store: SQLStorage) -> N
             return {}
         return {k: v[0] for k, v in fields.items()}
 
-    async def login(request: Request, username: str, password: str) -> Response | Any:
+    async def login(request: Request, username: str, password: str) -> LoginResult | LoginRefusal:
+        """A new session, or why not (failures are counted per client address and user name)."""
         client = _client(request)
         key = f"{client}|{username[:64]}"
         if not all(limiter.test(limit, "login", key) for limit in login_failures):
             await audit(f"user:{username[:64]}", request, "login", username[:64], "rate_limited")
-            return None
+            return "rate_limited"
         role = await run_in_threadpool(check_password, store, username, password)
         if role is None:
             for limit in login_failures:
                 limiter.hit(limit, "login", key)
             await audit(f"user:{username[:64]}", request, "login", username[:64], "refused")
-            return False
+            return "refused"
         session = await run_in_threadpool(open_session, store, username, settings.session_ttl_s)
         await audit(f"user:{username}", request, "login", username, "ok", f"role {role.value}")
         return LoginResult(username=username, role=role.value, token=session.token, csrf_token=session.csrf_token,
@@ -170,9 +174,9 @@ def admin_routes(app: FastAPI, settings: ServerSettings, store: SQLStorage) -> N
     async def login_form(request: Request) -> Response:
         form = await form_of(request)
         result = await login(request, form.get("username", ""), form.get("password", ""))
-        if result is None:
+        if result == "rate_limited":
             return HTMLResponse(render_login("Too many failed logins: wait a minute."), status_code=429)
-        if result is False:
+        if not isinstance(result, LoginResult):
             return HTMLResponse(render_login("Wrong user name or password."), status_code=401)
         response = RedirectResponse("/", status_code=303)
         set_cookie(response, result)
@@ -244,10 +248,10 @@ def admin_routes(app: FastAPI, settings: ServerSettings, store: SQLStorage) -> N
             return JSONResponse(ErrorBody(error="bad_request", detail="body: {username, password}").model_dump(),
                                 status_code=422)
         result = await login(request, req.username, req.password)
-        if result is None:
+        if result == "rate_limited":
             return JSONResponse(ErrorBody(error="rate_limited", detail="too many failed logins").model_dump(),
                                 status_code=429, headers={"Retry-After": "60"})
-        if result is False:
+        if not isinstance(result, LoginResult):
             return JSONResponse(ErrorBody(error="unauthorized", detail="wrong user name or password").model_dump(),
                                 status_code=401)
         response = JSONResponse(result.model_dump())

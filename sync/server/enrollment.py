@@ -18,8 +18,8 @@ import time
 from dataclasses import dataclass
 from enum import Enum
 
-from sync.server.security_store import SecurityQueries
 from sync.server.settings import RequestLimits
+from sync.server.storage import SQLStorage
 from sync.wire.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ def token_digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-def issue_token(store: SecurityQueries, device_id: str, *, ttl_s: int = DEFAULT_TOKEN_TTL_S,
+def issue_token(store: SQLStorage, device_id: str, *, ttl_s: int = DEFAULT_TOKEN_TTL_S,
                 replace_key: bool = False, now: int | None = None) -> str:
     """Make the one-time token of ``device_id`` (replacing an older one) and return it.
 
@@ -69,7 +69,7 @@ class Redemption:
     retry_after_s: int = 0
 
 
-def redeem_token(store: SecurityQueries, device_id: str, token: str, public_key: bytes, limits: RequestLimits,
+def redeem_token(store: SQLStorage, device_id: str, token: str, public_key: bytes, limits: RequestLimits,
                  *, now: int | None = None) -> Redemption:
     """Enroll ``public_key`` for ``device_id`` if ``token`` is its live one-time token."""
     now = int(time.time()) if now is None else now
@@ -88,7 +88,7 @@ def redeem_token(store: SecurityQueries, device_id: str, token: str, public_key:
         return Redemption(Outcome.REFUSED, f"wrong token (guess {failures})")
     if store.revocation(device_id) is not None:
         return Redemption(Outcome.REFUSED, "device is revoked")
-    existing = store.device_key(device_id)  # type: ignore[attr-defined]
+    existing = store.device_key(device_id)
     if row.used_at is not None:
         # the device's retry after a lost answer: same token, same key, nothing to change
         if existing == public_key:
@@ -100,6 +100,6 @@ def redeem_token(store: SecurityQueries, device_id: str, token: str, public_key:
         return Redemption(Outcome.KEY_CONFLICT, "another key is enrolled for this device id")
     if not store.claim_enroll_token(device_id, digest, now):
         return Redemption(Outcome.REFUSED, "token used concurrently")
-    store.enroll(device_id, public_key, replace=True)  # type: ignore[attr-defined]
+    store.enroll(device_id, public_key, replace=True)
     return Redemption(Outcome.ENROLLED, "re-enrolled with a new key" if existing not in (None, public_key)
                       else "enrolled")
