@@ -54,3 +54,32 @@ def test_provision_needs_server_keys(tmp_path: Path):
     result = CliRunner().invoke(main, ["provision", "--server-data", str(tmp_path), "--server-url", "u",
                                        "--out", str(tmp_path / "o")])
     assert result.exit_code != 0 and "server keys unusable" in result.output
+
+
+def test_each_bundle_token_enrolls_only_its_own_device(tmp_path: Path):
+    """The device path of first boot: `checkpoint sync --once` with the bundle's token (env, as
+    firstboot.sh passes it). Another bundle's token is refused; the right one enrolls, once."""
+    from sync.server.app import create_app
+    from sync.server.runner import ServerThread
+    server = tmp_path / "server"
+    settings = init_data_dir(server)
+    out = tmp_path / "bundles"
+    runner = CliRunner()
+    with ServerThread(create_app(settings)) as srv:
+        for n in (1, 2):  # each card's bundle, as it will sit in /etc/checkpoint on its device
+            result = runner.invoke(main, ["provision", "--server-data", str(server), "--server-url", srv.url,
+                                          "--prefix", "HN-CP-", "--start", str(n), "--count", "1",
+                                          "--etc-dir", str(out / f"HN-CP-00{n}"),
+                                          "--data-dir", str(tmp_path / f"device-{n}"), "--out", str(out)])
+            assert result.exit_code == 0, result.output
+        config = str(out / "HN-CP-001/config.toml")
+        own, other = ((out / f"HN-CP-00{n}/enroll.token").read_text().strip() for n in (1, 2))
+        stolen = runner.invoke(main, ["sync", "--config", config, "--once", "--deadline", "5"],
+                               env={"CHECKPOINT_ENROLL_TOKEN": other})
+        assert stolen.exit_code != 0 and "401" in stolen.output
+        enrolled = runner.invoke(main, ["sync", "--config", config, "--once", "--deadline", "5"],
+                                 env={"CHECKPOINT_ENROLL_TOKEN": own})
+        assert enrolled.exit_code == 0 and "synced" in enrolled.output, enrolled.output
+        storage = srv._server.config.app.state.storage
+        assert storage.device_key("HN-CP-001") is not None and storage.device_key("HN-CP-002") is None
+        assert storage.enroll_token("HN-CP-001").used_at is not None
