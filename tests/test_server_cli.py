@@ -71,6 +71,7 @@ def test_init_makes_private_keys_and_database_once(tmp_path: Path):
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
     for name in ("server_x25519.pem", "publisher_ed25519.pem"):
         assert stat.S_IMODE((data / "keys" / name).stat().st_mode) == 0o600
+    assert stat.S_IMODE((data / "server.sqlite").stat().st_mode) == 0o600
     key = (data / "keys/publisher_ed25519.pem").read_bytes()
     assert _run("server", "--data-dir", str(data), "init").exit_code == 0
     assert (data / "keys/publisher_ed25519.pem").read_bytes() == key, "init never replaces a root of trust"

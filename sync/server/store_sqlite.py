@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable
@@ -28,6 +29,8 @@ class SQLiteStorage(SQLStorage):
         path = Path(path)
         if create:
             path.parent.mkdir(parents=True, exist_ok=True)
+            if not path.exists():  # owner only: it holds device keys, holder hashes, sessions
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         elif not path.is_file():
             raise StorageError(f"no server database at {path}: create it with 'checkpoint server init' "
                                "(or check --data-dir / --db)")
