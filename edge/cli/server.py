@@ -58,10 +58,14 @@ def _actor() -> str:
               help="Close a connection that has not sent its request headers in this many seconds [10].")
 @click.option("--body-timeout", type=click.FloatRange(min=0.1, max=3600), default=None,
               help="Answer 408 and close when a request body takes longer than this [30].")
+@click.option("--rate-limit-storage", default="memory://", show_default=True,
+              help="Where rate-limit counters live ('limits' storage URI, e.g. redis://host:6379 to share them "
+                   "between server processes).")
 @click.pass_context
 @reports_errors
 def server(ctx: click.Context, db_url: str | None, data_dir: Path, host: str, port: int, serve: str,
-           insecure_cookies: bool, header_timeout: float | None, body_timeout: float | None) -> None:
+           insecure_cookies: bool, header_timeout: float | None, body_timeout: float | None,
+           rate_limit_storage: str) -> None:
     """Run the central server (device API, and the fleet dashboard at / behind a login)."""
     ctx.obj = _Where(data_dir, db_url)
     if ctx.invoked_subcommand is not None:
@@ -72,6 +76,12 @@ def server(ctx: click.Context, db_url: str | None, data_dir: Path, host: str, po
     from sync.server.runner import uvicorn_config
     settings = ctx.obj.settings()
     settings.secure_cookies = not insecure_cookies
+    try:
+        from limits.storage import storage_from_string
+        storage_from_string(rate_limit_storage)
+    except Exception as exc:  # the library raises its own configuration and import errors
+        raise click.ClickException(f"--rate-limit-storage {rate_limit_storage!r} is unusable: {exc}") from None
+    settings.rate_limit_storage = rate_limit_storage
     limits = settings.limits
     settings.limits = replace(limits, header_timeout_s=header_timeout or limits.header_timeout_s,
                               body_timeout_s=body_timeout or limits.body_timeout_s)
