@@ -173,3 +173,18 @@ def test_disabled_user_loses_its_sessions(admin_server):
     admin_server.storage.disable_user("viewer")
     assert requests.get(admin_server.url + "/admin/api/fleet", headers=headers, timeout=5).status_code == 401
     assert login(admin_server.url, "viewer").status_code == 401
+
+
+def test_admin_manages_accounts_through_the_api(admin_server):
+    url, admin = admin_server.url, bearer(admin_server.url, "admin")
+    new = {"username": "bao", "password": "another long passphrase", "role": "tracer"}
+    assert requests.post(url + "/admin/api/users", json=new, headers=bearer(url, "operator"),
+                         timeout=5).status_code == 403
+    weak = requests.post(url + "/admin/api/users", json={**new, "password": "short"}, headers=admin, timeout=5)
+    assert weak.status_code == 422 and "at least 12" in weak.json()["detail"]
+    assert requests.post(url + "/admin/api/users", json=new, headers=admin, timeout=5).status_code == 200
+    assert login(url, "bao", "another long passphrase").json()["role"] == "tracer"
+    assert requests.post(url + "/admin/api/users/bao/disable", headers=admin, timeout=5).status_code == 200
+    assert login(url, "bao", "another long passphrase").status_code == 401
+    actions = [(e.action, e.target, e.outcome) for e in admin_server.storage.audit_log()]
+    assert ("user_add", "bao", "ok") in actions and ("user_disable", "bao", "ok") in actions

@@ -42,6 +42,7 @@ class Permission(StrEnum):
     VIEW = "view"
     OPERATE = "operate"
     TRACE = "trace"
+    #: the audit trail and the accounts
     AUDIT = "audit"
 
 

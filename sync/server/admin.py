@@ -23,7 +23,15 @@ from limits.strategies import MovingWindowRateLimiter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from sync.server.accounts import Permission, Principal, check_password, open_session, principal_for
+from sync.server.accounts import (
+    AccountError,
+    Permission,
+    Principal,
+    add_user,
+    check_password,
+    open_session,
+    principal_for,
+)
 from sync.server.dashboard import render_audit, render_dashboard, render_login
 from sync.server.enrollment import DEFAULT_TOKEN_TTL_S, EnrollmentError, issue_token
 from sync.server.published import UPLOADABLE, published_lists, published_version
@@ -71,6 +79,12 @@ LoginRefusal = Literal["rate_limited", "refused"]
 
 class RevokeRequest(_Model):
     reason: str = Field(min_length=1, max_length=500)
+
+
+class UserRequest(_Model):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+    role: str = Field(min_length=1, max_length=16)
 
 
 class TokenRequest(_Model):
@@ -341,6 +355,31 @@ def admin_routes(app: FastAPI, settings: ServerSettings, store: SQLStorage) -> N
         rows = await run_in_threadpool(store.records_of_holder, bytes.fromhex(holder))
         await audit(who, request, "trace", holder.lower(), "ok", f"{len(rows)} records")
         return [dict(zip(("device_id", "seq", "wall_time", "decision", "reason"), r, strict=True)) for r in rows]
+
+    @app.post("/admin/api/users")
+    async def api_add_user(request: Request) -> dict:
+        """Create an account or reset one (password, role); its sessions end. Admin role only."""
+        who = await require(request, Permission.AUDIT)
+        try:
+            req = UserRequest.model_validate_json(await request.body())
+        except ValidationError:
+            raise _Denied(422, "bad_request", "body: {username, password, role}", html=False) from None
+        try:
+            await run_in_threadpool(add_user, store, req.username, req.password, req.role)
+        except AccountError as exc:
+            await audit(who, request, "user_add", req.username, "refused", str(exc))
+            raise _Denied(422, "bad_request", str(exc), html=False) from None
+        await audit(who, request, "user_add", req.username, "ok", f"role {req.role}")
+        return {"username": req.username, "role": req.role}
+
+    @app.post("/admin/api/users/{username}/disable")
+    async def api_disable_user(request: Request, username: str) -> dict:
+        who = await require(request, Permission.AUDIT)
+        changed = await run_in_threadpool(store.disable_user, username[:64])
+        await audit(who, request, "user_disable", username[:64], "ok" if changed else "no_such_user")
+        if not changed:
+            raise _Denied(404, "not_found", "no such user", html=False)
+        return {"username": username, "disabled": True}
 
     @app.get("/admin/api/openapi.json", include_in_schema=False)
     async def api_schema(request: Request) -> Response:
