@@ -109,7 +109,8 @@ def admin_routes(app: FastAPI, settings: ServerSettings, store: SQLStorage) -> N
 
     @app.exception_handler(_Denied)
     async def _denied(request: Request, exc: _Denied) -> Response:
-        log.warning("event=admin_denied path=%s client=%s reason=%s", request.url.path, _client(request), exc.detail)
+        log.warning("event=admin_denied path=%s client=%s reason=%s action=refused", request.url.path,
+                    _client(request), exc.detail)
         if exc.html and exc.status == 401:
             return RedirectResponse("/login", status_code=303)
         if exc.html:
@@ -243,14 +244,16 @@ def admin_routes(app: FastAPI, settings: ServerSettings, store: SQLStorage) -> N
         checked_device_id(device_id)
         changed = await run_in_threadpool(store.revoke, device_id, reason, f"user:{who.username}")
         await audit(who, request, "revoke", device_id, "ok" if changed else "already_revoked", reason)
-        log.warning("event=device_revoked device=%s by=%s reason=%s", device_id, who.username, reason)
+        log.warning("event=device_revoked device=%s by=%s reason=%s action=every request of it is refused", device_id,
+                    who.username, reason)
         return changed
 
     async def readmit_device(who: Principal, request: Request, device_id: str) -> bool:
         checked_device_id(device_id)
         changed = await run_in_threadpool(store.readmit, device_id)
         await audit(who, request, "readmit", device_id, "ok" if changed else "not_revoked")
-        log.warning("event=device_readmitted device=%s by=%s", device_id, who.username)
+        log.warning("event=device_readmitted device=%s by=%s action=its requests are served again", device_id,
+                    who.username)
         return changed
 
     # -- admin API ----------------------------------------------------------------------------------
@@ -345,7 +348,8 @@ def admin_routes(app: FastAPI, settings: ServerSettings, store: SQLStorage) -> N
                           html=False)
         await run_in_threadpool(write_atomic, path, blob)
         await audit(who, request, f"publish_{kind}", path.name, "ok", f"version {current} -> {envelope.version}")
-        log.info("event=list_published kind=%s version=%d by=%s", kind, envelope.version, who.username)
+        log.info("event=list_published kind=%s version=%d by=%s action=devices install it at their next sync", kind,
+                 envelope.version, who.username)
         return {"kind": kind, "version": envelope.version, "previous": current}
 
     @app.get("/admin/api/trace")

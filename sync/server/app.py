@@ -91,7 +91,7 @@ def create_app(settings: ServerSettings, storage: SQLStorage | None = None, *, s
 
     @app.exception_handler(_Unauthorized)
     async def _unauthorized(request: Request, exc: _Unauthorized) -> JSONResponse:
-        log.warning("event=device_unauthorized reason=%s path=%s", exc, request.url.path)
+        log.warning("event=device_unauthorized reason=%s path=%s action=refused", exc, request.url.path)
         return _error(401, "unauthorized", "request not authenticated")
 
     @app.exception_handler(StorageError)

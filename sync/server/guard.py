@@ -165,7 +165,8 @@ class RequestGuard:
                 device_id = value.decode("latin-1")
                 break
         if not _DEVICE_ID.fullmatch(device_id):
-            log.warning("event=device_unauthorized reason=missing or malformed device id client=%s path=%s",
+            log.warning("event=device_unauthorized reason=missing or malformed device id client=%s path=%s "
+                        "action=refused before reading the body",
                         _client(scope), scope["path"])
             raise _Rejected(401, "unauthorized", "request not authenticated")
         try:
@@ -175,7 +176,8 @@ class RequestGuard:
             raise _Rejected(503, "storage_unavailable", "the server cannot reach its database; retry later",
                             retry_after=5) from None
         if key is None:
-            log.warning("event=device_unauthorized device=%s reason=not enrolled or revoked client=%s path=%s",
+            log.warning("event=device_unauthorized device=%s reason=not enrolled or revoked client=%s path=%s "
+                        "action=refused before reading the body; if genuine, issue it a token",
                         device_id, _client(scope), scope["path"])
             raise _Rejected(401, "unauthorized", "request not authenticated")
         for limit in self.device_rate:
