@@ -86,6 +86,9 @@ def server(ctx: click.Context, db_url: str | None, data_dir: Path, host: str, po
     settings.limits = replace(limits, header_timeout_s=header_timeout or limits.header_timeout_s,
                               body_timeout_s=body_timeout or limits.body_timeout_s)
     app = create_app(settings, serve=serve)  # type: ignore[arg-type]
+    if serve != "device" and host not in ("127.0.0.1", "::1", "localhost"):
+        log.warning("event=admin_side_exposed host=%s action=the login page and admin API answer on this address "
+                    "too; run '--serve device' here and '--serve admin' on an internal address", host)
     click.echo(f"checkpoint server ({serve}) on http://{host}:{port}/ db={settings.db_url.split('?')[0]} "
                f"device key to provision: {data_dir / 'keys/server_x25519.pub.pem'}", err=True)
     uvicorn.Server(uvicorn_config(app, host=host, port=port,
