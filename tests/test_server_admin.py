@@ -188,3 +188,21 @@ def test_admin_manages_accounts_through_the_api(admin_server):
     assert login(url, "bao", "another long passphrase").status_code == 401
     actions = [(e.action, e.target, e.outcome) for e in admin_server.storage.audit_log()]
     assert ("user_add", "bao", "ok") in actions and ("user_disable", "bao", "ok") in actions
+
+
+def test_operator_makes_a_token_from_the_dashboard(admin_server, scanlog, device_key):
+    url = admin_server.url
+    browser = requests.Session()
+    page = browser.post(url + "/login", data={"username": "operator", "password": PASSWORD}, timeout=10).text
+    csrf = page.split("name=csrf_token value='")[1].split("'")[0]
+    assert browser.post(url + "/tokens", data={"device_id": "dev-1"}, timeout=5).status_code == 403  # no CSRF
+    made = browser.post(url + "/tokens", data={"device_id": "dev-1", "csrf_token": csrf}, timeout=5)
+    assert made.status_code == 200 and made.headers["cache-control"] == "no-store"
+    token = made.text.split("<pre>")[1].split("</pre>")[0]
+    assert make_client(url, scanlog, device_key).enroll(token) == 0
+    viewer = requests.Session()
+    viewer_page = viewer.post(url + "/login", data={"username": "viewer", "password": PASSWORD}, timeout=10).text
+    assert "Enroll a device" not in viewer_page
+    viewer_csrf = viewer_page.split("name=csrf_token value='")[1].split("'")[0]
+    assert viewer.post(url + "/tokens", data={"device_id": "dev-2", "csrf_token": viewer_csrf},
+                       timeout=5).status_code == 403

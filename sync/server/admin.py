@@ -32,7 +32,7 @@ from sync.server.accounts import (
     open_session,
     principal_for,
 )
-from sync.server.dashboard import render_audit, render_dashboard, render_login
+from sync.server.dashboard import render_audit, render_dashboard, render_login, render_token
 from sync.server.enrollment import DEFAULT_TOKEN_TTL_S, EnrollmentError, issue_token
 from sync.server.published import UPLOADABLE, published_lists, published_version
 from sync.server.settings import ServerSettings
@@ -234,7 +234,30 @@ def admin_routes(app: FastAPI, settings: ServerSettings, store: SQLStorage) -> N
             return HTMLResponse("<!doctype html><p>unknown action</p>", status_code=404)
         return RedirectResponse("/", status_code=303)
 
+    @app.post("/tokens", include_in_schema=False)
+    async def token_form(request: Request) -> Response:
+        form = await form_of(request)
+        who = await require(request, Permission.OPERATE, html=True, form=form)
+        device_id = form.get("device_id", "").strip()
+        if not _DEVICE_ID.fullmatch(device_id):
+            return HTMLResponse("<!doctype html><p>not a device id</p>", status_code=422)
+        token = await issue_token_as(who, request, device_id, DEFAULT_TOKEN_TTL_S, form.get("replace_key") == "1",
+                                     html=True)
+        return HTMLResponse(render_token(device_id, token, DEFAULT_TOKEN_TTL_S),
+                            headers={"Cache-Control": "no-store"})
+
     # -- actions shared by pages and API --------------------------------------------------------
+    async def issue_token_as(who: Principal, request: Request, device_id: str, ttl_s: int, replace_key: bool, *,
+                             html: bool = False) -> str:
+        try:
+            token = await run_in_threadpool(lambda: issue_token(store, device_id, ttl_s=ttl_s,
+                                                                replace_key=replace_key))
+        except EnrollmentError as exc:
+            await audit(who, request, "issue_token", device_id, "refused", str(exc))
+            raise _Denied(409, "refused", str(exc), html=html) from None
+        await audit(who, request, "issue_token", device_id, "ok", f"ttl_s={ttl_s} replace_key={replace_key}")
+        return token
+
     def checked_device_id(device_id: str) -> str:
         if not _DEVICE_ID.fullmatch(device_id):
             raise _Denied(422, "bad_request", "not a device id", html=False)
@@ -317,14 +340,7 @@ def admin_routes(app: FastAPI, settings: ServerSettings, store: SQLStorage) -> N
             req = TokenRequest.model_validate_json(await request.body() or b"{}")
         except ValidationError:
             raise _Denied(422, "bad_request", "body: {ttl_s, replace_key}", html=False) from None
-        try:
-            token = await run_in_threadpool(lambda: issue_token(store, device_id, ttl_s=req.ttl_s,
-                                                                replace_key=req.replace_key))
-        except EnrollmentError as exc:
-            await audit(who, request, "issue_token", device_id, "refused", str(exc))
-            raise _Denied(409, "refused", str(exc), html=False) from None
-        await audit(who, request, "issue_token", device_id, "ok",
-                    f"ttl_s={req.ttl_s} replace_key={req.replace_key}")
+        token = await issue_token_as(who, request, device_id, req.ttl_s, req.replace_key)
         return TokenResult(device_id=device_id, token=token, expires_in_s=req.ttl_s)
 
     @app.put("/admin/api/published/{kind}")

@@ -21,7 +21,7 @@ PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><meta http-
 <title>Checkpoint fleet</title>""" + _STYLE + """</head><body>{who}<h1>Checkpoint fleet</h1><p>{summary}</p>
 <table><thead><tr><th>Device</th><th>Last seen (UTC)</th><th>Records</th><th>Acked seq</th>
 <th>PASS</th><th>REFUSE</th><th>CHECK</th><th>Gaps</th>{action_head}</tr></thead><tbody>{rows}</tbody></table>
-<h2>Published lists</h2><table><thead><tr><th>List</th><th>Version</th><th>Details</th></tr></thead>
+{enroll}<h2>Published lists</h2><table><thead><tr><th>List</th><th>Version</th><th>Details</th></tr></thead>
 <tbody>{published}</tbody></table>
 <p><small>Rendered {now}. JSON: <a href="/admin/api/fleet">/admin/api/fleet</a></small></p></body></html>"""
 
@@ -40,6 +40,15 @@ AUDIT = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Che
 def _form(action: str, csrf_token: str, label: str, extra: str = "") -> str:
     return (f"<form class=inline method=post action='{escape(action)}'>"
             f"<input type=hidden name=csrf_token value='{escape(csrf_token)}'>{extra}<button>{label}</button></form>")
+
+
+TOKEN = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Checkpoint: enrollment token</title>
+""" + _STYLE + """</head><body><p><a href="/">fleet</a></p><h1>Enrollment token for {device_id}</h1>
+<p>Shown once, valid {days} days, single use:</p><pre>{token}</pre></body></html>"""
+
+
+def render_token(device_id: str, token: str, ttl_s: int) -> str:
+    return TOKEN.format(device_id=escape(device_id), token=escape(token), days=round(ttl_s / 86400, 1))
 
 
 def render_login(message: str = "Log in to see the fleet.") -> str:
@@ -91,7 +100,16 @@ def render_dashboard(devices: list[DeviceSummary], now: datetime,
         who = (f"<p style='float:right'>{escape(user)} ({escape(role)}) "
                + ("<a href='/audit'>audit trail</a> " if may_audit else "")
                + _form("/logout", csrf_token, "Log out") + "</p>")
-    return PAGE.format(who=who, action_head="<th>Access</th>" if may_operate else "", summary=escape(summary),
+    enroll = ""
+    if may_operate:
+        enroll = ("<h2>Enroll a device</h2><p>A one-time token for a device id (for its "
+                  "<code>/etc/checkpoint/enroll.token</code>; shown once): "
+                  + _form("/tokens", csrf_token, "Make token",
+                          "<input name=device_id placeholder='HN-CP-001' required> "
+                          "<label><input type=checkbox name=replace_key value=1> may replace its key</label> ")
+                  + "</p>")
+    return PAGE.format(who=who, enroll=enroll, action_head="<th>Access</th>" if may_operate else "",
+                       summary=escape(summary),
                        rows="".join(rows) or "<tr><td colspan=8>no devices</td></tr>",
                        published=lists or "<tr><td colspan=3>nothing published</td></tr>",
                        now=escape(now.isoformat(timespec="seconds")))
