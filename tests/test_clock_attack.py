@@ -29,14 +29,15 @@ from edge.scan.clock import SystemClock
 from edge.scan.light import Fault
 from edge.verdict import Decision, Reason
 from sync.server.app import create_app
+from sync.server.enrollment import issue_token
 from sync.server.publish.risk import RiskPublisher
 from sync.server.runner import ServerThread
 from sync.server.settings import ServerSettings
+from sync.server.storage import open_storage
 from sync.wire.identifiers import holder_hash
 from sync.wire.keyfiles import save_public_key
 from sync.wire.risk.types import RiskStatus
 
-TOKEN = "clock-t0ken"
 DAY = 86400.0
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -69,7 +70,10 @@ def device(tmp_path: Path, server_x25519, publisher_key: Ed25519PrivateKey):
     (server_data / "published/policy.cpenv").write_bytes(sign_policy(default_policy("hn-zone-1"), publisher_key))
     RiskPublisher(server_data / "risk", publisher_key).publish([(holder_hash("F0-PERSON"), RiskStatus.F0, None)])
     settings = ServerSettings(db_url=f"sqlite:///{server_data / 'db.sqlite'}", encryption_key=server_x25519,
-                              publisher_key=publisher_key, data_dir=server_data, enroll_token=TOKEN)
+                              publisher_key=publisher_key, data_dir=server_data)
+    storage = open_storage(settings.db_url, create=True)
+    token = issue_token(storage, "CLK-1")  # what provisioning puts in the device's bundle
+    storage.close()
 
     data = tmp_path / "device"
     save_public_key(data / "keys/publisher_ed25519.pub.pem", publisher_key.public_key())
@@ -87,7 +91,7 @@ def device(tmp_path: Path, server_x25519, publisher_key: Ed25519PrivateKey):
               "clock": {"rtc": "none", "ntp_synchronized_flag": str(tmp_path / "ntp-synchronized")}}
     (tmp_path / "config.toml").write_text(tomli_w.dumps(config))
     try:
-        yield {"config": load_config(tmp_path / "config.toml"), "server": server, "texts": texts,
+        yield {"config": load_config(tmp_path / "config.toml"), "server": server, "texts": texts, "token": token,
                "server_data": server_data, "tmp": tmp_path}
     finally:
         server.stop()
@@ -100,8 +104,8 @@ def _device_clock(config, wall: WallClock, *, boot: str = "boot-1") -> SystemClo
                        jump_tolerance_s=c.jump_tolerance_s, wall=wall, boot=boot)
 
 
-def _sync_once(appliance: Appliance) -> None:
-    appliance.sync.enroll(TOKEN)
+def _sync_once(appliance: Appliance, token: str) -> None:
+    appliance.sync.enroll(token)
     result = appliance.sync.run_once()
     assert result.errors == [] and sorted(k for k, _ in result.installed) == ["policy", "risk", "trust"]
 
@@ -112,7 +116,7 @@ def test_clock_turned_back_offline_gives_no_green_to_expired_permits(device):
     events = []
     appliance = Appliance(config, clock=_device_clock(config, wall), on_decision=events.append)
     try:
-        _sync_once(appliance)
+        _sync_once(appliance, device["token"])
         assert appliance.clock.trusted()
         device["server"].stop()  # offline
         wall.shift_s = -20 * DAY
@@ -138,7 +142,7 @@ def test_a_signed_server_time_older_than_the_floor_is_refused_by_the_sync_client
         [(holder_hash("F1-PERSON"), RiskStatus.F1, None)], published_at=NOW + timedelta(days=2))
     appliance = Appliance(config, clock=_device_clock(config, WallClock()))
     try:
-        _sync_once(appliance)  # server time now, then the risk list raises the floor to now + 2 days
+        _sync_once(appliance, device["token"])  # server time now, then the risk list raises the floor to now + 2 days
         assert appliance.clock.floor == NOW + timedelta(days=2) and not appliance.clock.trusted()
         result = appliance.sync.run_once()
         assert any(err.startswith("time:") and "older than the newest signed time" in err for err in result.errors)
@@ -152,7 +156,7 @@ def test_the_floor_survives_a_restart_and_a_past_ntp_answer_is_not_believed(devi
     config, wall = device["config"], WallClock()
     appliance = Appliance(config, clock=_device_clock(config, wall))
     try:
-        _sync_once(appliance)
+        _sync_once(appliance, device["token"])
     finally:
         appliance.close()
     device["server"].stop()
