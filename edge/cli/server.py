@@ -35,6 +35,16 @@ class _Where:
         return open_storage(self.settings().db_url)
 
 
+def _needs_server_extra() -> None:
+    """The server's own dependencies are an extra: a device install does not carry them."""
+    try:
+        import argon2  # noqa: F401
+        import limits  # noqa: F401
+    except ImportError as exc:
+        raise click.ClickException(f"the central server needs its extra dependencies ({exc.name} is missing): "
+                                   "pip install 'checkpoint-appliance[server]'") from None
+
+
 def _actor() -> str:
     try:
         return f"cli:{getpass.getuser()}"
@@ -70,6 +80,7 @@ def server(ctx: click.Context, db_url: str | None, data_dir: Path, host: str, po
     ctx.obj = _Where(data_dir, db_url)
     if ctx.invoked_subcommand is not None:
         return
+    _needs_server_extra()
     import uvicorn
 
     from sync.server.app import create_app
@@ -203,6 +214,7 @@ def user() -> None:
 @reports_errors
 def user_add(where: _Where, username: str, role: str, password: str) -> None:
     """Create an account (or reset its password and role)."""
+    _needs_server_extra()
     from sync.server.accounts import add_user
     storage = where.storage()
     try:
