@@ -17,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 import requests
 from click.testing import CliRunner
 from conftest import append_samples
@@ -24,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from test_sync_push import make_client
 
 from edge.cli import main
+from edge.device.sync_client import SyncError
 from edge.scan.scanlog import ScanLog
 from sync.server.app import create_app
 from sync.server.runner import ServerThread
@@ -94,11 +96,9 @@ def test_token_revoke_readmit_and_audit_commands(tmp_path: Path, device_key):
         revoke = _run("server", "--data-dir", str(data), "revoke", "HN-CP-001", "--reason", "card stolen")
         assert revoke.exit_code == 0 and "revoked HN-CP-001" in revoke.output
         append_samples(log, 2, start=4)
-        try:
+        with pytest.raises(SyncError) as err:
             client.push()
-            raise AssertionError("a revoked device pushed")
-        except Exception as exc:  # SyncError 401
-            assert getattr(exc, "status", None) == 401
+        assert err.value.status == 401
         # the card was re-provisioned with a new key: re-admit with a token that may replace the key
         readmit = _run("server", "--data-dir", str(data), "readmit", "HN-CP-001", "--new-token")
         assert readmit.exit_code == 0, readmit.output
