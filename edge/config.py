@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
 from sync.wire.errors import CheckpointError
 
@@ -23,9 +23,15 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+_NAME = r"^[A-Za-z0-9._-]{1,64}$"
+
+
 class DeviceConfig(_Section):
     id: str = "demo-device"
-    checkpoint: str = "demo-checkpoint"
+    #: the checkpoint id: a policy is installed only if it names this id or one of ``groups``
+    checkpoint: str = Field(default="demo-checkpoint", pattern=_NAME)
+    #: checkpoint groups this device belongs to (e.g. its zone), as policies name them
+    groups: list[Annotated[str, StringConstraints(pattern=_NAME)]] = []
     data_dir: Path = Path("/var/lib/checkpoint")
 
 
@@ -100,6 +106,11 @@ class RiskConfig(_Section):
     path: Path = Path("risk")
 
 
+class ListsConfig(_Section):
+    #: anti-rollback record: the highest version of each list ever installed (kept apart from the lists)
+    versions_path: Path = Path("list-versions.json")
+
+
 class ScanLogConfig(_Section):
     path: Path = Path("scanlog.sqlite")
     synchronous: Literal["FULL", "NORMAL"] = "FULL"
@@ -167,6 +178,7 @@ class Config(_Section):
     policy: PolicyConfig = PolicyConfig()
     trust: TrustConfig = TrustConfig()
     risk: RiskConfig = RiskConfig()
+    lists: ListsConfig = ListsConfig()
     scanlog: ScanLogConfig = ScanLogConfig()
     sync: SyncConfig = SyncConfig()
     keys: KeysConfig = KeysConfig()

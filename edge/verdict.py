@@ -49,6 +49,8 @@ class Reason(StrEnum):
     INTERNAL_ERROR = "internal_error"
     DEVICE_NOT_READY = "device_not_ready"
     UNKNOWN_CODE = "unknown_code"
+    RISK_NOT_COVERED = "risk_not_covered"
+    RISK_LIST_DAMAGED = "risk_list_damaged"
 
 
 #: reason -> (Vietnamese, English). Short enough for a lamp-side screen.
@@ -86,6 +88,10 @@ MESSAGES: dict[Reason, tuple[str, str]] = {
                               "Device has no trust list or policy yet: check by hand"),
     Reason.UNKNOWN_CODE: ("Mã vắc-xin/xét nghiệm/quốc gia không có trong danh mục EU: kiểm tra thủ công",
                           "Vaccine/test/country code not in the EU value sets: check by hand"),
+    Reason.RISK_NOT_COVERED: ("Danh sách nguy cơ không bao gồm loại thẻ/đơn vị cấp này: kiểm tra thủ công",
+                              "Risk list does not cover this pass format or issuer: check by hand"),
+    Reason.RISK_LIST_DAMAGED: ("Danh sách nguy cơ trên thẻ nhớ bị hỏng hoặc bị sửa: kiểm tra thủ công",
+                               "Risk list on the card is damaged or edited: check by hand"),
 }
 
 
@@ -139,7 +145,8 @@ class PassRejected(CheckpointError):
 #: reasons for which staff check by hand (amber) instead of refusing: doubt, not a bad pass
 CHECK_REASONS = frozenset({Reason.NO_RULE, Reason.RISK_LIST_STALE, Reason.RISK_LIST_MISSING,
                            Reason.CLOCK_UNTRUSTED, Reason.INTERNAL_ERROR, Reason.NOT_A_PASS,
-                           Reason.DEVICE_NOT_READY, Reason.UNKNOWN_CODE})
+                           Reason.DEVICE_NOT_READY, Reason.UNKNOWN_CODE, Reason.RISK_NOT_COVERED,
+                           Reason.RISK_LIST_DAMAGED})
 
 
 def refuse_or_check(reason: Reason) -> Decision:

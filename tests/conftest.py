@@ -13,9 +13,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from edge.verdict import Decision, Reason, Verdict
-from sync.wire.identifiers import holder_hash
+from sync.wire.identifiers import IdentifierKey, holder_hash
+from sync.wire.risk.types import Coverage
 
 PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+#: the identifier key of the tests' issuing authority and central server (never on a device)
+ID_KEY = IdentifierKey.generate()
+#: what the tests' risk lists cover: every CP1 and every EU DCC issuer
+COVERS = Coverage.parse(["CP1:*", "HC1:*"])
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +42,7 @@ def sample_verdict(i: int) -> Verdict:
     """A varied but deterministic verdict for scan-log tests."""
     kinds = [(Decision.PASS, Reason.OK), (Decision.REFUSE, Reason.RISK_F1), (Decision.CHECK, Reason.NOT_A_PASS)]
     decision, reason = kinds[i % 3]
-    hh = None if reason is Reason.NOT_A_PASS else holder_hash(f"0790{i:08d}")
+    hh = None if reason is Reason.NOT_A_PASS else holder_hash(f"0790{i:08d}", ID_KEY)
     return Verdict(decision=decision, reason=reason, format=None if hh is None else "CP1",
                    kind=None if hh is None else "resident", holder_hash=hh)
 

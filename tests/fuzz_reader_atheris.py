@@ -31,7 +31,8 @@ with atheris.instrument_imports(include=["edge"]):
     from edge.scan.clock import FixedClock
     from edge.scan.verifier import Verifier
     from edge.verdict import PassRejected, Reason
-    from sync.wire.identifiers import holder_hash
+    from sync.wire.identifiers import IdentifierKey, holder_hash
+    ID_KEY = IdentifierKey.generate()
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 CP1_KEY = IssuerKey.generate("HN", "EdDSA", not_before=NOW - timedelta(days=1))
@@ -44,7 +45,7 @@ PREFIXES = ("CP1:", "HC1:")
 
 def seeds() -> list[bytes]:
     """The inner (decompressed) COSE bytes of one valid pass per format, tagged for mode 0 / 1."""
-    cp1 = issue_cp1(CP1_KEY, PassKind.RESIDENT, holder_hash("1"), issued_at=NOW,
+    cp1 = issue_cp1(CP1_KEY, PassKind.RESIDENT, holder_hash("1", ID_KEY), issued_at=NOW,
                     expires_at=NOW + timedelta(days=1), zones=["*"], vaccination=Vaccination(2, 2))
     hc1 = issue_hc1(DSC, vaccination_payload(family_name="Nguyen", given_name="An", date_of_birth=date(1985, 4, 2),
                                              dose=2, series=2, last_dose=date(2026, 1, 10)),

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import cv2
 import tomli_w
+from conftest import COVERS, ID_KEY
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -36,7 +37,7 @@ def _device(tmp_path: Path, texts: list[str]) -> tuple[Path, Ed25519PrivateKey]:
     frames.mkdir()
     for i, image in enumerate(render_sequence(texts, (640, 480), seed=3, idle_frames=3, hold_frames=5)):
         cv2.imwrite(str(frames / f"{i:04d}.png"), image)
-    config = {"device": {"id": "T-1", "data_dir": str(data)},
+    config = {"device": {"id": "T-1", "checkpoint": "T-CP", "groups": ["hn-zone-1"], "data_dir": str(data)},
               "camera": {"source": "replay", "path": str(frames), "fps": 100.0},
               "light": {"backend": "none"},
               "clock": {"backend": "fixed", "fixed_at": NOW.isoformat()}}
@@ -50,7 +51,7 @@ def _issuer() -> IssuerKey:
 
 
 def _pass(issuer: IssuerKey, citizen: str) -> str:
-    return issue_cp1(issuer, PassKind.RESIDENT, holder_hash(citizen), expires_at=NOW + timedelta(days=30),
+    return issue_cp1(issuer, PassKind.RESIDENT, holder_hash(citizen, ID_KEY), expires_at=NOW + timedelta(days=30),
                      zones=("hn-zone-1",), vaccination=Vaccination(2, 2))
 
 
@@ -59,8 +60,8 @@ def _publish(config_path: Path, publisher: Ed25519PrivateKey, issuer: IssuerKey,
     config = load_config(config_path)
     config.resolve(config.trust.path).write_bytes(build_trust_envelope([issuer.trusted_key()], publisher, 1))
     config.resolve(config.policy.path).write_bytes(sign_policy(default_policy("hn-zone-1"), publisher))
-    pub = RiskPublisher(config.device.data_dir.parent / "central-risk", publisher)
-    pub.publish([(holder_hash("F0-PERSON"), RiskStatus.F0, None)], published_at=NOW)
+    pub = RiskPublisher(config.device.data_dir.parent / "central-risk", publisher, coverage=COVERS)
+    pub.publish([(holder_hash("F0-PERSON", ID_KEY), RiskStatus.F0, None)], published_at=NOW)
     if store is None:
         from edge.lists.risk_store import RiskStore
         store = RiskStore.open(config.resolve(config.risk.path), [publisher.public_key()])

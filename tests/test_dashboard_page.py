@@ -9,7 +9,7 @@ import cv2
 import pytest
 import requests
 from browser import chromium, needs_chromium
-from conftest import append_samples
+from conftest import COVERS, ID_KEY, append_samples
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.device.sync_client import SyncClient
@@ -38,8 +38,8 @@ def test_dashboard_shows_the_fleet_and_the_published_lists(tmp_path: Path):
     (tmp_path / "server/published").mkdir()
     (tmp_path / "server/published/policy.cpenv").write_bytes(
         sign_policy(default_policy(version=4), settings.publisher_key))
-    RiskPublisher(tmp_path / "server/risk", settings.publisher_key).publish(
-        [(holder_hash("X"), RiskStatus.F0, None), (holder_hash("Y"), RiskStatus.F1, None)],
+    RiskPublisher(tmp_path / "server/risk", settings.publisher_key, coverage=COVERS).publish(
+        [(holder_hash("X", ID_KEY), RiskStatus.F0, None), (holder_hash("Y", ID_KEY), RiskStatus.F1, None)],
         published_at=datetime(2026, 11, 1, tzinfo=UTC))
 
     log = ScanLog(tmp_path / "device/scanlog.sqlite", device_id="HN-CP-007", boot_id="b",

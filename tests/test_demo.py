@@ -12,10 +12,10 @@ def test_demo_end_to_end(tmp_path: Path):
     outcome = run_demo(tmp_path, out)
     text = out.getvalue()
     assert outcome.mismatches == [], text
-    assert len(outcome.events) == len(outcome.travellers) == 7
+    assert len(outcome.events) == len(outcome.travellers) == 9
     assert {e.shown for e in outcome.events} == {Decision.PASS, Decision.REFUSE, Decision.CHECK}
     # the server holds exactly the device's records, and it could decrypt every holder hash
-    assert [r["seq"] for r in outcome.server_records] == list(range(1, 8))
+    assert [r["seq"] for r in outcome.server_records] == list(range(1, 10))
     holders = {e.verdict.holder_hash for e in outcome.events if e.verdict.holder_hash}
     assert {bytes(r["holder_hash"]) for r in outcome.server_records if r["holder_hash"]} == holders
     # the device log never holds a readable holder hash

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import base45
 import cbor2
 import pytest
+from conftest import ID_KEY
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -28,7 +29,7 @@ NOW = datetime(2026, 3, 1, tzinfo=UTC)
 KEY = IssuerKey.generate("HN", "EdDSA", not_before=NOW - timedelta(days=1))
 VERIFIER = Verifier(trust=TrustStore([KEY.trusted_key()]), risk=MemoryRiskList({}, published_at=NOW),
                     policy=default_policy(), clock=FixedClock(NOW))
-VALID = issue_cp1(KEY, PassKind.RESIDENT, holder_hash("1"), issued_at=NOW, expires_at=NOW + timedelta(days=1),
+VALID = issue_cp1(KEY, PassKind.RESIDENT, holder_hash("1", ID_KEY), issued_at=NOW, expires_at=NOW + timedelta(days=1),
                   zones=["*"], vaccination=Vaccination(2, 2))
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -22,11 +22,11 @@ def _cred(kind=PassKind.DCC_VACCINATION, fmt=PassFormat.HC1, **kw) -> Credential
 def test_envelope_round_trip_and_forgery(publisher_key: Ed25519PrivateKey) -> None:
     policy = default_policy("hn-zone-2", version=3)
     blob = sign_policy(policy, publisher_key)
-    assert parse_policy_envelope(blob, [publisher_key.public_key()]) == policy
+    assert parse_policy_envelope(blob, [publisher_key.public_key()], None) == policy
     with pytest.raises(PolicyError, match="pinned"):
-        parse_policy_envelope(blob, [Ed25519PrivateKey.generate().public_key()])
+        parse_policy_envelope(blob, [Ed25519PrivateKey.generate().public_key()], None)
     with pytest.raises(PolicyError):
-        parse_policy_envelope(blob[:-5], [publisher_key.public_key()])
+        parse_policy_envelope(blob[:-5], [publisher_key.public_key()], None)
 
 
 def test_unknown_fields_and_bad_zone_are_rejected() -> None:
@@ -45,7 +45,7 @@ def test_envelope_version_must_match(publisher_key: Ed25519PrivateKey) -> None:
 
     blob = sign_envelope("policy", 9, default_policy(version=1).to_json_bytes(), publisher_key)
     with pytest.raises(PolicyError, match="version"):
-        parse_policy_envelope(blob, [publisher_key.public_key()])
+        parse_policy_envelope(blob, [publisher_key.public_key()], None)
 
 
 @pytest.mark.parametrize(("vacc", "reason"), [

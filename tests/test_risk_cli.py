@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import ID_KEY
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.cli import main
@@ -28,6 +29,7 @@ def setup(tmp_path: Path) -> tuple[Path, Path, Path]:
     save_public_key(data / "keys" / "publisher_ed25519.pub.pem", key.public_key())
     config = tmp_path / "device.toml"
     config.write_text(f'[device]\ndata_dir = "{data}"\n', encoding="utf-8")
+    ID_KEY.save(tmp_path / "holder_id.key")
     return tmp_path / "publisher.pem", tmp_path / "central", config
 
 
@@ -35,18 +37,20 @@ def test_parse_rows_accepts_ids_and_hex_keys(tmp_path: Path) -> None:
     csv_file = tmp_path / "in.csv"
     csv_file.write_text(f"id,key,status,until\n 0790 123 ,,F0,\n,{EU_HASH.upper()},revoked,2030-01-31\n"
                         "0790456,,remove,\n", encoding="utf-8")
-    changes = [parse_row(r, f"row {n}") for n, r in enumerate(load_rows(csv_file), 1)]
-    assert changes == [(holder_hash("0790123"), RiskStatus.F0, None),
+    changes = [c for n, r in enumerate(load_rows(csv_file), 1) for c in parse_row(r, f"row {n}", [ID_KEY])]
+    assert changes == [(holder_hash("0790123", ID_KEY), RiskStatus.F0, None),
                        (bytes.fromhex(EU_HASH), RiskStatus.REVOKED, date(2030, 1, 31)),
-                       (holder_hash("0790456"), None, None)]
+                       (holder_hash("0790456", ID_KEY), None, None)]
     json_file = tmp_path / "in.json"
     json_file.write_text(json.dumps({"entries": [{"key": EU_HASH * 2, "status": "F1"}]}), encoding="utf-8")
-    assert parse_row(load_rows(json_file)[0], "x") == (bytes.fromhex(EU_HASH), RiskStatus.F1, None)
+    assert parse_row(load_rows(json_file)[0], "x") == [(bytes.fromhex(EU_HASH), RiskStatus.F1, None)]
 
 
 @pytest.mark.parametrize(("row", "message"), [
     ({"status": "F0"}, "neither"),
-    ({"id": "1", "key": EU_HASH, "status": "F0"}, "not both"),
+    ({"id": "1", "key": EU_HASH, "status": "F0"}, "'key' alone"),
+    ({"uci": "URN:UVCI:01:VN:ABCDEF", "key": EU_HASH, "status": "F0"}, "'key' alone"),
+    ({"uci": "X1", "status": "F0"}, "not a certificate identifier"),
     ({"key": "zz", "status": "F0"}, "not hexadecimal"),
     ({"key": "abcd", "status": "F0"}, "32 or 64"),
     ({"id": "1", "status": "F9"}, "unknown status"),
@@ -54,7 +58,7 @@ def test_parse_rows_accepts_ids_and_hex_keys(tmp_path: Path) -> None:
 ])
 def test_bad_rows_name_the_row(row: dict, message: str) -> None:
     with pytest.raises(RiskInputError, match=message):
-        parse_row(row, "row 7")
+        parse_row(row, "row 7", [ID_KEY])
 
 
 def test_publish_apply_status_round_trip(setup: tuple[Path, Path, Path], tmp_path: Path) -> None:
@@ -62,14 +66,20 @@ def test_publish_apply_status_round_trip(setup: tuple[Path, Path, Path], tmp_pat
     runner = CliRunner()
     first = tmp_path / "first.csv"
     first.write_text("id,status\n" + "".join(f"ID{i},F0\n" for i in range(300)), encoding="utf-8")
-    result = runner.invoke(main, ["risk", "publish", "--dir", str(central), "--key", str(key_file),
+    id_key = ["--id-key", str(tmp_path / "holder_id.key")]
+    result = runner.invoke(main, ["risk", "publish", "--dir", str(central), "--key", str(key_file), *id_key,
+                                  "--at", "2024-03-01T08:00:00+00:00", str(first)])
+    assert result.exit_code == 1 and "covers" in result.output  # a list must say what it covers
+    result = runner.invoke(main, ["risk", "publish", "--dir", str(central), "--key", str(key_file), *id_key,
+                                  "--covers", "CP1:*", "--covers", "HC1:VN",
                                   "--at", "2024-03-01T08:00:00+00:00", str(first)])
     assert result.exit_code == 0, result.output
-    assert "version 1" in result.output
+    assert "version 1" in result.output and "covers CP1:* HC1:VN" in result.output
     second = tmp_path / "second.json"
-    second.write_text(json.dumps([{"id": "ID1", "status": "remove"}, {"key": EU_HASH, "status": "REVOKED"}]),
+    second.write_text(json.dumps([{"id": "ID1", "status": "remove"}, {"key": EU_HASH, "status": "REVOKED"},
+                                  {"id": "ID7", "uci": "URN:UVCI:01:VN:7Q3K9M2X8D4F1B6C", "status": "F0"}]),
                       encoding="utf-8")
-    result = runner.invoke(main, ["risk", "publish", "--dir", str(central), "--key", str(key_file),
+    result = runner.invoke(main, ["risk", "publish", "--dir", str(central), "--key", str(key_file), *id_key,
                                   "--at", "2024-03-01T09:00:00+00:00", str(second)])
     assert result.exit_code == 0, result.output
     publisher = RiskPublisher(central, load_ed25519_private(key_file))
@@ -83,7 +93,8 @@ def test_publish_apply_status_round_trip(setup: tuple[Path, Path, Path], tmp_pat
     result = runner.invoke(main, ["risk", "status", "--config", str(config), "--json"])
     assert result.exit_code == 0, result.output
     status = json.loads(result.output)
-    assert status["version"] == 2 and status["entries"] == 300 and not status["needs_snapshot"]
+    assert status["version"] == 2 and status["entries"] == 301 and not status["needs_snapshot"]
+    assert status["covers"] == ["CP1:*", "HC1:VN"] and status["refused"] is None
     assert status["published_at"] == "2024-03-01T09:00:00+00:00"
 
 
@@ -91,7 +102,14 @@ def test_publish_reports_bad_input_without_publishing(setup: tuple[Path, Path, P
     key_file, central, _ = setup
     bad = tmp_path / "bad.csv"
     bad.write_text("id,status\nA,F0\nB,F7\n", encoding="utf-8")
-    result = CliRunner().invoke(main, ["risk", "publish", "--dir", str(central), "--key", str(key_file), str(bad)])
+    result = CliRunner().invoke(main, ["risk", "publish", "--dir", str(central), "--key", str(key_file),
+                                       "--id-key", str(tmp_path / "holder_id.key"), "--covers", "CP1:*", str(bad)])
     assert result.exit_code == 1
     assert "row 2" in result.output and "F7" in result.output
+    assert not (central / "state.json").exists()
+    unkeyed = tmp_path / "unkeyed.csv"
+    unkeyed.write_text("id,status\nA,F0\n", encoding="utf-8")
+    result = CliRunner().invoke(main, ["risk", "publish", "--dir", str(central), "--key", str(key_file),
+                                       "--covers", "CP1:*", str(unkeyed)])
+    assert result.exit_code == 1 and "identifier key" in result.output
     assert not (central / "state.json").exists()

@@ -9,6 +9,7 @@ from pathlib import Path
 import cbor2
 import numpy as np
 import pytest
+from conftest import COVERS, ID_KEY
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sync.server.publish.risk import RiskPublisher, RiskPublishError
@@ -17,18 +18,18 @@ from sync.wire.identifiers import holder_hash
 from sync.wire.risk.digest import SetDigest
 from sync.wire.risk.records import RECORD, sort_unique
 from sync.wire.risk.types import RiskStatus, RiskUpdateError
-from sync.wire.risk.updates import DELTA, KIND, decode_update, encode_update
+from sync.wire.risk.updates import DELTA, KIND, decode_update, encode_update, sign_head
 
 T0 = datetime(2024, 3, 1, 8, 0, tzinfo=UTC)
 KEY = Ed25519PrivateKey.generate()
 
 
 def ids(n: int) -> list[bytes]:
-    return [holder_hash(f"p{i}") for i in range(n)]
+    return [holder_hash(f"p{i}", ID_KEY) for i in range(n)]
 
 
 def test_versions_increase_and_digest_matches_set(tmp_path: Path) -> None:
-    pub = RiskPublisher(tmp_path, KEY)
+    pub = RiskPublisher(tmp_path, KEY, coverage=COVERS)
     assert pub.latest_version == 0 and pub.updates_for(0) == []
     with pytest.raises(RiskPublishError):
         pub.snapshot()
@@ -37,14 +38,14 @@ def test_versions_increase_and_digest_matches_set(tmp_path: Path) -> None:
     update = decode_update(pub.snapshot(), [KEY.public_key()])
     assert update.version == 2 and update.published_at == T0 + timedelta(hours=1)
     assert update.digest == SetDigest.of(pub.records()).bytes
-    reopened = RiskPublisher(tmp_path, KEY)
+    reopened = RiskPublisher(tmp_path, KEY, coverage=COVERS)
     assert reopened.latest_version == 2 and reopened.entries == 10
     with pytest.raises(RiskPublishError, match="before the last"):
         reopened.publish([], T0)
 
 
 def test_delta_holds_only_effective_changes(tmp_path: Path) -> None:
-    pub = RiskPublisher(tmp_path, KEY)
+    pub = RiskPublisher(tmp_path, KEY, coverage=COVERS)
     keys = ids(5)
     pub.publish([(k, RiskStatus.F0, None) for k in keys[:3]], T0)
     pub.publish([(keys[0], RiskStatus.F0, None),           # unchanged
@@ -61,7 +62,7 @@ def test_delta_holds_only_effective_changes(tmp_path: Path) -> None:
 
 
 def test_expired_entries_are_removed_on_the_next_publication(tmp_path: Path) -> None:
-    pub = RiskPublisher(tmp_path, KEY)
+    pub = RiskPublisher(tmp_path, KEY, coverage=COVERS)
     keys = ids(3)
     pub.publish([(keys[0], RiskStatus.F1, date(2024, 3, 2)), (keys[1], RiskStatus.F1, date(2024, 3, 10))], T0)
     pub.publish([(keys[2], RiskStatus.F0, date(2024, 3, 1))], datetime(2024, 3, 3, tzinfo=UTC))
@@ -72,7 +73,7 @@ def test_expired_entries_are_removed_on_the_next_publication(tmp_path: Path) -> 
 
 
 def test_updates_for_chain_and_snapshot_fallbacks(tmp_path: Path) -> None:
-    pub = RiskPublisher(tmp_path, KEY, max_chain=3)
+    pub = RiskPublisher(tmp_path, KEY, max_chain=3, coverage=COVERS)
     keys = ids(200)
     pub.publish([(k, RiskStatus.F0, None) for k in keys], T0)
     for i in range(5):
@@ -86,16 +87,16 @@ def test_updates_for_chain_and_snapshot_fallbacks(tmp_path: Path) -> None:
 
 
 def test_bad_changes_are_refused_without_a_new_version(tmp_path: Path) -> None:
-    pub = RiskPublisher(tmp_path, KEY)
+    pub = RiskPublisher(tmp_path, KEY, coverage=COVERS)
     with pytest.raises(RiskPublishError, match="change #2"):
-        pub.publish([(holder_hash("a"), RiskStatus.F0, None), (b"short", RiskStatus.F0, None)], T0)
+        pub.publish([(holder_hash("a", ID_KEY), RiskStatus.F0, None), (b"short", RiskStatus.F0, None)], T0)
     with pytest.raises(RiskPublishError, match="outside"):
-        pub.publish([(holder_hash("a"), RiskStatus.F0, date(2019, 1, 1))], T0)
+        pub.publish([(holder_hash("a", ID_KEY), RiskStatus.F0, date(2019, 1, 1))], T0)
     assert pub.latest_version == 0
 
 
 def test_ten_thousand_change_delta_fits_wire_budget(tmp_path: Path) -> None:
-    pub = RiskPublisher(tmp_path, KEY)
+    pub = RiskPublisher(tmp_path, KEY, coverage=COVERS)
     rng = np.random.default_rng(1)
     base = np.zeros(30_000, RECORD)
     base["key"] = np.frombuffer(rng.bytes(16 * len(base)), "V16")
@@ -114,7 +115,8 @@ def _signed(payload: dict, version: int = 2) -> bytes:
 
 def _payload(**overrides: object) -> dict:
     body = {"type": DELTA, "from": 1, "to": 2, "n": 2, "digest": bytes(32),
-            "keys": bytes(range(32)), "meta": zlib.compress(b"\x01\x01\x00\x00\x00\x00")}
+            "keys": bytes(range(32)), "meta": zlib.compress(b"\x01\x01\x00\x00\x00\x00"),
+            "head": sign_head(2, T0, bytes(32), 2, COVERS, KEY)}
     body.update(overrides)
     return body
 
@@ -141,19 +143,19 @@ def test_wire_rejects_bad_status_and_dated_removal() -> None:
     with pytest.raises(RiskUpdateError, match="end date"):
         decode_update(_signed(_payload(meta=zlib.compress(b"\x00\x01\x05\x00\x00\x00"))), [KEY.public_key()])
     recs = np.zeros(1, RECORD)
-    snapshot_with_removal = encode_update("snapshot", 0, 1, bytes(32), recs, KEY, T0)
+    snapshot_with_removal = encode_update("snapshot", 0, 1, bytes(32), recs, KEY, T0, coverage=COVERS)
     with pytest.raises(RiskUpdateError, match="unknown status"):
         decode_update(snapshot_with_removal, [KEY.public_key()])
     assert decode_update(_signed(_payload()), [KEY.public_key()]).records["status"].tolist() == [1, 1]
 
 
 def test_two_publisher_instances_share_one_history(tmp_path: Path) -> None:
-    first, second = RiskPublisher(tmp_path, KEY), RiskPublisher(tmp_path, KEY)
+    first, second = RiskPublisher(tmp_path, KEY, coverage=COVERS), RiskPublisher(tmp_path, KEY, coverage=COVERS)
     keys = ids(3)
     assert first.publish([(keys[0], RiskStatus.F0, None)], T0) == 1
     assert second.publish([(keys[1], RiskStatus.F1, None)], T0) == 2
     assert first.publish([(keys[2], RiskStatus.REVOKED, None)], T0) == 3
-    assert {bytes(k) for k in RiskPublisher(tmp_path, KEY).records()["key"]} == set(keys)
+    assert {bytes(k) for k in RiskPublisher(tmp_path, KEY, coverage=COVERS).records()["key"]} == set(keys)
     chain = [decode_update(b, [KEY.public_key()]) for b in second.updates_for(1)]
     assert [u.version for u in chain] == [2, 3]
     assert not list(tmp_path.glob("*.tmp"))

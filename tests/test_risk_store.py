@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import COVERS, ID_KEY
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -26,12 +27,12 @@ KEY = Ed25519PrivateKey.generate()
 
 
 def keys(n: int, prefix: str = "id") -> list[bytes]:
-    return [holder_hash(f"{prefix}{i}") for i in range(n)]
+    return [holder_hash(f"{prefix}{i}", ID_KEY) for i in range(n)]
 
 
 @pytest.fixture
 def publisher(tmp_path: Path) -> RiskPublisher:
-    return RiskPublisher(tmp_path / "central", KEY)
+    return RiskPublisher(tmp_path / "central", KEY, coverage=COVERS)
 
 
 def open_store(path: Path) -> RiskStore:
@@ -52,7 +53,7 @@ def test_snapshot_then_deltas(tmp_path: Path, publisher: RiskPublisher) -> None:
     assert store.version == 1 and not store.needs_snapshot
     assert store.published_at == T0
     assert store.lookup(ids[7], T0.date()) == RiskEntry(RiskStatus.F0)
-    assert store.lookup(holder_hash("nobody"), T0.date()) is None
+    assert store.lookup(holder_hash("nobody", ID_KEY), T0.date()) is None
     publisher.publish([(ids[7], None, None), (ids[8], RiskStatus.F1, date(2024, 4, 1))], T0 + timedelta(hours=1))
     updates = publisher.updates_for(1)
     assert len(updates) == 1
@@ -85,7 +86,7 @@ def test_forged_replayed_and_truncated_updates_keep_old_list(tmp_path: Path, pub
     store = open_store(tmp_path / "dev")
     snapshot = publisher.updates_for(0)[0]
     store.apply(snapshot)
-    forger = RiskPublisher(tmp_path / "forger", Ed25519PrivateKey.generate())
+    forger = RiskPublisher(tmp_path / "forger", Ed25519PrivateKey.generate(), coverage=COVERS)
     forger.publish([(ids[0], None, None)], T0)
     forger.publish([(ids[1], None, None)], T0)
     with pytest.raises(RiskUpdateError, match="pinned"):
@@ -130,13 +131,13 @@ def test_digest_mismatch_sets_needs_snapshot(tmp_path: Path, publisher: RiskPubl
     store = open_store(tmp_path / "dev")
     sync(store, publisher)
     change = np.zeros(1, RECORD)
-    change["key"] = np.frombuffer(holder_hash("new"), "V16")
+    change["key"] = np.frombuffer(holder_hash("new", ID_KEY), "V16")
     change["status"] = RiskStatus.F1
     wrong = SetDigest.of(change).bytes  # the digest of a set without the 20 entries
     with pytest.raises(RiskUpdateError, match="digest"):
-        store.apply(encode_update(DELTA, 1, 2, wrong, change, KEY, T0))
+        store.apply(encode_update(DELTA, 1, 2, wrong, change, KEY, T0, coverage=COVERS))
     assert store.needs_snapshot and store.version == 1
-    assert store.lookup(holder_hash("new"), T0.date()) is None
+    assert store.lookup(holder_hash("new", ID_KEY), T0.date()) is None
     assert store.lookup(ids[3], T0.date()) is not None
     # the same version as a snapshot is accepted now that a snapshot is needed
     store.apply(publisher.snapshot())
@@ -190,10 +191,10 @@ def test_damaged_segment_is_not_trusted(tmp_path: Path, publisher: RiskPublisher
     segment.write_bytes(bytes(raw))
     (tmp_path / "dev" / "seg-9999999999-stray.bin").write_bytes(b"left by a crash")
     reopened = open_store(tmp_path / "dev")
-    assert reopened.version == 0 and reopened.needs_snapshot
-    assert not (tmp_path / "dev" / "seg-9999999999-stray.bin").exists()
+    assert reopened.version == 0 and reopened.needs_snapshot and "digest" in reopened.refused
     reopened.apply(publisher.snapshot())
-    assert reopened.status().entries == 40
+    assert reopened.status().entries == 40 and reopened.refused is None
+    assert not (tmp_path / "dev" / "seg-9999999999-stray.bin").exists()
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -202,12 +203,12 @@ def test_damaged_segment_is_not_trusted(tmp_path: Path, publisher: RiskPublisher
 def test_garbled_blob_only_raises_risk_update_error(tmp_path_factory: pytest.TempPathFactory, cut: int,
                                                    flips: list[int], use_delta: bool) -> None:
     root = tmp_path_factory.mktemp("garble")
-    publisher = RiskPublisher(root / "central", KEY)
+    publisher = RiskPublisher(root / "central", KEY, coverage=COVERS)
     ids = keys(30)
     publisher.publish([(k, RiskStatus.F0, None) for k in ids], T0)
     store = open_store(root / "dev")
     sync(store, publisher)
-    publisher.publish([(ids[0], None, None), (holder_hash("n"), RiskStatus.F1, None)], T0)
+    publisher.publish([(ids[0], None, None), (holder_hash("n", ID_KEY), RiskStatus.F1, None)], T0)
     blob = bytearray(publisher.updates_for(1)[0] if use_delta else publisher.snapshot())
     for flip in flips:
         blob[flip % len(blob)] ^= 0x5A
@@ -232,7 +233,7 @@ def test_device_set_equals_publisher_set(tmp_path_factory: pytest.TempPathFactor
                                          monkeypatch: pytest.MonkeyPatch, batches: list) -> None:
     monkeypatch.setattr(store_module, "L0_MIN", 3)  # force overlays to fold and compact
     root = tmp_path_factory.mktemp("prop")
-    publisher = RiskPublisher(root / "central", KEY)
+    publisher = RiskPublisher(root / "central", KEY, coverage=COVERS)
     universe = keys(41, "u")
     publisher.publish([(universe[0], RiskStatus.F0, None)], T0)
     store = open_store(root / "dev")
@@ -296,14 +297,14 @@ def test_compact_folds_overlays_and_keeps_answers(tmp_path: Path, publisher: Ris
     publisher.publish([(k, RiskStatus.F0, None) for k in ids], T0)
     store = open_store(tmp_path / "dev")
     sync(store, publisher)
-    publisher.publish([(ids[0], None, None), (holder_hash("late"), RiskStatus.REVOKED, None)], T0)
+    publisher.publish([(ids[0], None, None), (holder_hash("late", ID_KEY), RiskStatus.REVOKED, None)], T0)
     sync(store, publisher)
     assert store.status().segments == 2
     store.compact()
     status = store.status()
     assert status.segments == 1 and status.entries == 100 and status.version == 2
     assert store.lookup(ids[0], T0.date()) is None
-    assert store.lookup(holder_hash("late"), T0.date()) == RiskEntry(RiskStatus.REVOKED)
+    assert store.lookup(holder_hash("late", ID_KEY), T0.date()) == RiskEntry(RiskStatus.REVOKED)
     assert len(list((tmp_path / "dev").glob("seg-*.bin"))) == 1
     reopened = open_store(tmp_path / "dev")
     assert reopened.status() == status

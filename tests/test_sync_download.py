@@ -3,12 +3,13 @@
 from datetime import UTC, datetime
 
 import pytest
-from conftest import append_samples, token_for
+from conftest import COVERS, ID_KEY, append_samples, token_for
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.device.sync_client import SyncClient, backoff_delay, parse_retry_after
-from edge.lists.policy import default_policy, sign_policy
+from edge.lists.policy import CheckpointIdentity, default_policy, sign_policy
 from edge.lists.risk_store import RiskStore
+from edge.lists.version_floor import VersionFloor
 from edge.passes.trust import TrustStore, build_trust_envelope
 from edge.scan.clock import SystemClock
 from sync.server.app import create_app
@@ -28,12 +29,14 @@ def world(tmp_path, scanlog, device_key, server_x25519, publisher_key):
     settings = ServerSettings(db_url=f"sqlite:///{data / 'db.sqlite'}", encryption_key=server_x25519,
                               publisher_key=publisher_key, data_dir=data)
     open_storage(settings.db_url, create=True).close()
-    publisher = RiskPublisher(data / "risk", publisher_key)
+    publisher = RiskPublisher(data / "risk", publisher_key, coverage=COVERS)
     installed: list[tuple[str, int]] = []
     with ServerThread(create_app(settings)) as srv:
         risk = RiskStore.open(tmp_path / "device-risk", [publisher_key.public_key()])
         clock = SystemClock(timesync_flag=tmp_path / "no-such-flag")
-        client = SyncClient(srv.url, scanlog, device_key, publisher_keys=[publisher_key.public_key()], clock=clock,
+        client = SyncClient(srv.url, scanlog, device_key, checkpoint=CheckpointIdentity("cp-1", ("hn-zone-1",)),
+                            floor=VersionFloor(tmp_path / "dev/list-versions.json"),
+                            publisher_keys=[publisher_key.public_key()], clock=clock,
                             trust_path=tmp_path / "dev/trust.cpenv", policy_path=tmp_path / "dev/policy.cpenv",
                             risk_store=risk, on_installed=lambda k, v: installed.append((k, v)), timeout_s=5)
         client.enroll(token_for(settings.db_url))
@@ -46,7 +49,7 @@ def test_full_cycle_installs_verified_lists_and_time(world, publisher_key, scanl
     assert not world["clock"].trusted()
     (data / "published/trust.cpenv").write_bytes(build_trust_envelope([], publisher_key, version=4))
     (data / "published/policy.cpenv").write_bytes(sign_policy(default_policy(version=2), publisher_key))
-    key = holder_hash("001099000123")
+    key = holder_hash("001099000123", ID_KEY)
     world["publisher"].publish([(key, RiskStatus.F1, None)])
     append_samples(scanlog, 3)
     result = client.run_once()

@@ -6,6 +6,7 @@ import threading
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from conftest import ID_KEY
 
 from edge.devtools.memory_risk import MemoryRiskList
 from edge.lists.policy import default_policy
@@ -43,31 +44,31 @@ def _pass(key: IssuerKey, kind=PassKind.RESIDENT, citizen: str = CITIZEN, **kw) 
     kw.setdefault("zones", ["hn-zone-1"])
     if "test" not in kw and "recovery" not in kw:
         kw.setdefault("vaccination", Vaccination(2, 2, date(2026, 1, 1)))
-    return issue_cp1(key, kind, holder_hash(citizen), **kw)
+    return issue_cp1(key, kind, holder_hash(citizen, ID_KEY), **kw)
 
 
 def test_valid_pass_passes_with_details(key: IssuerKey) -> None:
     v = _verifier(key).verify(_pass(key, pass_id="P1"))
     assert (v.decision, v.reason) == (Decision.PASS, Reason.OK)
     assert (v.format, v.kind, v.pass_id, v.issuer) == ("CP1", "resident", "P1", "HN-POLICE")
-    assert v.holder_hash == holder_hash(CITIZEN)
+    assert v.holder_hash == holder_hash(CITIZEN, ID_KEY)
     assert v.to_json()["verdict"] == "PASS" and CITIZEN not in str(v.to_json())
 
 
 @pytest.mark.parametrize(("status", "reason"), [(RiskStatus.F0, Reason.RISK_F0), (RiskStatus.F1, Reason.RISK_F1),
                                                 (RiskStatus.REVOKED, Reason.RISK_REVOKED)])
 def test_risk_hits_refuse(key: IssuerKey, status: RiskStatus, reason: Reason) -> None:
-    risk = _risk({holder_hash(CITIZEN): status})
+    risk = _risk({holder_hash(CITIZEN, ID_KEY): status})
     v = _verifier(key, risk=risk).verify(_pass(key))
     assert (v.decision, v.reason) == (Decision.REFUSE, reason)
     # even a stale list or an untrusted clock does not hide a listed holder
-    assert _verifier(key, risk=_risk({holder_hash(CITIZEN): status}, 500), trusted=False).verify(
+    assert _verifier(key, risk=_risk({holder_hash(CITIZEN, ID_KEY): status}, 500), trusted=False).verify(
         _pass(key)).reason == reason
     assert _verifier(key, risk=risk).verify(_pass(key, citizen="other")).decision == Decision.PASS
 
 
 def test_expired_risk_entry_no_longer_refuses(key: IssuerKey) -> None:
-    risk = _risk({holder_hash(CITIZEN): RiskEntry(RiskStatus.F1, until=date(2026, 2, 27))})
+    risk = _risk({holder_hash(CITIZEN, ID_KEY): RiskEntry(RiskStatus.F1, until=date(2026, 2, 27))})
     assert _verifier(key, risk=risk).verify(_pass(key)).decision == Decision.PASS
 
 

@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.cli import main
+from sync.wire.identifiers import IdentifierKey
 from sync.wire.keyfiles import save_private_key, save_public_key
 
 
@@ -26,8 +27,9 @@ def test_issue_bundle_and_verify_with_config(tmp_path: Path) -> None:
                 "--not-before", "2026-01-01T00:00:00Z"])
     assert "kid=" in out
     _run(["keys", "--issuer", "FORGER", "--out", str(tmp_path / "forger.json"), "--not-before", "2026-01-01"])
-    common = ["--holder-id", "001099012345", "--zone", "hn-zone-1", "--doses", "2",
-              "--last-dose", "2026-01-02", "--issued-at", "2026-02-01T00:00:00Z"]
+    IdentifierKey.generate().save(tmp_path / "holder_id.key")
+    common = ["--holder-id", "001099012345", "--id-key", str(tmp_path / "holder_id.key"), "--zone", "hn-zone-1",
+              "--doses", "2", "--last-dose", "2026-01-02", "--issued-at", "2026-02-01T00:00:00Z"]
     good = _run(["issue", "--key", str(tmp_path / "issuer.json"), "--kind", "resident", *common,
                  "--days", "60", "--out", str(tmp_path / "good")]).strip()
     assert (tmp_path / "good.png").stat().st_size > 0 and (tmp_path / "good.txt").read_text().strip() == good
@@ -37,14 +39,14 @@ def test_issue_bundle_and_verify_with_config(tmp_path: Path) -> None:
                    "--out", str(tmp_path / "forged")]).strip()
     _run(["trust", "build", "--publisher-key", str(tmp_path / "pub.pem"), "--issuer-key",
           str(tmp_path / "issuer.json"), "--version", "1", "--out", str(tmp_path / "trust.cpenv")])
-    (tmp_path / "policy.json").write_text(_run(["policy", "default", "--version", "2"]))
+    (tmp_path / "policy.json").write_text(_run(["policy", "default", "--version", "2", "--checkpoint", "cp-7"]))
     _run(["policy", "seal", str(tmp_path / "policy.json"), "--publisher-key", str(tmp_path / "pub.pem"),
           "--out", str(tmp_path / "policy.cpenv")])
     shown = _run(["policy", "show", str(tmp_path / "policy.cpenv"), "--publisher-public-key",
                   str(tmp_path / "keys" / "publisher_ed25519.pub.pem")])
     assert json.loads(shown)["version"] == 2
     config = tmp_path / "device.toml"
-    config.write_text(f'[device]\ndata_dir = "{tmp_path}"\n')
+    config.write_text(f'[device]\ncheckpoint = "cp-7"\ndata_dir = "{tmp_path}"\n')
     lines = _run(["verify", "--json", "--config", str(config), "--at", "2026-03-01T08:00:00Z"],
                  stdin="\n".join([good, expired, forged, "hello", ""]) + "\n").splitlines()
     verdicts = [json.loads(line) for line in lines]

@@ -1,7 +1,7 @@
 """``checkpoint demo``: the whole path once, for real, on loopback, with embedded defaults.
 
 A central server (SQLite) publishes a signed trust list, policy and risk list; a checkpoint
-device is provisioned, enrolls, syncs, and its real daemon loop reads camera-like frames of seven
+device is provisioned, enrolls, syncs, and its real daemon loop reads camera-like frames of nine
 travellers from the replay source; every decision is committed to the scan log before the
 (terminal) lamp shows it; the log is synced up, and the server's copy is compared record by record.
 """
@@ -76,7 +76,9 @@ def run_demo(workdir: Path, out: TextIO, *, db_url: str | None = None, serve: bo
     central.publish(now)
     url = central.start()
     say(f"[1/5] central server on {url} (db {central.settings.db_url.split('?')[0]}): published signed "
-        "trust list (a CP1 issuer, a VN DCC signer), policy and risk list (1 F0, 1 F1)")
+        "trust list (a CP1 issuer, VN and DE DCC signers), a policy naming this checkpoint, and a risk "
+        "list covering CP1 and VN DCCs (1 F0 by citizen id and vaccine-passport UCI, 1 F1; ids keyed with "
+        f"the server's identifier key {central.id_key.key_id}, which no device holds)")
     appliance = None
     try:
         people = make_travellers(central, now)
@@ -150,7 +152,7 @@ def run_demo(workdir: Path, out: TextIO, *, db_url: str | None = None, serve: bo
 @click.option("--db", "db_url", default=None, help="Server database URL (default: SQLite in the workdir).")
 @click.option("--serve", is_flag=True, help="Keep the server (and its dashboard) up until Ctrl-C.")
 def demo(workdir: Path | None, db_url: str | None, serve: bool) -> None:
-    """End-to-end demo: central server, one device, seven travellers; exits non-zero on any mismatch."""
+    """End-to-end demo: central server, one device, nine travellers; exits non-zero on any mismatch."""
     temporary = workdir is None
     root = Path(tempfile.mkdtemp(prefix="checkpoint-demo-")) if temporary else workdir
     root.mkdir(parents=True, exist_ok=True)

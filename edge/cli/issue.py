@@ -10,7 +10,7 @@ import click
 from edge.cli.common import ISO_DATE, ISO_TIME, reports_errors
 from edge.passes.credential import PassKind, Recovery, TestResult, Vaccination
 from edge.passes.issuer import IssuerKey
-from sync.wire.identifiers import holder_hash
+from sync.wire.identifiers import IdentifierKey, holder_hash
 
 CP1_KIND_NAMES = [k.value for k in PassKind if not k.value.startswith("dcc_")]
 
@@ -18,7 +18,9 @@ CP1_KIND_NAMES = [k.value for k in PassKind if not k.value.startswith("dcc_")]
 @click.command()
 @click.option("--key", "key_path", type=click.Path(path_type=Path, dir_okay=False), required=True)
 @click.option("--kind", type=click.Choice(CP1_KIND_NAMES), required=True)
-@click.option("--holder-id", help="Citizen ID; only its hash goes into the pass.")
+@click.option("--holder-id", help="Citizen ID; only its keyed value goes into the pass (needs --id-key).")
+@click.option("--id-key", "id_key_path", type=click.Path(path_type=Path, dir_okay=False),
+              help="The identifier key (issuing authority and central server only) for --holder-id.")
 @click.option("--holder-hash", "holder_hex", help="The 16-byte holder hash as hex (instead of --holder-id).")
 @click.option("--days", type=float, default=30, show_default=True, help="Valid for this many days.")
 @click.option("--issued-at", type=ISO_TIME, help="Issue time (ISO-8601; default now).")
@@ -33,7 +35,8 @@ CP1_KIND_NAMES = [k.value for k in PassKind if not k.value.startswith("dcc_")]
 @click.option("--pass-id", help="Pass id (default: random).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Writes OUT.txt and OUT.png.")
 @reports_errors
-def issue(key_path: Path, kind: str, holder_id: str | None, holder_hex: str | None, days: float,
+def issue(key_path: Path, kind: str, holder_id: str | None, id_key_path: Path | None, holder_hex: str | None,
+          days: float,
           issued_at: datetime | None, zones: tuple[str, ...], doses: int | None, series_doses: int,
           last_dose: date | None, test_at: datetime | None, test_positive: bool, recovered_on: date | None,
           recovery_until: date | None, pass_id: str | None, out: Path) -> None:
@@ -43,7 +46,10 @@ def issue(key_path: Path, kind: str, holder_id: str | None, holder_hex: str | No
 
     if bool(holder_id) == bool(holder_hex):
         raise click.UsageError("give exactly one of --holder-id and --holder-hash")
-    holder = holder_hash(holder_id) if holder_id else bytes.fromhex(holder_hex or "")
+    if holder_id and id_key_path is None:
+        raise click.UsageError("--holder-id needs --id-key: a citizen id goes into a pass only as its keyed value")
+    holder = (holder_hash(holder_id, IdentifierKey.load(id_key_path)) if holder_id and id_key_path
+              else bytes.fromhex(holder_hex or ""))
     key = IssuerKey.load(key_path)
     start = issued_at or datetime.now(UTC)
     vaccination = Vaccination(doses, series_doses, last_dose) if doses is not None else None

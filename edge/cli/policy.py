@@ -19,12 +19,14 @@ def policy() -> None:
 @policy.command("default")
 @click.option("--zone", default="hn-zone-1", show_default=True, help="The checkpoint's zone.")
 @click.option("--version", "version", type=int, default=1, show_default=True)
+@click.option("--checkpoint", "checkpoints", multiple=True,
+              help="Checkpoint id or group the policy applies to (repeat; default: the zone as a group).")
 @reports_errors
-def default(zone: str, version: int) -> None:
+def default(zone: str, version: int, checkpoints: tuple[str, ...]) -> None:
     """Print the demo policy (Hanoi 2021 zones) as JSON, to edit and then seal."""
     from edge.lists.policy import default_policy
 
-    click.echo(default_policy(zone, version).to_json_bytes().decode())
+    click.echo(default_policy(zone, version, checkpoints or None).to_json_bytes().decode())
 
 
 @policy.command("schema")
@@ -47,7 +49,8 @@ def seal_command(source: Path, publisher_key: Path, out: Path) -> None:
     parsed = parse_policy(source.read_bytes())
     blob = sign_policy(parsed, load_ed25519_private(publisher_key))
     write_atomic(out, blob)  # the server may be serving this file right now
-    click.echo(f"policy version={parsed.version} zone={parsed.checkpoint_zone} file={out}")
+    click.echo(f"policy version={parsed.version} zone={parsed.checkpoint_zone} "
+               f"checkpoints={','.join(parsed.checkpoints)} file={out}")
 
 
 @policy.command("show")
@@ -58,5 +61,5 @@ def show(path: Path, publisher_public_key: Path) -> None:
     """Verify a signed policy and print it."""
     from edge.lists.policy import load_policy_file
 
-    parsed = load_policy_file(path, [load_ed25519_public(publisher_public_key)])
+    parsed = load_policy_file(path, [load_ed25519_public(publisher_public_key)], None)
     click.echo(parsed.to_json_bytes().decode())

@@ -12,10 +12,12 @@ import click
 from edge.cli.common import ISO_TIME, reports_errors
 from edge.config import load_config
 from edge.lists.risk_store import RiskStore
+from edge.lists.version_floor import VersionFloor
 from sync.server.publish.risk import RiskPublisher
 from sync.server.publish.risk_inputs import load_rows, parse_row
+from sync.wire.identifiers import IdentifierKey
 from sync.wire.keyfiles import load_ed25519_private, load_ed25519_public
-from sync.wire.risk.types import RiskUpdateError
+from sync.wire.risk.types import Coverage, RiskUpdateError
 
 
 @click.group()
@@ -30,24 +32,44 @@ def risk() -> None:
               help="Publisher Ed25519 private key (PEM).")
 @click.option("--at", "published_at", type=ISO_TIME, default=None,
               help="Publication time, ISO-8601 (default now; without a zone: UTC).")
+@click.option("--id-key", "id_key_files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Identifier key (the central server's keys/holder_id.key) that turns 'id' rows into the "
+                   "keyed values passes carry. Repeat during a rotation: the current key first, then the "
+                   "older ones whose passes are still valid.")
+@click.option("--covers", "covers", multiple=True, metavar="FORMAT:ISSUER",
+              help="What the list covers from this version on (repeat: CP1:*, HC1:VN, ...); default: as "
+                   "before. Passes the list does not cover get CHECK on the devices.")
 @click.argument("input_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @reports_errors
-def publish(directory: Path, key_file: Path, published_at: datetime | None, input_file: Path) -> None:
-    """Publish the changes in INPUT_FILE (.csv or .json) as the next version."""
+def publish(directory: Path, key_file: Path, published_at: datetime | None, id_key_files: tuple[Path, ...],
+            covers: tuple[str, ...], input_file: Path) -> None:
+    """Publish the changes in INPUT_FILE (.csv or .json) as the next version.
+
+    Rows name a citizen ('id', published only as its keyed value), the certificate ids of the
+    EU DCCs issued to them ('uci'), or a ready-made 'key'.
+    """
     key = load_ed25519_private(key_file)
+    id_keys = [IdentifierKey.load(path) for path in id_key_files]
+    try:
+        coverage = Coverage.parse(list(covers)) if covers else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--covers") from None
     rows = load_rows(input_file)
     with click.progressbar(rows, label=f"reading {len(rows):,} rows", file=sys.stderr) as bar:
-        changes = [parse_row(row, f"{input_file} row {n}") for n, row in enumerate(bar, 1)]
+        changes = [change for n, row in enumerate(bar, 1)
+                   for change in parse_row(row, f"{input_file} row {n}", id_keys)]
     publisher = RiskPublisher(directory, key)
-    version = publisher.publish(changes, published_at)
-    click.echo(f"published version {version}: {len(changes):,} changes, {publisher.entries:,} entries")
+    version = publisher.publish(changes, published_at, coverage)
+    click.echo(f"published version {version}: {len(changes):,} changes, {publisher.entries:,} entries, "
+               f"covers {' '.join(publisher.coverage.as_list())}")
 
 
 @reports_errors
 def _open_device_store(config_file: Path) -> RiskStore:
     config = load_config(config_file)
     keys = [load_ed25519_public(config.resolve(config.keys.publisher_public_key))]
-    return RiskStore.open(config.resolve(config.risk.path), keys)
+    return RiskStore.open(config.resolve(config.risk.path), keys,
+                          VersionFloor(config.resolve(config.lists.versions_path)))
 
 
 @risk.command()

@@ -40,7 +40,8 @@ def _build(config_path: Path | None, trust_path: Path | None, policy_path: Path 
     if (trust_path or policy_path) and not publisher:
         raise click.UsageError("--trust/--policy need --publisher-key (the pinned key that signed them)")
     trust = load_trust_file(trust_path, publisher) if trust_path else TrustStore()
-    policy = load_policy_file(policy_path, publisher) if policy_path else default_policy()
+    # a policy file checked by hand, not installed on a device: whichever checkpoints it names
+    policy = load_policy_file(policy_path, publisher, None) if policy_path else default_policy()
     return Verifier(trust=trust, risk=None, policy=policy, clock=_clock(None, clock_at))
 
 

@@ -22,10 +22,11 @@ from edge.config import Config
 from edge.device.daemon import Daemon, DecisionEvent
 from edge.device.status import DeviceStatus, StatusFile, StatusSnapshot
 from edge.device.sync_client import InstalledCallback, SyncClient
-from edge.lists.policy import PolicyError, load_policy_file
+from edge.lists.policy import CheckpointIdentity, Policy, PolicyError, load_policy_file
 from edge.lists.risk_store import RiskStore
+from edge.lists.version_floor import RollbackError, VersionFloor
 from edge.passes.reader import warm_up as warm_up_readers
-from edge.passes.trust import TrustError, load_trust_file
+from edge.passes.trust import TrustError, TrustStore, load_trust_file
 from edge.scan.camera import FrameSource, make_source
 from edge.scan.clock import Clock, FixedClock, NoRtc, SysfsRtc, SystemClock, boot_id
 from edge.scan.debounce import Debouncer
@@ -61,30 +62,59 @@ def open_scanlog(config: Config) -> ScanLog:
                    synchronous=config.scanlog.synchronous)
 
 
-def open_risk_store(config: Config, publisher_keys: list[Ed25519PublicKey]) -> RiskStore | None:
-    """The installed risk list, or None until a sync installs one (verdicts are CHECK meanwhile)."""
+def open_floor(config: Config) -> VersionFloor:
+    """The anti-rollback record: the highest version of each list this device ever installed."""
+    return VersionFloor(config.resolve(config.lists.versions_path))
+
+
+def checkpoint_identity(config: Config) -> CheckpointIdentity:
+    """Which policies this device accepts: those naming its checkpoint id or one of its groups."""
+    return CheckpointIdentity(config.device.checkpoint, tuple(config.device.groups))
+
+
+def open_risk_store(config: Config, publisher_keys: list[Ed25519PublicKey], floor: VersionFloor) -> RiskStore | None:
+    """The installed risk list, checked against its signed head (a store that fails is refused and
+    serves nothing until a sync repairs it); None only if the directory cannot be used at all."""
     path = config.resolve(config.risk.path)
     try:
-        return RiskStore.open(path, publisher_keys)
+        return RiskStore.open(path, publisher_keys, floor)
     except Exception as exc:
         log.warning("event=risk_list_unreadable path=%s error=%r action=sync to fetch a risk list", path, str(exc))
         return None
 
 
+def load_device_lists(config: Config, publisher: list[Ed25519PublicKey],
+                      floor: VersionFloor) -> tuple[TrustStore, Policy]:
+    """The trust list and policy files a device may use: signed by the pinned publisher, the policy
+    naming this checkpoint, neither older than what this device installed before (anti-rollback).
+
+    Raises TrustError / PolicyError / RollbackError saying which file is wrong.
+    """
+    trust = load_trust_file(config.resolve(config.trust.path), publisher)
+    floor.check("trust", trust.version, f"trust list {config.resolve(config.trust.path)}")
+    policy = load_policy_file(config.resolve(config.policy.path), publisher, checkpoint_identity(config))
+    floor.check("policy", policy.version, f"policy {config.resolve(config.policy.path)}")
+    floor.raise_to("trust", trust.version)  # rebuilds a lost floor file from the lists that verify
+    floor.raise_to("policy", policy.version)
+    return trust, policy
+
+
 def build_verifier(config: Config, clock: Clock) -> Verifier:
     """A verifier over the installed lists (``checkpoint verify``); raises if trust list or policy is unusable."""
     publisher = [load_ed25519_public(config.resolve(config.keys.publisher_public_key))]
-    trust = load_trust_file(config.resolve(config.trust.path), publisher)
-    policy = load_policy_file(config.resolve(config.policy.path), publisher)
-    return Verifier(trust=trust, risk=open_risk_store(config, publisher), policy=policy, clock=clock)
+    floor = open_floor(config)
+    trust, policy = load_device_lists(config, publisher, floor)
+    return Verifier(trust=trust, risk=open_risk_store(config, publisher, floor), policy=policy, clock=clock)
 
 
 def build_sync_client(config: Config, *, scanlog: ScanLog, clock: Clock, publisher_keys: list[Ed25519PublicKey],
-                      risk_store: RiskStore | None, on_installed: InstalledCallback | None = None) -> SyncClient:
+                      risk_store: RiskStore | None, floor: VersionFloor,
+                      on_installed: InstalledCallback | None = None) -> SyncClient:
     """The sync client of this device (its own key is created on first use)."""
     s = config.sync
     return SyncClient(s.server_url, scanlog, load_or_create_ed25519(config.resolve(config.keys.device_key)),
-                      publisher_keys=publisher_keys, clock=clock, batch_size=s.batch_size, timeout_s=s.timeout_s,
+                      checkpoint=checkpoint_identity(config), floor=floor, publisher_keys=publisher_keys,
+                      clock=clock, batch_size=s.batch_size, timeout_s=s.timeout_s,
                       backoff_max_s=s.backoff_max_s, interval_s=s.interval_s,
                       trust_path=config.resolve(config.trust.path), policy_path=config.resolve(config.policy.path),
                       risk_store=risk_store, on_installed=on_installed)
@@ -93,8 +123,9 @@ def build_sync_client(config: Config, *, scanlog: ScanLog, clock: Clock, publish
 def build_sync_only(config: Config) -> SyncClient:
     """The sync client alone, for ``checkpoint sync`` (no camera, no lamps)."""
     keys = load_publisher_keys(config)
+    floor = open_floor(config)
     return build_sync_client(config, scanlog=open_scanlog(config), clock=make_clock(config), publisher_keys=keys,
-                             risk_store=open_risk_store(config, keys))
+                             risk_store=open_risk_store(config, keys, floor), floor=floor)
 
 
 def make_clock(config: Config) -> Clock:
@@ -116,11 +147,13 @@ class LiveVerifier:
     The sync client installs new lists while the daemon runs; ``reload`` swaps them in atomically.
     """
 
-    def __init__(self, config: Config, clock: Clock, publisher_keys: list[Ed25519PublicKey]):
-        self._config, self._clock, self._keys = config, clock, publisher_keys
+    def __init__(self, config: Config, clock: Clock, publisher_keys: list[Ed25519PublicKey], floor: VersionFloor):
+        self._config, self._clock, self._keys, self.floor = config, clock, publisher_keys, floor
         self._lock = threading.Lock()
         self.current: Verifier | None = None
         self.risk: RiskLookup | None = None
+        #: why the last load of the trust list or policy on the card was refused (None when fine)
+        self.lists_refused: str | None = None
         self.reload("all")
 
     def verify(self, text: str) -> Verdict:
@@ -142,11 +175,16 @@ class LiveVerifier:
         config = self._config
         with self._lock:
             if self.risk is None:  # one store object for the process: the sync client applies into it
-                self.risk = open_risk_store(config, self._keys)
+                self.risk = open_risk_store(config, self._keys, self.floor)
             try:
-                trust = load_trust_file(config.resolve(config.trust.path), self._keys)
-                policy = load_policy_file(config.resolve(config.policy.path), self._keys)
-            except (TrustError, PolicyError, OSError) as exc:
+                trust, policy = load_device_lists(config, self._keys, self.floor)
+            except (TrustError, PolicyError, RollbackError, OSError) as exc:
+                present = config.resolve(config.trust.path).exists() and config.resolve(config.policy.path).exists()
+                self.lists_refused = str(exc) if present else None  # missing: not provisioned yet
+                if self.lists_refused is not None:
+                    log.error("event=device_list_refused error=%r action=keeping the lists in use (CHECK until "
+                              "there are some); the next sync installs verified lists; if this repeats, "
+                              "check the SD card", str(exc))
                 if self.current is None:
                     log.warning("event=verifier_not_ready error=%r action=verdicts are CHECK until the first "
                                 "sync installs a trust list and policy", str(exc))
@@ -154,6 +192,7 @@ class LiveVerifier:
                     log.error("event=verifier_reload_failed kind=%s error=%r action=keeping the lists in use",
                               kind, str(exc))
                 return
+            self.lists_refused = None
             if trust.issued_at is not None:  # signed, checked at every load: the time is at least this
                 self._clock.note_signed_time(trust.issued_at, "trust_list")
             if self.current is None:
@@ -175,13 +214,14 @@ class Appliance:
         self.clock = clock or make_clock(config)
         self.publisher_keys = load_publisher_keys(config)
         self.scanlog = open_scanlog(config)
-        self.verifier = LiveVerifier(config, self.clock, self.publisher_keys)
+        self.floor = open_floor(config)
+        self.verifier = LiveVerifier(config, self.clock, self.publisher_keys, self.floor)
         warm_up_readers()  # the first scan after boot must be as fast as every other
         self.sync = None
         if config.sync.server_url:
             self.sync = build_sync_client(config, scanlog=self.scanlog, clock=self.clock,
                                           publisher_keys=self.publisher_keys, risk_store=self.verifier.risk,
-                                          on_installed=self.verifier.reload)
+                                          floor=self.floor, on_installed=self.verifier.reload)
         self.light = light or make_light(config.light, stream=light_stream)
         self.daemon = Daemon(
             source=source or make_source(config), decoder=Decoder(config.decoder),
@@ -200,10 +240,17 @@ class Appliance:
     # -- health ------------------------------------------------------------------------------
     def health_probes(self) -> list[Callable[[], Iterable[Fault]]]:
         """Cheap probes the daemon polls about once a second."""
-        return [self._clock_fault, self._risk_fault, self._disk_fault, self._server_fault]
+        return [self._clock_fault, self._lists_fault, self._risk_fault, self._disk_fault, self._server_fault]
 
     def _clock_fault(self) -> Iterable[Fault]:
         return () if self.clock.trusted() else (Fault.CLOCK_UNTRUSTED,)
+
+    def _lists_fault(self) -> Iterable[Fault]:
+        """A list on the card refused at open (edited, damaged or rolled back) until a sync repairs it."""
+        risk = self.verifier.risk
+        if self.verifier.lists_refused is not None or (risk is not None and risk.refused is not None):
+            return (Fault.LIST_DAMAGED,)
+        return ()
 
     def _risk_fault(self) -> Iterable[Fault]:
         current, risk = self.verifier.current, self.verifier.risk

@@ -25,7 +25,8 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from edge.lists.policy import parse_policy_envelope
+from edge.lists.policy import CheckpointIdentity, parse_policy_envelope
+from edge.lists.version_floor import ListKind, VersionFloor
 from edge.passes.trust import TrustStore
 from edge.scan.clock import Clock
 from edge.scan.scanlog import ScanLog
@@ -80,20 +81,19 @@ def backoff_delay(attempt: int, *, base: float, cap: float, retry_after: float |
     return rng() * min(cap, base * (2 ** min(attempt, 30)))
 
 
-def _validate_trust(blob: bytes, keys: list[Ed25519PublicKey]) -> int:
-    TrustStore.from_envelope(blob, keys)
-    return open_envelope(blob, "trust", keys).version
+def _validate_trust(blob: bytes, keys: list[Ed25519PublicKey], _checkpoint: CheckpointIdentity) -> int:
+    return TrustStore.from_envelope(blob, keys).version
 
 
-def _validate_policy(blob: bytes, keys: list[Ed25519PublicKey]) -> int:
-    parse_policy_envelope(blob, keys)
-    return open_envelope(blob, "policy", keys).version
+def _validate_policy(blob: bytes, keys: list[Ed25519PublicKey], checkpoint: CheckpointIdentity) -> int:
+    return parse_policy_envelope(blob, keys, checkpoint).version
 
 
 class SyncClient:
     """Store-and-forward sync of one device with the central server."""
 
     def __init__(self, server_url: str, scanlog: ScanLog, device_key: Ed25519PrivateKey, *,
+                 checkpoint: CheckpointIdentity | None = None, floor: VersionFloor | None = None,
                  publisher_keys: list[Ed25519PublicKey] | None = None, clock: Clock | None = None,
                  batch_size: int = 500, timeout_s: float = 10.0, backoff_base_s: float = 1.0,
                  backoff_max_s: float = 300.0, interval_s: float = 60.0,
@@ -105,6 +105,11 @@ class SyncClient:
         self.device_id = scanlog.device_id
         self._key = device_key
         self.publisher_keys = list(publisher_keys or [])
+        if (trust_path or policy_path) and (checkpoint is None or floor is None):
+            raise ValueError("a client that installs trust lists or policies needs the device's checkpoint "
+                             "(policies are for named checkpoints) and its anti-rollback floor")
+        self.checkpoint = checkpoint or CheckpointIdentity("-")
+        self.floor: VersionFloor = floor  # type: ignore[assignment]  # set whenever a list path is
         self.clock = clock
         self.batch_size = batch_size
         self.timeout_s = timeout_s
@@ -186,7 +191,8 @@ class SyncClient:
                 raise
             except Exception as exc:  # a bad list must never stop the sync loop
                 log.error("event=sync_download_rejected kind=%s error=%s action=keeping the current %s; "
-                          "check what the server publishes", name, exc, name)
+                          "check what the server (or anything between it and this device) serves",
+                          name, exc, name)
                 errors.append(f"{name}: {exc}")
         for kind, version in installed:
             if self.on_installed is not None:
@@ -216,27 +222,43 @@ class SyncClient:
         if self.clock is not None:
             self.clock.note_signed_time(signed_at, kind)
 
-    def _installed_version(self, path: Path | None, kind: str) -> int:
-        if path is None or not path.exists():
-            return 0
+    def _installed_version(self, path: Path, kind: ListKind,
+                           validate: Callable[[bytes, list[Ed25519PublicKey], CheckpointIdentity], int]) -> int | None:
+        """The version of the list file in use, or None when it is missing, damaged, not for this
+        checkpoint, or older than the anti-rollback floor (then the file must be replaced)."""
         try:
-            return open_envelope(path.read_bytes(), kind, self.publisher_keys).version
-        except (OSError, EnvelopeError):
-            return 0
+            version = validate(path.read_bytes(), self.publisher_keys, self.checkpoint)
+        except FileNotFoundError:
+            return None
+        except (OSError, CheckpointError, ValueError) as exc:
+            log.error("event=list_file_unusable kind=%s path=%s error=%r action=fetching version %d or newer "
+                      "from the server", kind, path, str(exc), self.floor.get(kind))
+            return None
+        return version if version >= self.floor.get(kind) else None
 
-    def _download_envelope(self, kind: str, path: Path | None,
-                           validate: Callable[[bytes, list[Ed25519PublicKey]], int]) -> list[tuple[str, int]]:
+    def _download_envelope(self, kind: ListKind, path: Path | None,
+                           validate: Callable[[bytes, list[Ed25519PublicKey], CheckpointIdentity], int]
+                           ) -> list[tuple[str, int]]:
+        """Install the server's ``kind`` list if it verifies, is for this checkpoint and is newer
+        than the file in use; never older than the floor, even when the file in use is damaged."""
         if path is None:
             return []
-        have = self._installed_version(path, kind)
+        floor = self.floor.get(kind)
+        installed = self._installed_version(path, kind, validate)
+        # a damaged file may be repaired by the very version it held (the floor), never an older one
+        have = installed if installed is not None else max(floor - 1, 0)
         resp = self._request("GET", f"{API}/{kind}?have={have}")
         if resp.status_code == 204:
             return []
-        version = validate(resp.content, self.publisher_keys)
-        if version <= have:
-            raise EnvelopeError(f"{kind} version {version} is not newer than installed {have} (rollback?)")
+        # refusals (forged, another checkpoint's policy, older than the floor) are logged by download()
+        version = validate(resp.content, self.publisher_keys, self.checkpoint)
+        self.floor.check(kind, version, f"downloaded {kind} list")
+        if installed is not None and version <= installed:
+            raise EnvelopeError(f"{kind} version {version} is not newer than installed {installed} (rollback?)")
         write_atomic(path, resp.content)
-        log.info("event=list_installed kind=%s version=%d previous=%d path=%s", kind, version, have, path)
+        self.floor.raise_to(kind, version)  # after the file: a crash in between leaves the floor low, not high
+        log.info("event=list_installed kind=%s version=%d previous=%s path=%s", kind, version,
+                 installed if installed is not None else "none", path)
         self._note_signed_time(open_envelope(resp.content, kind, self.publisher_keys).issued_at, kind)
         return [(kind, version)]
 

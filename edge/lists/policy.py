@@ -8,21 +8,24 @@ handled by the verifier as CHECK before a PASS can be given.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from edge.passes.credential import Credential, PassFormat, PassKind
 from edge.verdict import Reason
 from sync.wire.envelope import EnvelopeError, open_envelope, sign_envelope
 from sync.wire.errors import CheckpointError
+from sync.wire.risk.types import Coverage
 
 ENVELOPE_KIND = "policy"
 ALL_ZONES = "*"
 Evidence = Literal["vaccinated", "tested", "recovered", "none"]
+CheckpointName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
 
 
 class PolicyError(CheckpointError, ValueError):
@@ -50,11 +53,22 @@ class KindRule(_Model):
     red_area: bool = False
 
 
+@dataclass(frozen=True)
+class CheckpointIdentity:
+    """Who a device is, for policy: its checkpoint id and the groups it belongs to (device config)."""
+
+    checkpoint: str
+    groups: tuple[str, ...] = ()
+
+
 class Policy(_Model):
     """One checkpoint's rules (versioned; newer versions replace older ones atomically)."""
 
     version: int = Field(ge=1)
     name: str = "checkpoint policy"
+    #: the checkpoint ids or checkpoint groups this policy is for; a device installs a policy only
+    #: when it names the device's checkpoint or one of its groups (no wildcard)
+    checkpoints: list[CheckpointName] = Field(min_length=1)
     checkpoint_zone: str
     zones: list[Zone]
     accepted_formats: list[PassFormat]
@@ -70,6 +84,9 @@ class Policy(_Model):
     max_risk_list_age_hours: float = Field(default=24, gt=0)
     #: CP1 passes must name the checkpoint's zone (or "*") in their allowed zones
     cp1_zone_required: bool = True
+    #: FORMAT:ISSUER items (``HC1:DE``, ``HC1:*``) this checkpoint lets PASS although the risk list
+    #: does not cover them; by default such a pass is CHECK (``risk_not_covered``), never PASS by omission
+    risk_coverage_waived_for: list[str] = []
 
     @model_validator(mode="after")
     def _consistent(self) -> Policy:
@@ -81,7 +98,17 @@ class Policy(_Model):
         kinds = [r.kind for r in self.rules]
         if len(kinds) != len(set(kinds)):
             raise ValueError("at most one rule per pass kind")
+        Coverage.parse(self.risk_coverage_waived_for)
         return self
+
+    def applies_to(self, checkpoint: CheckpointIdentity) -> bool:
+        """Whether this policy names ``checkpoint`` (its id or one of its groups)."""
+        return checkpoint.checkpoint in self.checkpoints or any(g in self.checkpoints for g in checkpoint.groups)
+
+    def risk_coverage_waived(self, fmt: str, issuer: str | None) -> bool:
+        """Whether this policy explicitly lets a pass the risk list does not cover PASS."""
+        waived = self.risk_coverage_waived_for
+        return bool(waived) and (f"{fmt}:*" in waived or f"{fmt}:{issuer}" in waived)
 
     def zone(self) -> Zone:
         for z in self.zones:  # a plain loop: this runs on every scan
@@ -181,8 +208,12 @@ HANOI_2021_ZONES = [
 ]
 
 
-def default_policy(checkpoint_zone: str = "hn-zone-1", version: int = 1) -> Policy:
-    """A sensible demo policy modelled on Hanoi's 2021 checkpoints."""
+def default_policy(checkpoint_zone: str = "hn-zone-1", version: int = 1,
+                   checkpoints: tuple[str, ...] | None = None) -> Policy:
+    """A sensible demo policy modelled on Hanoi's 2021 checkpoints.
+
+    It applies to ``checkpoints`` (ids or groups; default: the group named like the zone).
+    """
     any_health: list[Evidence] = ["vaccinated", "tested", "recovered"]
     rules = [
         KindRule(kind=PassKind.RESIDENT, accept=any_health),
@@ -195,7 +226,8 @@ def default_policy(checkpoint_zone: str = "hn-zone-1", version: int = 1) -> Poli
         KindRule(kind=PassKind.DCC_TEST, accept=["tested"]),
         KindRule(kind=PassKind.DCC_RECOVERY, accept=["recovered"]),
     ]
-    return Policy(version=version, name="Hà Nội 2021 (demo)", checkpoint_zone=checkpoint_zone,
+    return Policy(version=version, name="Hà Nội 2021 (demo)", checkpoints=list(checkpoints or (checkpoint_zone,)),
+                  checkpoint_zone=checkpoint_zone,
                   zones=HANOI_2021_ZONES, accepted_formats=list(PassFormat), accepted_kinds=list(PassKind),
                   rules=rules)
 
@@ -214,8 +246,18 @@ def sign_policy(policy: Policy, key: Ed25519PrivateKey, issued_at: datetime | No
     return sign_envelope(ENVELOPE_KIND, policy.version, policy.to_json_bytes(), key, issued_at)
 
 
-def parse_policy_envelope(blob: bytes, keys: list[Ed25519PublicKey]) -> Policy:
-    """Open a signed policy envelope with the pinned publisher keys and validate it."""
+class PolicyNotForThisCheckpoint(PolicyError):
+    """A validly signed policy names other checkpoints (another zone's, served by mistake or by an
+    attacker between device and server)."""
+
+
+def parse_policy_envelope(blob: bytes, keys: list[Ed25519PublicKey],
+                          checkpoint: CheckpointIdentity | None) -> Policy:
+    """Open a signed policy envelope with the pinned publisher keys and validate it.
+
+    A device passes its ``checkpoint``: a policy that does not name it is refused. Only tools that
+    inspect a policy for someone else (``checkpoint policy show``) pass None.
+    """
     try:
         env = open_envelope(blob, ENVELOPE_KIND, keys)
     except EnvelopeError as exc:
@@ -223,16 +265,21 @@ def parse_policy_envelope(blob: bytes, keys: list[Ed25519PublicKey]) -> Policy:
     policy = parse_policy(env.payload)
     if policy.version != env.version:
         raise PolicyError(f"policy version {policy.version} differs from its envelope's {env.version}")
+    if checkpoint is not None and not policy.applies_to(checkpoint):
+        groups = f" (groups {', '.join(checkpoint.groups)})" if checkpoint.groups else ""
+        raise PolicyNotForThisCheckpoint(
+            f"policy version {policy.version} is for {', '.join(policy.checkpoints)}, not for checkpoint "
+            f"{checkpoint.checkpoint}{groups}")
     return policy
 
 
-def load_policy_file(path: Path, keys: list[Ed25519PublicKey]) -> Policy:
-    """Read a signed policy file from disk."""
+def load_policy_file(path: Path, keys: list[Ed25519PublicKey], checkpoint: CheckpointIdentity | None) -> Policy:
+    """Read a signed policy file from disk (refused unless it names ``checkpoint``, when given)."""
     try:
         blob = path.read_bytes()
     except OSError as exc:
         raise PolicyError(f"{path}: cannot read policy ({exc.strerror}); sync or provision first") from None
-    return parse_policy_envelope(blob, keys)
+    return parse_policy_envelope(blob, keys, checkpoint)
 
 
 def policy_json_schema() -> str:

@@ -9,6 +9,14 @@ fixed fraction of it, and the base is rewritten only when the larger overlay rea
 
 Every update is written to new files (fsync), then the manifest is replaced by rename (fsync of
 the directory); readers keep using the old in-memory mapping until the new one is swapped in.
+
+The card is not trusted: the manifest also keeps the publisher's signed *head* of the version
+installed (version, publication time, set digest, entry count, what the list covers), and every
+``open`` re-checks the store against it: the head's signature, the manifest's claims, each
+segment's order and index, and the digest of the set the segments serve. A store that fails
+any of these (or is older than the highest version this device installed) is refused loudly:
+it serves nothing, ``refused`` says why (the verifier answers CHECK, the lamp shows the
+list-damaged fault) and the next sync installs a full snapshot over it.
 """
 
 from __future__ import annotations
@@ -18,13 +26,16 @@ import json
 import logging
 import secrets
 import threading
-from dataclasses import asdict, dataclass
+import time
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from edge.lists.version_floor import RollbackError, VersionFloor
+from sync.wire.errors import CheckpointError
 from sync.wire.fsutil import write_atomic
 from sync.wire.risk.digest import SetDigest
 from sync.wire.risk.records import (
@@ -33,16 +44,30 @@ from sync.wire.risk.records import (
     REMOVED,
     decode_until,
     empty,
+    lookup_many,
     merge,
 )
-from sync.wire.risk.segment import Segment, SegmentError, file_checksum, write_segment
-from sync.wire.risk.types import KEY_BYTES, RiskEntry, RiskStatus, RiskUpdateError
-from sync.wire.risk.updates import RiskUpdate, decode_update
+from sync.wire.risk.segment import (
+    LIVE_STATUSES,
+    OVERLAY_STATUSES,
+    Segment,
+    SegmentError,
+    write_segment,
+)
+from sync.wire.risk.types import (
+    KEY_BYTES,
+    NO_COVERAGE,
+    Coverage,
+    RiskEntry,
+    RiskStatus,
+    RiskUpdateError,
+)
+from sync.wire.risk.updates import RiskHead, RiskUpdate, decode_update, open_head
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
-FORMAT = 1
+FORMAT = 2
 #: the small overlay folds into the large one past max(L0_MIN, base/L0_RATIO) entries
 L0_MIN, L0_RATIO = 16_384, 256
 #: the large overlay folds into the base past max(4 * small limit, base/L1_RATIO) entries
@@ -60,11 +85,18 @@ class RiskStoreStatus:
     bytes_on_disk: int
     segments: int
     needs_snapshot: bool
+    covers: tuple[str, ...] = ()
+    refused: str | None = None
 
     def as_dict(self) -> dict[str, object]:
         data = asdict(self)
         data["published_at"] = self.published_at.isoformat() if self.published_at else None
+        data["covers"] = list(self.covers)
         return data
+
+
+class StoreRefused(CheckpointError, ValueError):
+    """The store on the card does not match the signed head it claims (edited, damaged, rolled back)."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +107,8 @@ class _State:
     entries: int
     segments: tuple[tuple[Segment, str], ...]  # (segment, checksum), oldest first
     needs_snapshot: bool
+    head: RiskHead | None = None
+    refused: str | None = None
 
     def find(self, key: bytes) -> tuple[int, int] | None:
         for segment, _ in reversed(self.segments):
@@ -87,60 +121,115 @@ class _State:
 _EMPTY = _State(0, None, SetDigest().bytes, 0, (), True)
 
 
+def check_served_set(segments: list[Segment], head: RiskHead) -> None:
+    """StoreRefused unless ``segments`` (oldest first) serve exactly the set ``head`` signs.
+
+    Each segment must be sound for lookups (order, statuses, index); then the set they serve
+    together (the base, with the overlays' newer values and removals on top) must have the
+    head's digest and entry count. The base is digested in one numpy pass; the overlays are
+    small, so the cost is about one read of the base (see ``checkpoint bench risk``).
+    """
+    base, overlays = segments[0], segments[1:]
+    base.check(LIVE_STATUSES)
+    for segment in overlays:
+        segment.check(OVERLAY_STATUSES)
+    base_recs = base.records()
+    digest = SetDigest.of(base_recs)
+    entries = len(base_recs)
+    newer = empty()
+    for segment in overlays:
+        newer = merge(newer, segment.records())
+    if len(newer):
+        found, pos = lookup_many(base_recs, newer["key"])
+        replaced = base_recs[pos[found]]
+        digest.remove(replaced)
+        live = newer[newer["status"] != REMOVED]
+        digest.add(live)
+        entries += len(live) - len(replaced)
+    if entries != head.entries:
+        raise StoreRefused(f"the segments serve {entries} entries, the signed head of version {head.version} "
+                           f"holds {head.entries} (store edited or damaged)")
+    if digest.bytes != head.digest:
+        raise StoreRefused(f"the segments do not serve the set the signed head of version {head.version} "
+                           "holds (digest mismatch: store edited or damaged)")
+
+
 class RiskStore:
     """The cached risk list (implements ``RiskLookup``); ``apply`` takes signed updates."""
 
-    def __init__(self, directory: Path, publisher_keys: list[Ed25519PublicKey], state: _State) -> None:
+    def __init__(self, directory: Path, publisher_keys: list[Ed25519PublicKey], state: _State,
+                 floor: VersionFloor | None = None) -> None:
         self.directory = directory
         self._keys = list(publisher_keys)
         self._state = state
+        self._floor = floor
         self._apply_lock = threading.Lock()
 
     # ------------------------------------------------------------------ opening
     @classmethod
-    def open(cls, path: Path, publisher_keys: list[Ed25519PublicKey], verify: bool = True) -> RiskStore:
-        """Open (or create) the store in directory ``path``.
+    def open(cls, path: Path, publisher_keys: list[Ed25519PublicKey], floor: VersionFloor | None = None) -> RiskStore:
+        """Open (or create) the store in directory ``path``, re-checking it against its signed head.
 
-        With ``verify`` each segment's checksum is checked; a damaged or unreadable list is
-        dropped (version 0, ``needs_snapshot``) with an error log rather than trusted.
+        A store that does not check out is refused: it serves nothing (``refused`` says why,
+        ``needs_snapshot`` is set) and an error log line says what to do. ``floor`` is the
+        device's anti-rollback record: a store older than the highest version installed is refused.
         """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
         try:
-            state = cls._load(path, verify)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.error("event=risk_store_unreadable dir=%s error=%r action=waiting_for_full_snapshot",
-                      path, str(exc))
-            state = _EMPTY
-        store = cls(path, publisher_keys, state)
-        store._remove_unreferenced()
-        log.info("event=risk_store_opened dir=%s version=%d entries=%d segments=%d needs_snapshot=%s",
-                 path, state.version, state.entries, len(state.segments), state.needs_snapshot)
+            state = cls._load(path, publisher_keys, floor)
+        except (StoreRefused, RiskUpdateError, SegmentError, RollbackError, OSError, ValueError, KeyError,
+                TypeError) as exc:
+            reason = str(exc)[:300]
+            log.error("event=risk_store_refused dir=%s reason=%r action=serving no risk list (scans get CHECK "
+                      "risk_list_damaged, lamp shows list_damaged); the next sync installs a full signed "
+                      "snapshot; if this repeats, replace the SD card", path, reason)
+            state = replace(_EMPTY, refused=reason)
+        store = cls(path, publisher_keys, state, floor)
+        if state.refused is None:
+            store._remove_unreferenced()
+            if floor is not None and state.version:
+                floor.raise_to("risk", state.version)  # a floor file lost on its own is rebuilt here
+        log.info("event=risk_store_opened dir=%s version=%d entries=%d segments=%d needs_snapshot=%s "
+                 "checked_in_s=%.3f refused=%s", path, state.version, state.entries, len(state.segments),
+                 state.needs_snapshot, time.perf_counter() - started, state.refused is not None)
         return store
 
     @staticmethod
-    def _load(path: Path, verify: bool) -> _State:
+    def _load(path: Path, publisher_keys: list[Ed25519PublicKey], floor: VersionFloor | None) -> _State:
         manifest_path = path / MANIFEST
+        installed = floor.get("risk") if floor is not None else 0
         if not manifest_path.exists():
+            if installed:
+                raise StoreRefused(f"{manifest_path} is missing, but version {installed} was installed here")
             return _EMPTY
         data = json.loads(manifest_path.read_text(encoding="utf-8"))
-        if data.get("format") != FORMAT:
-            raise ValueError(f"unknown manifest format {data.get('format')!r}")
-        segments = []
-        for item in data["segments"]:
-            seg_path = path / item["file"]
-            if verify and file_checksum(seg_path) != item["checksum"]:
-                raise SegmentError(f"{seg_path}: checksum mismatch (file damaged)")
-            segments.append((Segment(seg_path, int(item["entries"])), str(item["checksum"])))
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise StoreRefused(f"unknown manifest format {data.get('format') if isinstance(data, dict) else data!r}")
+        head = open_head(bytes.fromhex(data["head"]), publisher_keys)
         published = data.get("published_at")
-        return _State(
-            version=int(data["version"]),
-            published_at=datetime.fromtimestamp(int(published), UTC) if published is not None else None,
-            digest=bytes.fromhex(data["digest"]),
-            entries=int(data["entries"]),
-            segments=tuple(segments),
-            needs_snapshot=bool(data.get("needs_snapshot", False)) or int(data["version"]) == 0,
-        )
+        claims = {"version": data.get("version"), "published_at": published, "entries": data.get("entries"),
+                  "digest": data.get("digest")}
+        signed = {"version": head.version, "published_at": int(head.published_at.timestamp()),
+                  "entries": head.entries, "digest": head.digest.hex()}
+        for name, value in claims.items():
+            if value != signed[name]:
+                raise StoreRefused(f"manifest {name} {value!r} differs from the signed head's {signed[name]!r} "
+                                   "(manifest edited)")
+        if floor is not None:
+            floor.check("risk", head.version, "the risk list on the card")
+        items = data["segments"]
+        if not isinstance(items, list) or not items:
+            raise StoreRefused(f"manifest names no segment, but the signed head holds {head.entries} entries")
+        segments = []
+        for item in items:
+            segment = Segment(path / str(item["file"]), int(item["entries"]))
+            segments.append((segment, str(item["checksum"])))
+        check_served_set([seg for seg, _ in segments], head)
+        return _State(version=head.version, published_at=head.published_at, digest=head.digest,
+                      entries=head.entries, segments=tuple(segments),
+                      needs_snapshot=bool(data.get("needs_snapshot", False)), head=head)
 
     # ------------------------------------------------------------------ RiskLookup
     @property
@@ -155,6 +244,17 @@ class RiskStore:
     def needs_snapshot(self) -> bool:
         """True when the device must fetch a full snapshot (empty list, chain or digest mismatch)."""
         return self._state.needs_snapshot
+
+    @property
+    def coverage(self) -> Coverage:
+        """The pass formats and issuers the installed list covers (as its signed head says)."""
+        head = self._state.head
+        return head.coverage if head is not None else NO_COVERAGE
+
+    @property
+    def refused(self) -> str | None:
+        """Why the store on the card was refused at open (None when it checked out or is new)."""
+        return self._state.refused
 
     def lookup(self, key: bytes, today: date | None = None) -> RiskEntry | None:
         """The entry for a 16-byte key, or None; an entry past its end date counts as absent."""
@@ -175,7 +275,8 @@ class RiskStore:
         manifest = self.directory / MANIFEST
         size = sum(seg.size for seg, _ in state.segments) + (manifest.stat().st_size if manifest.exists() else 0)
         return RiskStoreStatus(state.version, state.published_at, state.entries, size,
-                               len(state.segments), state.needs_snapshot)
+                               len(state.segments), state.needs_snapshot, tuple(self.coverage.as_list()),
+                               state.refused)
 
     # ------------------------------------------------------------------ updates
     def apply(self, blob: bytes) -> int:
@@ -209,8 +310,7 @@ class RiskStore:
             written = self.directory / f"seg-{state.version:010d}-{secrets.token_hex(4)}.bin"
             try:
                 checksum = write_segment(written, merged)
-                new_state = _State(state.version, state.published_at, state.digest, state.entries,
-                                   ((Segment(written, len(merged)), checksum),), state.needs_snapshot)
+                new_state = replace(state, segments=((Segment(written, len(merged)), checksum),))
                 self._write_manifest(new_state)
             except (OSError, SegmentError) as exc:
                 with contextlib.suppress(OSError):
@@ -222,9 +322,8 @@ class RiskStore:
             log.info("event=risk_compacted version=%d entries=%d", state.version, len(merged))
 
     def _reject(self, state: _State, message: str, needs_snapshot: bool = False) -> RiskUpdateError:
-        if needs_snapshot and not state.needs_snapshot:
-            flagged = _State(state.version, state.published_at, state.digest, state.entries,
-                             state.segments, True)
+        if needs_snapshot and not state.needs_snapshot and state.head is not None:
+            flagged = replace(state, needs_snapshot=True)
             try:
                 self._write_manifest(flagged)
                 self._state = flagged
@@ -240,6 +339,10 @@ class RiskStore:
         if update.version < state.version or (update.version == state.version and not state.needs_snapshot):
             raise self._reject(state, f"snapshot version {update.version} is not newer than the "
                                       f"current version {state.version} (replayed or older)")
+        if self._floor is not None and update.version < self._floor.get("risk"):
+            raise self._reject(state, f"snapshot version {update.version} is older than version "
+                                      f"{self._floor.get('risk')}, which this device has installed already "
+                                      "(replayed or older)")
         recs = update.records
         if SetDigest.of(recs).bytes != update.digest:
             raise self._reject(state, f"snapshot {update.version} does not match its own digest "
@@ -262,6 +365,10 @@ class RiskStore:
             raise self._reject(state, f"after delta {update.base_version}->{update.version} the set "
                                       "digest does not match the publisher's", needs_snapshot=True)
         entries = state.entries - int((old["status"] != REMOVED).sum()) + int((recs["status"] != REMOVED).sum())
+        if entries != update.head.entries:
+            raise self._reject(state, f"after delta {update.base_version}->{update.version} the list holds "
+                                      f"{entries} entries, its signed head says {update.head.entries}",
+                               needs_snapshot=True)
         return self._commit(update, *self._plan(state, recs), entries, update.digest)
 
     @staticmethod
@@ -310,8 +417,11 @@ class RiskStore:
                 written.append(path)
                 checksum = write_segment(path, recs)
                 segments.append((Segment(path, len(recs)), checksum))
-            new_state = _State(update.version, update.published_at, digest, entries, tuple(segments), False)
+            new_state = _State(update.version, update.published_at, digest, entries, tuple(segments), False,
+                               head=update.head)
             self._write_manifest(new_state)
+            if self._floor is not None:
+                self._floor.raise_to("risk", update.version)
             return new_state
         except (OSError, SegmentError) as exc:
             for path in written:
@@ -321,8 +431,11 @@ class RiskStore:
                                             f"{self.directory}: {exc}") from None
 
     def _write_manifest(self, state: _State) -> None:
+        if state.head is None:
+            raise OSError("no signed head to write (an empty list is not written)")
         data = {
             "format": FORMAT,
+            "head": state.head.blob.hex(),
             "version": state.version,
             "published_at": int(state.published_at.timestamp()) if state.published_at else None,
             "digest": state.digest.hex(),

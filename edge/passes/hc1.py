@@ -27,7 +27,6 @@ from edge.passes.signing_keys import check_key_period, find_signer
 from edge.passes.trust import SOURCE_DSC, TrustedKey, TrustStore
 from edge.passes.valuesets import unknown_codes
 from edge.verdict import PassRejected, Reason
-from sync.wire.identifiers import holder_hash
 
 PREFIX = "HC1:"
 FMT = PassFormat.HC1.value
@@ -230,14 +229,16 @@ def _credential(claims: Mapping, dcc: dict, msg: Sign1, key: TrustedKey) -> Cred
         test = TestResult(taken, entry["tr"] == TEST_NOT_DETECTED, entry.get("tt"))
     else:
         recovery = Recovery(_day(entry["fr"]), _day(entry["df"]), _day(entry["du"]))
-    name = dcc["nam"]
-    holder = holder_hash(f"{name.get('fnt', '')}<<{name.get('gnt', '')}|{dcc['dob']}", salt="DCC-holder-v1")
     uci = entry["ci"]
+    risk_keys = revocation_keys(issuer, uci, msg)
     return Credential(
         format=PassFormat.HC1, kind=KIND_BY_GROUP[group], pass_id=uci, issuer=issuer, kid=key.kid,
-        holder_hash=holder, issued_at=_time(claims.get(CLAIM_IAT), "iat"),
+        # a DCC carries no citizen id: its holder stands in logs for its certificate, the UCI hash
+        # (``sync.wire.identifiers.certificate_hash``) that the publisher lists for a listed
+        # citizen; never an unkeyed hash of name and birth date, which enumeration reverses
+        holder_hash=risk_keys[0], issued_at=_time(claims.get(CLAIM_IAT), "iat"),
         expires_at=_time(claims.get(CLAIM_EXP), "exp"), vaccination=vaccination, test=test, recovery=recovery,
-        risk_keys=revocation_keys(issuer, uci, msg),
+        risk_keys=risk_keys,
     )
 
 

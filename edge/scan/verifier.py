@@ -117,8 +117,13 @@ class Verifier:
             return reason
         if risk is None:
             return Reason.RISK_LIST_MISSING
+        if risk.refused is not None:
+            return Reason.RISK_LIST_DAMAGED
         published = risk.published_at
         max_age = timedelta(hours=state.policy.max_risk_list_age_hours)
         if published is None or now - published > max_age:
             return Reason.RISK_LIST_STALE
+        if (not risk.coverage.includes(cred.format._value_, cred.issuer)
+                and not state.policy.risk_coverage_waived(cred.format._value_, cred.issuer)):
+            return Reason.RISK_NOT_COVERED  # never PASS by omission: this holder may be listed unseen
         return Reason.OK

@@ -11,12 +11,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from sync.wire.errors import CheckpointError
+from sync.wire.identifiers import IdentifierKey
 from sync.wire.keyfiles import load_ed25519_private, load_x25519_private, save_private_key, save_public_key
 
 log = logging.getLogger(__name__)
 
 ENCRYPTION_KEY = "keys/server_x25519.pem"
 PUBLISHER_KEY = "keys/publisher_ed25519.pem"
+#: the identifier key (holder values are HMAC-SHA-256 under it); shared with the issuing authority only
+IDENTIFIER_KEY = "keys/holder_id.key"
 
 
 class ServerDataError(CheckpointError, RuntimeError):
@@ -79,6 +82,8 @@ class ServerSettings:
     session_ttl_s: int = 8 * 3600
     #: session cookies only over HTTPS (turn off only for plain-HTTP on loopback)
     secure_cookies: bool = True
+    #: the identifier key (``sync.wire.identifiers``): publishing risk lists from citizen ids, tracing
+    identifier_key: IdentifierKey | None = None
 
     @classmethod
     def from_data_dir(cls, data_dir: Path, *, db_url: str | None = None) -> ServerSettings:
@@ -93,8 +98,10 @@ class ServerSettings:
                                   f"with 'checkpoint server init --data-dir DIR' (or check --data-dir)")
         pub_path = data_dir / PUBLISHER_KEY
         publisher = load_ed25519_private(pub_path) if pub_path.exists() else None
+        id_path = data_dir / IDENTIFIER_KEY
+        identifier = IdentifierKey.load(id_path) if id_path.exists() else None
         return cls(db_url=db_url or default_db_url(data_dir), encryption_key=load_x25519_private(enc_path),
-                   publisher_key=publisher, data_dir=data_dir)
+                   publisher_key=publisher, data_dir=data_dir, identifier_key=identifier)
 
 
 def default_db_url(data_dir: Path) -> str:
@@ -124,6 +131,11 @@ def init_data_dir(data_dir: Path, *, db_url: str | None = None) -> ServerSetting
         save_public_key(data_dir / "keys/publisher_ed25519.pub.pem", publisher.public_key())
         log.info("event=publisher_key_created path=%s action=devices pin %s", pub_path,
                  data_dir / "keys/publisher_ed25519.pub.pem")
+    id_path = data_dir / IDENTIFIER_KEY
+    if not id_path.exists():  # shared with the issuing authority only; never on a device
+        IdentifierKey.generate().save(id_path)
+        log.info("event=identifier_key_created path=%s action=give a copy to the issuing authority only "
+                 "(passes carry ids keyed with it); never to a device", id_path)
     settings = ServerSettings.from_data_dir(data_dir, db_url=db_url)
     open_storage(settings.db_url, create=True).close()
     return settings

@@ -44,12 +44,13 @@ def make_scenario(path: Path) -> list[str]:
     from edge.passes.credential import PassKind, Vaccination
     from edge.passes.issuer import IssuerKey
     from edge.passes.trust import TrustedKey, TrustStore
-    from sync.wire.identifiers import holder_hash
+    from sync.wire.identifiers import IdentifierKey, holder_hash
 
     case = json.loads(DGC_CASE.read_text(encoding="utf-8-sig"))
     at = datetime.fromisoformat(case["TESTCTX"]["VALIDATIONCLOCK"].replace("Z", "+00:00"))
     issuer = IssuerKey.generate("BENCH-PIPELINE", "EdDSA", not_before=at - timedelta(days=30))
-    cp1 = issue_cp1(issuer, PassKind.RESIDENT, holder_hash("pipeline"), issued_at=at - timedelta(hours=1),
+    holder = holder_hash("pipeline", IdentifierKey.generate())
+    cp1 = issue_cp1(issuer, PassKind.RESIDENT, holder, issued_at=at - timedelta(hours=1),
                     expires_at=at + timedelta(days=30), zones=["*"], vaccination=Vaccination(2, 2))
     dsc = TrustedKey.from_certificate(base64.b64decode(case["TESTCTX"]["CERTIFICATE"]))
     trust = TrustStore([issuer.trusted_key(), dsc]).to_payload()

@@ -17,16 +17,20 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from edge.devtools.bench.report import median
 from edge.scan.scanlog import ScanLog
 from edge.verdict import Decision, Reason, Verdict
-from sync.wire.identifiers import holder_hash
+from sync.wire.identifiers import IdentifierKey, holder_hash
 from sync.wire.sealed import HolderOpener
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
+#: the bench's own identifier key (holder values only need to look like real ones)
+_ID_KEY = IdentifierKey.generate()
+
+
 def _verdict(i: int) -> Verdict:
     if i % 5 == 4:
         return Verdict(Decision.CHECK, Reason.NOT_A_PASS)
-    return Verdict(Decision.PASS, Reason.OK, format="CP1", kind="resident", holder_hash=holder_hash(str(i)))
+    return Verdict(Decision.PASS, Reason.OK, format="CP1", kind="resident", holder_hash=holder_hash(str(i), _ID_KEY))
 
 
 def _log(path: Path, key: X25519PrivateKey, synchronous: str = "FULL") -> ScanLog:

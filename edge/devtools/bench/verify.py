@@ -28,7 +28,7 @@ from edge.passes.credential import PassKind, Vaccination
 from edge.passes.trust import TrustedKey, TrustStore
 from edge.scan.clock import FixedClock
 from edge.scan.verifier import Verifier
-from sync.wire.identifiers import holder_hash
+from sync.wire.identifiers import IdentifierKey, holder_hash
 from sync.wire.risk.types import RiskStatus
 
 DGC = dgc_testdata_dir() / "common/2DCode/raw"
@@ -82,7 +82,8 @@ def _cp1() -> tuple[Verifier, str]:
 
     now = datetime.now(UTC)
     key = IssuerKey.generate("BENCH", "EdDSA", not_before=now - timedelta(days=1))
-    text = issue_cp1(key, PassKind.RESIDENT, holder_hash("bench"), issued_at=now, expires_at=now + timedelta(days=1),
+    holder = holder_hash("bench", IdentifierKey.generate())
+    text = issue_cp1(key, PassKind.RESIDENT, holder, issued_at=now, expires_at=now + timedelta(days=1),
                      zones=["*"], vaccination=Vaccination(2, 2))
     clock = FixedClock(now + timedelta(minutes=1))
     return Verifier(trust=TrustStore([key.trusted_key()]), risk=_risk(clock.now()), policy=default_policy(),

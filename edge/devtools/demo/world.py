@@ -11,7 +11,7 @@ import cv2
 
 from edge.config import Config
 from edge.device.bundle import ServerKeys, device_config, write_bundle
-from edge.devtools.demo.scenario import Traveller, risk_entries, travellers
+from edge.devtools.demo.scenario import RISK_COVERS, Traveller, risk_entries, travellers
 from edge.devtools.hc1_issuer import DocumentSigner
 from edge.devtools.synth import render_sequence
 from edge.lists.policy import default_policy, sign_policy
@@ -24,8 +24,12 @@ from sync.server.publish.risk import RiskPublisher
 from sync.server.runner import ServerThread
 from sync.server.settings import ServerSettings, init_data_dir
 from sync.server.storage import open_storage
+from sync.wire.identifiers import IdentifierKey
+from sync.wire.risk.types import Coverage
 
 DEVICE_ID = "HN-CP-001"
+#: the checkpoint the device stands at (its policy names it) and the group it belongs to
+CHECKPOINT_ID = "hn-chuong-duong-bridge"
 ZONE = "hn-zone-1"
 FRAME_SIZE = (640, 480)
 
@@ -37,6 +41,8 @@ class Central:
     settings: ServerSettings
     issuer: IssuerKey
     dsc: DocumentSigner
+    #: a document signer of a country the province's risk list does not cover
+    foreign_dsc: DocumentSigner
     enroll_token: str
     server: ServerThread | None = None
 
@@ -52,7 +58,14 @@ class Central:
         # the issuing key has been in service for a year (so last month's permits verify)
         since = datetime.now(UTC).replace(microsecond=0) - timedelta(days=365)
         return cls(settings, IssuerKey.generate("VN-HN-CDC", "EdDSA", not_before=since, valid_days=3 * 365),
-                   DocumentSigner.generate("VN", "PS256", not_before=since, valid_days=3 * 365), token)
+                   DocumentSigner.generate("VN", "PS256", not_before=since, valid_days=3 * 365),
+                   DocumentSigner.generate("DE", "ES256", not_before=since, valid_days=3 * 365), token)
+
+    @property
+    def id_key(self) -> IdentifierKey:
+        """The identifier key: the server and the issuing authority hold it, the device never does."""
+        assert self.settings.identifier_key is not None
+        return self.settings.identifier_key
 
     def publish(self, now: datetime) -> None:
         """Sign and publish trust list, policy and risk list, as the province's IT would."""
@@ -61,9 +74,10 @@ class Central:
         published = data_dir / "published"
         published.mkdir(parents=True, exist_ok=True)
         (published / "trust.cpenv").write_bytes(build_trust_envelope(
-            [self.issuer.trusted_key(), self.dsc.trusted_key()], key, version=1))
-        (published / "policy.cpenv").write_bytes(sign_policy(default_policy(ZONE), key))
-        RiskPublisher(data_dir / "risk", key).publish(risk_entries(), published_at=now)
+            [self.issuer.trusted_key(), self.dsc.trusted_key(), self.foreign_dsc.trusted_key()], key, version=1))
+        (published / "policy.cpenv").write_bytes(sign_policy(default_policy(ZONE, checkpoints=(CHECKPOINT_ID,)), key))
+        RiskPublisher(data_dir / "risk", key, coverage=Coverage.parse(list(RISK_COVERS))).publish(
+            risk_entries(self.id_key), published_at=now)
 
     def add_demo_user(self) -> str:
         """An admin account with a fresh random password (for ``checkpoint demo --serve``)."""
@@ -91,7 +105,7 @@ def provision_device(root: Path, central: Central, server_url: str, frames: Path
     assert central.settings.data_dir is not None
     keys = ServerKeys.from_server_data(central.settings.data_dir)
     config = device_config(
-        DEVICE_ID, checkpoint="Hà Nội – cầu Chương Dương (demo)", server_url=server_url, etc_dir=root,
+        DEVICE_ID, checkpoint=CHECKPOINT_ID, server_url=server_url, etc_dir=root,
         data_dir=root,
         overrides={"camera": {"source": "replay", "path": str(frames), "fps": 30.0, "loop": False},
                    "light": {"backend": "terminal", "verdict_hold_s": 1.0},
@@ -113,4 +127,4 @@ def demo_now() -> datetime:
 
 
 def make_travellers(central: Central, now: datetime) -> list[Traveller]:
-    return travellers(central.issuer, central.dsc, now, ZONE)
+    return travellers(central.issuer, central.dsc, central.foreign_dsc, now, ZONE, central.id_key)

@@ -21,6 +21,8 @@ class Fault(StrEnum):
 
     CAMERA_LOST = "camera_lost"
     CLOCK_UNTRUSTED = "clock_untrusted"
+    #: a list on the card (risk list, trust list, policy) was refused at open: edited, damaged or rolled back
+    LIST_DAMAGED = "list_damaged"
     RISK_STALE = "risk_stale"
     DISK_LOW = "disk_low"
     SERVER_UNREACHABLE = "server_unreachable"
@@ -54,6 +56,7 @@ VERDICT_PATTERNS: dict[Decision, Pattern] = {
 FAULT_PATTERNS: dict[Fault, Pattern] = {
     Fault.CAMERA_LOST: Pattern("red", 1.0, 1.0, label="red slow blink (1 s on, 1 s off)"),
     Fault.CLOCK_UNTRUSTED: Pattern("amber", 0.2, 1.8, label="amber short flash every 2 s"),
+    Fault.LIST_DAMAGED: Pattern("amber", 0.25, 0.25, label="amber fast blink (4 times a second)"),
     Fault.RISK_STALE: Pattern("amber", 1.0, 1.0, label="amber slow blink (1 s on, 1 s off)"),
     Fault.DISK_LOW: Pattern("red", 0.2, 1.8, label="red short flash every 2 s"),
     Fault.SERVER_UNREACHABLE: Pattern("green", 0.2, 2.8, label="green short flash every 3 s"),

@@ -34,7 +34,7 @@ from sync.wire.risk.records import (
     merge,
 )
 from sync.wire.risk.segment import Segment, write_segment
-from sync.wire.risk.types import KEY_BYTES, Change, RiskStatus
+from sync.wire.risk.types import KEY_BYTES, Change, Coverage, RiskStatus
 from sync.wire.risk.updates import DELTA, SNAPSHOT, encode_update
 
 log = logging.getLogger(__name__)
@@ -53,11 +53,14 @@ class RiskPublishError(CheckpointError, ValueError):
 class RiskPublisher:
     """Keeps the authoritative set in ``directory`` and signs its snapshots and deltas."""
 
-    def __init__(self, directory: Path, signing_key: Ed25519PrivateKey, max_chain: int = MAX_CHAIN) -> None:
+    def __init__(self, directory: Path, signing_key: Ed25519PrivateKey, max_chain: int = MAX_CHAIN,
+                 coverage: Coverage | None = None) -> None:
+        """``coverage``: what the list covers from the next publication on (default: as before)."""
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self._key = signing_key
         self._max_chain = max_chain
+        self._coverage = coverage
         self._lock = threading.RLock()
         self._state = self._load_state()
 
@@ -87,16 +90,24 @@ class RiskPublisher:
     def entries(self) -> int:
         return int(self._state["entries"])
 
+    @property
+    def coverage(self) -> Coverage:
+        """What the published list covers (formats and issuers), as its heads say."""
+        return Coverage.parse(self._state.get("covers", []))
+
     def records(self) -> np.ndarray:
         """The current set, sorted by key (read-only view)."""
         name = self._state["set"]
         return Segment(self.directory / name).records() if name else empty()
 
     # ------------------------------------------------------------------ publishing
-    def publish(self, changes: Iterable[Change] | np.ndarray, published_at: datetime | None = None) -> int:
+    def publish(self, changes: Iterable[Change] | np.ndarray, published_at: datetime | None = None,
+                coverage: Coverage | None = None) -> int:
         """Apply changes (status None = remove) and publish the next version; return it.
 
         ``changes`` may also be a sorted, unique record array (``records.RECORD``) for bulk loads.
+        ``coverage`` says which pass formats and issuers the list covers (kept for later versions);
+        the first publication must say it.
 
         Entries already past their end date on the publication day are removed. A publication
         with no effective change still gets a new version (it refreshes the publication time).
@@ -109,6 +120,11 @@ class RiskPublisher:
             if last is not None and published_at < last:
                 raise RiskPublishError(f"publication time {published_at.isoformat()} is before the "
                                        f"last one {last.isoformat()}")
+            coverage = coverage or self._coverage or (
+                self.coverage if "covers" in self._state else None)
+            if coverage is None or not coverage.items:
+                raise RiskPublishError("say what the list covers (e.g. CP1:* and HC1:VN): a pass format or "
+                                       "issuer the list does not cover gets CHECK on the devices")
             wanted = changes if isinstance(changes, np.ndarray) else self._normalise(changes)
             current = self.records()
             delta = self._effective_delta(current, wanted, day_number(published_at.date()))
@@ -125,7 +141,8 @@ class RiskPublisher:
             blob = b""
             if version > 1:  # a device at version 0 always gets a snapshot
                 delta_name = f"delta-{version:010d}.cbor"
-                blob = encode_update(DELTA, version - 1, version, digest.bytes, delta, self._key, published_at)
+                blob = encode_update(DELTA, version - 1, version, digest.bytes, delta, self._key, published_at,
+                                     entries=len(new_set), coverage=coverage)
                 write_atomic(self.directory / delta_name, blob)
                 deltas[str(version)] = delta_name
             for stale in sorted(deltas, key=int)[:-KEEP_DELTAS]:
@@ -134,15 +151,15 @@ class RiskPublisher:
             previous_set = self._state["set"]
             self._state = {"version": version, "published_at": int(published_at.timestamp()),
                            "digest": digest.bytes.hex(), "entries": len(new_set), "set": set_name,
-                           "deltas": deltas}
+                           "deltas": deltas, "covers": coverage.as_list()}
             write_atomic(self.directory / STATE, json.dumps(self._state, indent=1).encode())
             # the previous set stays one round for readers that loaded the old state.json
             stale = [p for p in self.directory.glob("set-*.bin") if p.name not in (set_name, previous_set)]
             for path in [*stale, *self.directory.glob("snapshot-*.cbor")]:
                 with contextlib.suppress(OSError):
                     path.unlink()
-            log.info("event=risk_published version=%d changes=%d entries=%d delta_bytes=%d",
-                     version, len(delta), len(new_set), len(blob))
+            log.info("event=risk_published version=%d changes=%d entries=%d delta_bytes=%d covers=%s",
+                     version, len(delta), len(new_set), len(blob), ",".join(coverage.as_list()))
             return version
 
     @staticmethod
@@ -189,7 +206,7 @@ class RiskPublisher:
             with contextlib.suppress(FileNotFoundError):  # another process may be replacing it
                 return path.read_bytes()
             blob = encode_update(SNAPSHOT, 0, version, bytes.fromhex(self._state["digest"]),
-                                 self.records(), self._key, self.published_at)
+                                 self.records(), self._key, self.published_at, coverage=self.coverage)
             write_atomic(path, blob)
             for old in self.directory.glob("snapshot-*.cbor"):
                 if old != path:

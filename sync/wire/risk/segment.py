@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from sync.wire.errors import CheckpointError
-from sync.wire.risk.records import RECORD, RECORD_BYTES, key_words
+from sync.wire.risk.records import RECORD, RECORD_BYTES, REMOVED, key_words, strictly_increasing
+from sync.wire.risk.types import RiskStatus
 
 MAGIC = b"CPRSEG1\x00"
 HEADER = struct.Struct("<8sQB15x")
@@ -25,6 +26,9 @@ HEADER = struct.Struct("<8sQB15x")
 BUCKET_TARGET = 32
 MAX_BITS = 24
 _LINEAR_SCAN = 96
+#: statuses a base segment may hold; overlays may also hold removals
+LIVE_STATUSES = frozenset(int(s) for s in RiskStatus)
+OVERLAY_STATUSES = LIVE_STATUSES | {REMOVED}
 
 
 class SegmentError(CheckpointError, ValueError):
@@ -101,6 +105,7 @@ class Segment:
             raise SegmentError(f"{path}: holds {entries} entries, manifest says {expected_entries}")
         self.entries = int(entries)
         self.size = size
+        self._bits = int(bits)
         self._shift = 32 - bits
         index = np.frombuffer(self._mm, "<u4", (1 << bits) + 1, HEADER.size)
         self._index = index.tolist() if bits <= 12 else (
@@ -110,6 +115,23 @@ class Segment:
     def records(self) -> np.ndarray:
         """All records as a read-only numpy view of the mapping."""
         return np.frombuffer(self._mm, RECORD, self.entries, self._data)
+
+    def check(self, statuses: frozenset[int]) -> None:
+        """SegmentError unless lookups in this file are sound: records sorted and unique, every
+        status one of ``statuses``, and the prefix index exactly the one the records imply.
+
+        With the set digest (which covers the records' content) this checks everything a lookup
+        reads, so an edited or reordered file cannot hide a key.
+        """
+        recs = self.records()
+        if not strictly_increasing(recs["key"]):
+            raise SegmentError(f"{self.path}: records are not sorted and unique (file edited or damaged)")
+        if len(recs) and not np.isin(recs["status"], sorted(statuses)).all():
+            raise SegmentError(f"{self.path}: a record has a status this segment may not hold")
+        stored = np.frombuffer(self._mm, "<u4", (1 << self._bits) + 1, HEADER.size)
+        if not np.array_equal(stored, _index(recs, self._bits)):
+            raise SegmentError(f"{self.path}: the prefix index does not match the records (file edited or damaged)")
+
 
     def find(self, key: bytes) -> tuple[int, int] | None:
         """(status, until_days) of ``key`` in this segment, or None."""

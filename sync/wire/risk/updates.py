@@ -3,9 +3,14 @@
 Payload (CBOR map inside a ``risk-list`` envelope whose version is the new version):
 ``{"type": "snapshot"|"delta", "from": version applied to (0 for a snapshot), "to": version,
 "n": records, "digest": 32-byte digest of the whole resulting set, "keys": n sorted 16-byte keys,
-"meta": zlib(n status bytes + n little-endian u16 end dates)}``. Keys are random hashes and are
-sent raw; the status and date columns compress to almost nothing. The publication time is the
-envelope's signed ``issued_at``.
+"meta": zlib(n status bytes + n little-endian u16 end dates), "head": signed head}``. Keys are
+random hashes and are sent raw; the status and date columns compress to almost nothing. The
+publication time is the envelope's signed ``issued_at``.
+
+The *head* is a small envelope of its own (kind ``risk-head``: version, publication time, digest
+and entry count of the whole resulting set, and what the list covers). A device keeps it beside
+its store and re-checks the store against it every time the store is opened, so what the store
+serves always comes from signed data, not from a file anyone with the SD card can edit.
 """
 
 from __future__ import annotations
@@ -21,12 +26,56 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from sync.wire.envelope import EnvelopeError, open_envelope, sign_envelope
 from sync.wire.risk.digest import DIGEST_BYTES
 from sync.wire.risk.records import RECORD, REMOVED, strictly_increasing
-from sync.wire.risk.types import KEY_BYTES, RiskStatus, RiskUpdateError
+from sync.wire.risk.types import KEY_BYTES, Coverage, RiskStatus, RiskUpdateError
 
 KIND = "risk-list"
+HEAD_KIND = "risk-head"
 SNAPSHOT = "snapshot"
 DELTA = "delta"
 _STATUSES = {int(s) for s in RiskStatus}
+
+
+@dataclass(frozen=True)
+class RiskHead:
+    """The signed summary of one list version; ``blob`` is the envelope as the publisher signed it."""
+
+    version: int
+    published_at: datetime
+    digest: bytes
+    entries: int
+    coverage: Coverage
+    blob: bytes
+
+
+def sign_head(version: int, published_at: datetime, digest: bytes, entries: int, coverage: Coverage,
+              key: Ed25519PrivateKey) -> bytes:
+    """Sign the head of version ``version``."""
+    payload = cbor2.dumps({"digest": digest, "entries": int(entries), "covers": coverage.as_list()})
+    return sign_envelope(HEAD_KIND, version, payload, key, issued_at=published_at)
+
+
+def open_head(blob: bytes, publisher_keys: list[Ed25519PublicKey]) -> RiskHead:
+    """Verify and decode a head; RiskUpdateError on any defect."""
+    if not isinstance(blob, bytes | bytearray):
+        raise RiskUpdateError("risk list head is missing")
+    try:
+        env = open_envelope(bytes(blob), HEAD_KIND, publisher_keys)
+        body = cbor2.loads(env.payload)
+    except EnvelopeError as exc:
+        raise RiskUpdateError(f"risk list head rejected: {exc}") from None
+    except Exception as exc:
+        raise RiskUpdateError(f"risk list head is not CBOR ({type(exc).__name__})") from None
+    if not isinstance(body, dict):
+        raise RiskUpdateError("risk list head must be a map")
+    digest = _field(body, "digest", bytes)
+    entries = _field(body, "entries", int)
+    if len(digest) != DIGEST_BYTES or entries < 0 or env.version < 1:  # type: ignore[arg-type,operator]
+        raise RiskUpdateError("risk list head has a bad digest, entry count or version")
+    try:
+        coverage = Coverage.parse(body.get("covers"))
+    except ValueError as exc:
+        raise RiskUpdateError(f"risk list head: {exc}") from None
+    return RiskHead(env.version, env.issued_at, digest, entries, coverage, bytes(blob))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -39,6 +88,7 @@ class RiskUpdate:
     published_at: datetime
     digest: bytes
     records: np.ndarray
+    head: RiskHead
 
     @property
     def is_snapshot(self) -> bool:
@@ -46,14 +96,20 @@ class RiskUpdate:
 
 
 def encode_update(kind: str, base_version: int, version: int, digest: bytes, recs: np.ndarray,
-                  key: Ed25519PrivateKey, published_at: datetime) -> bytes:
-    """Seal records (sorted, unique) as a signed snapshot or delta."""
+                  key: Ed25519PrivateKey, published_at: datetime, *, entries: int | None = None,
+                  coverage: Coverage) -> bytes:
+    """Seal records (sorted, unique) as a signed snapshot or delta.
+
+    ``entries`` is the size of the whole resulting set (a snapshot's own length by default).
+    """
     recs = np.ascontiguousarray(recs, dtype=RECORD)
     meta = recs["status"].tobytes() + recs["until"].astype("<u2").tobytes()
+    total = len(recs) if entries is None else entries
     payload = cbor2.dumps({
         "type": kind, "from": int(base_version), "to": int(version), "n": len(recs),
         "digest": digest, "keys": np.ascontiguousarray(recs["key"]).tobytes(),
         "meta": zlib.compress(meta, 6),
+        "head": sign_head(version, published_at, digest, total, coverage, key),
     })
     return sign_envelope(KIND, version, payload, key, issued_at=published_at)
 
@@ -110,4 +166,9 @@ def decode_update(blob: bytes, publisher_keys: list[Ed25519PublicKey]) -> RiskUp
         raise RiskUpdateError("risk update has an unknown status code")
     if (recs["until"][recs["status"] == REMOVED] != 0).any():
         raise RiskUpdateError("a removal must not carry an end date")
-    return RiskUpdate(kind, base, version, env.issued_at, digest, recs)
+    head = open_head(body.get("head"), publisher_keys)  # type: ignore[arg-type]
+    if (head.version, head.published_at, head.digest) != (version, env.issued_at, digest):
+        raise RiskUpdateError("risk update and its head disagree on version, publication time or digest")
+    if kind == SNAPSHOT and head.entries != n:
+        raise RiskUpdateError(f"snapshot holds {n} entries but its head says {head.entries}")
+    return RiskUpdate(kind, base, version, env.issued_at, digest, recs, head)  # type: ignore[arg-type]
