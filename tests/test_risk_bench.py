@@ -11,7 +11,8 @@ from edge.devtools.bench.risk import run
 
 REQUIRED = {"entries", "bytes_per_entry", "lookup_p99_us", "delta_apply_s", "delta_written_bytes",
             "delta_wire_bytes", "build_s", "snapshot_wire_bytes", "lookup_hit_median_us",
-            "lookup_miss_median_us", "lookup_hit_p99_us", "lookup_miss_p99_us"}
+            "lookup_miss_median_us", "lookup_hit_p99_us", "lookup_miss_p99_us", "open_check_median_s",
+            "open_check_after_deltas_median_s"}
 
 
 def test_bench_figures_are_plausible() -> None:
@@ -22,6 +23,7 @@ def test_bench_figures_are_plausible() -> None:
     assert 160_000 <= figures["delta_wire_bytes"] <= 200_000  # 10k keys are 160 kB raw
     assert figures["delta_written_bytes"] >= 0 and figures["delta_file_bytes"] >= 10_000 * 19
     assert figures["snapshot_wire_bytes"] >= 20_000 * 16
+    assert 0 < figures["open_check_median_s"] <= figures["open_check_max_s"]
 
 
 def test_bench_cli_json() -> None:

@@ -4,7 +4,9 @@ Figures: build and snapshot-apply time, bytes per entry on disk, warm lookup µs
 median and p99), per-delta apply time and bytes written (from /proc/self/io ``write_bytes``,
 which counts what reached the block layer, and from the sizes of the files written), the cost
 of a full compaction and the write volume per delta amortised over a compaction cycle, and the
-snapshot and delta sizes on the wire.
+snapshot and delta sizes on the wire, and the time to open the store and check it against its
+signed head (signature, segment order and index, digest of the served set), as every start does:
+just after the snapshot (one segment) and after the deltas (base plus overlays).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from edge.devtools.bench.report import median, percentile
 from edge.lists.risk_store import RiskStore
 from sync.server.publish.risk import RiskPublisher
 from sync.wire.risk.records import RECORD, encode_until, sort_unique
+from sync.wire.risk.types import Coverage
 
 DELTA_CHANGES = 10_000
 T0 = datetime(2024, 3, 1, 8, 0, tzinfo=UTC)
@@ -76,6 +79,20 @@ def _lookups(store: RiskStore, keys: list[bytes], today: date) -> list[float]:
     return timings
 
 
+def _open_check_s(directory: Path, key: Ed25519PrivateKey, runs: int) -> list[float]:
+    """Seconds to open the store and check it against its signed head (as at every start)."""
+    times = []
+    for _ in range(runs):
+        gc.collect()
+        start = time.perf_counter()
+        reopened = RiskStore.open(directory, [key.public_key()])
+        times.append(time.perf_counter() - start)
+        if reopened.refused is not None:
+            raise RuntimeError(f"the bench's own store was refused: {reopened.refused}")
+        del reopened
+    return times
+
+
 def run(quick: bool = False, entries: int | None = None, deltas: int | None = None) -> dict[str, object]:
     """Run the benchmark in a temporary directory and return its figures."""
     n = entries or (100_000 if quick else 10_000_000)
@@ -87,7 +104,7 @@ def run(quick: bool = False, entries: int | None = None, deltas: int | None = No
     today = T0.date()
     figures: dict[str, object] = {"entries": n}
     try:
-        publisher = RiskPublisher(root / "central", key)
+        publisher = RiskPublisher(root / "central", key, coverage=Coverage.parse(["CP1:*", "HC1:*"]))
         start = time.perf_counter()
         publisher.publish(_random_records(rng, n, today), T0)
         snapshot = publisher.snapshot()
@@ -101,6 +118,9 @@ def run(quick: bool = False, entries: int | None = None, deltas: int | None = No
         gc.collect()
         status = store.status()
         figures["bytes_per_entry"] = round(status.bytes_on_disk / max(status.entries, 1), 3)
+        opens = _open_check_s(root / "device", key, 3 if quick else 5)
+        figures["open_check_median_s"] = round(median(opens), 3)
+        figures["open_check_max_s"] = round(max(opens), 3)
 
         current = publisher.records()
         hits = [bytes(current["key"][i]) for i in rng.integers(0, len(current), samples)]
@@ -136,6 +156,7 @@ def run(quick: bool = False, entries: int | None = None, deltas: int | None = No
             "delta_file_bytes": int(median(file_bytes)),
             "segments_after_deltas": store.status().segments,
         })
+        figures["open_check_after_deltas_median_s"] = round(median(_open_check_s(root / "device", key, 3)), 3)
         hit_after = _lookups(store, random.Random(1).sample(hits, min(len(hits), 5_000)), today)
         miss_after = _lookups(store, misses[:5_000], today)
         figures["lookup_p99_after_deltas_us"] = round(percentile(hit_after + miss_after, 99), 2)
