@@ -174,7 +174,7 @@ def _device_routes(app: FastAPI, settings: ServerSettings, store: SQLStorage) ->
         body = await request.body()  # read and capped by the guard
         device_id = authenticate(request, body)
         try:
-            result = await run_in_threadpool(ingest_body, store, opener, device_id, body)
+            result = await run_in_threadpool(ingest_body, store, opener, device_id, body, settings.identifier_key)
         except IngestError as exc:
             log.error("event=push_refused device=%s error=%s detail=%s", device_id, exc.error, exc.detail)
             if exc.error == "bad_batch":

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 from sync.server.storage import Storage
 from sync.wire.errors import CheckpointError
+from sync.wire.identifiers import IdentifierKey, keyed_certificate
 from sync.wire.protocol import (
     GENESIS,
     RECORD_DOMAIN,
@@ -54,15 +55,20 @@ def verify_signature(public_key: bytes, signature: bytes, method: str, path: str
     return True
 
 
-def ingest_body(storage: Storage, opener: HolderOpener, device_id: str, body: bytes) -> PushResult:
-    """Validate a push body signed by ``device_id`` and ingest its records."""
+def ingest_body(storage: Storage, opener: HolderOpener, device_id: str, body: bytes,
+                id_key: IdentifierKey | None = None) -> PushResult:
+    """Validate a push body signed by ``device_id`` and ingest its records.
+
+    ``id_key``: the identifier key; EU DCC holder values (certificate hashes, which a device
+    computes unkeyed) are stored keyed with it, like the citizen-id values CP1 passes carry.
+    """
     try:
         batch = parse_push(body)
     except ValidationError as exc:
         raise IngestError(422, "bad_batch", str(exc)[:500]) from None
     if batch["device_id"] != device_id:
         raise IngestError(422, "bad_batch", "batch device_id differs from the signing device")
-    return ingest(storage, opener, device_id, batch["records"])
+    return ingest(storage, opener, device_id, batch["records"], id_key)
 
 
 def _as_dict(rec: WireRecord | Mapping[str, Any]) -> Mapping[str, Any]:
@@ -77,7 +83,7 @@ class _Counts:
 
 
 def _checked_rows(opener: HolderOpener, device_id: str, recs: list[Mapping[str, Any]], held: dict[int, bytes],
-                  counts: _Counts) -> Iterator[tuple]:
+                  counts: _Counts, id_key: IdentifierKey | None = None) -> Iterator[tuple]:
     """Check each record in order and yield the storage rows of those not held yet.
 
     Raises IngestError at the first bad record; the storage consumes this inside its transaction
@@ -134,6 +140,8 @@ def _checked_rows(opener: HolderOpener, device_id: str, recs: list[Mapping[str, 
             try:
                 holder = open_sealed(sealed, aad_prefix + str(seq).encode())
                 sealed = None
+                if fmt == "HC1" and id_key is not None:
+                    holder = keyed_certificate(holder, id_key)
             except PrivacyError as exc:
                 counts.undecryptable += 1
                 log.warning("event=ingest_holder_undecryptable device=%s seq=%d error=%s action=kept sealed; "
@@ -144,7 +152,7 @@ def _checked_rows(opener: HolderOpener, device_id: str, recs: list[Mapping[str, 
 
 
 def ingest(storage: Storage, opener: HolderOpener, device_id: str,
-           records: list[WireRecord] | list[Mapping[str, Any]]) -> PushResult:
+           records: list[WireRecord] | list[Mapping[str, Any]], id_key: IdentifierKey | None = None) -> PushResult:
     """Store a batch idempotently and answer with the highest contiguous seq now held.
 
     Refuses the whole batch (IngestError) if its seqs are not contiguous, a link or hash does not
@@ -160,7 +168,7 @@ def ingest(storage: Storage, opener: HolderOpener, device_id: str,
                           f"ends at {recs[-1]['seq']}, not {hi}")
     held = storage.hashes(device_id, lo - 1, hi)
     counts = _Counts()
-    stored, acked = storage.insert(device_id, _checked_rows(opener, device_id, recs, held, counts),
+    stored, acked = storage.insert(device_id, _checked_rows(opener, device_id, recs, held, counts, id_key),
                                    datetime.now(UTC).isoformat(timespec="seconds"), span=(lo, hi))
     if counts.last_seq != hi:  # a storage back-end that did not read every row
         raise RuntimeError(f"storage stopped reading the batch at seq {counts.last_seq} of {hi}")

@@ -107,6 +107,15 @@ def holder_hash(citizen_id: str, key: IdentifierKey) -> bytes:
     return hmac.new(key.secret, _DOMAIN + normalised.encode(), hashlib.sha256).digest()[:HOLDER_HASH_BYTES]
 
 
+_CERT_DOMAIN = b"checkpoint-dcc-certificate-v1\x00"
+
+
+def keyed_certificate(certificate: bytes, key: IdentifierKey) -> bytes:
+    """What the central server stores for an EU DCC holder: the certificate hash a device logged,
+    keyed like citizen ids, so a database dump cannot be matched against guessed UCIs either."""
+    return hmac.new(key.secret, _CERT_DOMAIN + certificate, hashlib.sha256).digest()[:HOLDER_HASH_BYTES]
+
+
 def certificate_hash(uci: str) -> bytes:
     """The EU DCC revocation hash of a certificate identifier (UCI): SHA-256, first 16 bytes.
 
