@@ -21,8 +21,10 @@ import click
 
 from edge.device.appliance import Appliance
 from edge.device.daemon import DecisionEvent
+from edge.devtools.demo.attacks import attack_the_lists
 from edge.devtools.demo.scenario import Traveller
 from edge.devtools.demo.world import Central, demo_now, make_travellers, provision_device, render_frames
+from edge.verdict import Reason
 
 
 @dataclass
@@ -35,6 +37,8 @@ class DemoOutcome:
     server_records: list[dict] = field(default_factory=list)
     daemon_exit: int | None = None
     server_url: str = ""
+    #: what went wrong when the lists were attacked after the run (empty: every attack refused)
+    attack_problems: list[str] = field(default_factory=list)
 
     @property
     def mismatches(self) -> list[str]:
@@ -57,6 +61,7 @@ class DemoOutcome:
             problems.append(f"server holds {len(server)} records, device {len(device)}: they differ")
         if self.daemon_exit not in (0, None):
             problems.append(f"daemon exited with {self.daemon_exit}")
+        problems.extend(self.attack_problems)
         return problems
 
 
@@ -75,7 +80,7 @@ def run_demo(workdir: Path, out: TextIO, *, db_url: str | None = None, serve: bo
     central = Central.create(workdir / "server", db_url=db_url)
     central.publish(now)
     url = central.start()
-    say(f"[1/5] central server on {url} (db {central.settings.db_url.split('?')[0]}): published signed "
+    say(f"[1/6] central server on {url} (db {central.settings.db_url.split('?')[0]}): published signed "
         "trust list (a CP1 issuer, VN and DE DCC signers), a policy naming this checkpoint, and a risk "
         "list covering CP1 and VN DCCs (1 F0 by citizen id and vaccine-passport UCI, 1 F1; ids keyed with "
         f"the server's identifier key {central.id_key.key_id}, which no device holds)")
@@ -84,7 +89,7 @@ def run_demo(workdir: Path, out: TextIO, *, db_url: str | None = None, serve: bo
         people = make_travellers(central, now)
         frames = render_frames(workdir / "frames", people)
         config = provision_device(workdir / "device", central, url, workdir / "frames")
-        say(f"[2/5] issued {len(people)} passes, rendered {frames} camera-like frames (perspective, blur, noise, "
+        say(f"[2/6] issued {len(people)} passes, rendered {frames} camera-like frames (perspective, blur, noise, "
             f"glare); provisioned device {config.device.id}")
 
         outcome = DemoOutcome(people, server_url=url)
@@ -92,10 +97,10 @@ def run_demo(workdir: Path, out: TextIO, *, db_url: str | None = None, serve: bo
         assert appliance.sync is not None
         appliance.sync.enroll(central.enroll_token)
         first = appliance.sync.sync_until_done(deadline_s=30)
-        say(f"[3/5] device enrolled its own key and synced: installed {first.installed}; "
+        say(f"[3/6] device enrolled its own key and synced: installed {first.installed}; "
             f"clock trusted: {appliance.clock.trusted()}")
 
-        say("[4/5] daemon running on the replay camera; each decision is committed before the lamp shows it:")
+        say("[4/6] daemon running on the replay camera; each decision is committed before the lamp shows it:")
         labels = {p.text: p for p in people}
         def narrate(event: DecisionEvent) -> None:
             person = labels.get(event.text)
@@ -114,7 +119,12 @@ def run_demo(workdir: Path, out: TextIO, *, db_url: str | None = None, serve: bo
         finally:
             storage.close()
         latencies = [e.latency_ms for e in outcome.events]
-        say(f"[5/5] synced: server acknowledged up to seq {pushed.acked_seq}")
+        say(f"[5/6] synced: server acknowledged up to seq {pushed.acked_seq}")
+        appliance.close()
+        appliance = None
+        say("[6/6] the lists attacked (the device restarts on an edited card, then a man in the middle):")
+        f0_case = next(p for p in people if p.expected_reason is Reason.RISK_F0)
+        outcome.attack_problems = attack_the_lists(central, config, f0_case.text, say)
         say("")
         say(f"decisions: {len(outcome.events)}   frame-to-light latency median "
             f"{statistics.median(latencies) if latencies else 0:.1f} ms, max {max(latencies, default=0):.1f} ms")

@@ -106,6 +106,8 @@ class Verifier:
                 entry = risk.lookup(key, today)
                 if entry is not None:
                     return _RISK_REASONS.get(entry.status, Reason.RISK_REVOKED)
+            if risk.refused is not None:  # the card's list was edited or damaged: it serves nothing
+                return Reason.RISK_LIST_DAMAGED
         if not trusted:
             return Reason.CLOCK_UNTRUSTED
         if cred.valid_from is not None and now < cred.valid_from:
@@ -117,8 +119,6 @@ class Verifier:
             return reason
         if risk is None:
             return Reason.RISK_LIST_MISSING
-        if risk.refused is not None:
-            return Reason.RISK_LIST_DAMAGED
         published = risk.published_at
         max_age = timedelta(hours=state.policy.max_risk_list_age_hours)
         if published is None or now - published > max_age:
