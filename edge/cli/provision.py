@@ -24,7 +24,10 @@ from edge.device.bundle import ServerKeys, device_config, write_bundle
 @click.option("--prefix", default="CP-", show_default=True, help="Device ids are PREFIX + a 3-digit number.")
 @click.option("--start", default=1, show_default=True, type=click.IntRange(min=0))
 @click.option("--count", default=1, show_default=True, type=click.IntRange(min=1, max=100_000))
-@click.option("--checkpoint", "checkpoint_name", default="", help="Checkpoint name (default: the device id).")
+@click.option("--checkpoint", "checkpoint_name", default="",
+              help="Checkpoint id (letters, digits, . _ -; default: the device id); policies name it.")
+@click.option("--group", "groups", multiple=True,
+              help="Checkpoint group the devices belong to (repeat), e.g. their zone; policies may name it.")
 @click.option("--db", "db_url", default=None,
               help="The server's database if not SERVER_DATA/server.sqlite (the tokens are stored there).")
 @click.option("--token-ttl-days", default=30.0, show_default=True, type=click.FloatRange(min=0.01, max=365),
@@ -34,7 +37,8 @@ from edge.device.bundle import ServerKeys, device_config, write_bundle
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="One sub-folder per device is written here.")
 def provision(server_data: Path, server_url: str, prefix: str, start: int, count: int, checkpoint_name: str,
-              db_url: str | None, token_ttl_days: float, etc_dir: Path, data_dir: Path, out_dir: Path) -> None:
+              groups: tuple[str, ...], db_url: str | None, token_ttl_days: float, etc_dir: Path, data_dir: Path,
+              out_dir: Path) -> None:
     """Write provisioning bundles for COUNT devices (copy each onto its SD card's boot partition)."""
     from sync.server.enrollment import issue_token
     from sync.server.settings import ServerSettings
@@ -62,7 +66,8 @@ def provision(server_data: Path, server_url: str, prefix: str, start: int, count
         with click.progressbar(ids, label="writing bundles", file=sys.stderr) as bar:
             for device_id in bar:
                 config = device_config(device_id, checkpoint=checkpoint_name or device_id, server_url=server_url,
-                                       etc_dir=etc_dir, data_dir=data_dir)
+                                       etc_dir=etc_dir, data_dir=data_dir,
+                                       overrides={"device": {"groups": list(groups)}} if groups else None)
                 write_bundle(out_dir / device_id, config, keys, issue_token(storage, device_id, ttl_s=ttl_s))
         storage.audit(f"cli:{getpass.getuser()}", "provision", f"{ids[0]}..{ids[-1]}", "ok",
                       f"{count} bundles, tokens valid {token_ttl_days} days", "cli")
