@@ -25,7 +25,7 @@ from edge.config import load_config
 from edge.device.appliance import Appliance
 from edge.devtools.hc1_issuer import DocumentSigner, issue_hc1, vaccination_payload
 from edge.devtools.memory_risk import MemoryRiskList
-from edge.lists.policy import default_policy, seal_policy
+from edge.lists.policy import default_policy, sign_policy
 from edge.lists.risk_store import RiskStore
 from edge.lists.version_floor import VersionFloor
 from edge.passes.cp1 import issue_cp1
@@ -195,7 +195,7 @@ class World:
 
     def publish_policy(self, version: int, zone: str, checkpoints: tuple[str, ...]) -> None:
         (self.published / "policy.cpenv").write_bytes(
-            seal_policy(default_policy(zone, version, checkpoints), self.key))
+            sign_policy(default_policy(zone, version, checkpoints), self.key))
 
     def appliance(self) -> Appliance:
         appliance = Appliance(load_config(self.config_path))
@@ -401,7 +401,7 @@ def test_a_signed_policy_for_another_checkpoint_is_not_installed(world: World, c
     # the zone-1 policy copied onto the card is refused at load: the device waits for a sync
     config = load_config(world.config_path)
     config.resolve(config.policy.path).write_bytes(
-        seal_policy(default_policy("hn-zone-1", 4, ("hn-zone-1",)), world.key))
+        sign_policy(default_policy("hn-zone-1", 4, ("hn-zone-1",)), world.key))
     restarted = world.appliance()
     try:
         assert restarted.verifier.policy_version is None  # not ready: CHECK until a sync installs one

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from edge.config import Config
 from edge.device.appliance import Appliance
 from edge.devtools.demo.world import Central
-from edge.lists.policy import default_policy, seal_policy
+from edge.lists.policy import default_policy, sign_policy
 from edge.scan.light import Fault
 from edge.scan.light.base import NullLight
 from edge.verdict import Decision, Reason, Verdict
@@ -48,7 +48,7 @@ def attack_the_lists(central: Central, config: Config, f0_pass: str, say: Callab
         published = central.settings.data_dir / "published" / "policy.cpenv"  # type: ignore[operator]
         assert central.settings.publisher_key is not None
         other = default_policy("hn-zone-2", 2, ("hn-zone-2",))
-        published.write_bytes(seal_policy(other, central.settings.publisher_key))
+        published.write_bytes(sign_policy(other, central.settings.publisher_key))
         served = device.sync.run_once()
         say(f"      a validly signed policy for zone-2 checkpoints served: installed {served.installed}, "
             f"policy in use version {device.verifier.policy_version}")
