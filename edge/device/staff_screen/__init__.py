@@ -39,6 +39,8 @@ KINDS: dict[str, dict[str, str]] = {
 FAULTS = {
     "camera_lost": ("Mất camera: kiểm tra cáp", "Camera lost: check the cable"),
     "clock_untrusted": ("Đồng hồ chưa tin cậy", "Clock not trusted"),
+    "list_damaged": ("Danh sách trên thẻ nhớ bị hỏng hoặc bị sửa: chờ đồng bộ",
+                     "A list on the card is damaged or edited: waiting for a sync"),
     "risk_stale": ("Danh sách nguy cơ đã cũ", "Risk list is stale"),
     "disk_low": ("Bộ nhớ sắp đầy", "Storage nearly full"),
     "server_unreachable": ("Không kết nối được máy chủ", "Server unreachable"),
