@@ -116,7 +116,7 @@ def _signed(payload: dict, version: int = 2) -> bytes:
 def _payload(**overrides: object) -> dict:
     body = {"type": DELTA, "from": 1, "to": 2, "n": 2, "digest": bytes(32),
             "keys": bytes(range(32)), "meta": zlib.compress(b"\x01\x01\x00\x00\x00\x00"),
-            "head": sign_head(2, T0, bytes(32), 2, COVERS, KEY)}
+            "head": sign_head(2, T0, bytes(32), 2, COVERS, bytes(32), KEY)}
     body.update(overrides)
     return body
 

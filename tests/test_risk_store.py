@@ -191,7 +191,7 @@ def test_damaged_segment_is_not_trusted(tmp_path: Path, publisher: RiskPublisher
     segment.write_bytes(bytes(raw))
     (tmp_path / "dev" / "seg-9999999999-stray.bin").write_bytes(b"left by a crash")
     reopened = open_store(tmp_path / "dev")
-    assert reopened.version == 0 and reopened.needs_snapshot and "digest" in reopened.refused
+    assert reopened.version == 0 and reopened.needs_snapshot and "content hash" in reopened.refused
     reopened.apply(publisher.snapshot())
     assert reopened.status().entries == 40 and reopened.refused is None
     assert not (tmp_path / "dev" / "seg-9999999999-stray.bin").exists()

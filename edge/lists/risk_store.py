@@ -37,14 +37,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from edge.lists.version_floor import RollbackError, VersionFloor
 from sync.wire.errors import CheckpointError
 from sync.wire.fsutil import write_atomic
-from sync.wire.risk.digest import SetDigest
+from sync.wire.risk.digest import SetDigest, content_hash
 from sync.wire.risk.records import (
     EPOCH_ORDINAL,
     RECORD,
     REMOVED,
     decode_until,
     empty,
-    lookup_many,
     merge,
 )
 from sync.wire.risk.segment import (
@@ -125,33 +124,26 @@ def check_served_set(segments: list[Segment], head: RiskHead) -> None:
     """StoreRefused unless ``segments`` (oldest first) serve exactly the set ``head`` signs.
 
     Each segment must be sound for lookups (order, statuses, index); then the set they serve
-    together (the base, with the overlays' newer values and removals on top) must have the
-    head's digest and entry count. The base is digested in one numpy pass; the overlays are
-    small, so the cost is about one read of the base (see ``checkpoint bench risk``).
+    together (the base, with the overlays' newer values and removals on top) must have the head's
+    entry count and SHA-256 content hash: a cryptographic hash, not the additive set digest, which
+    someone editing the card on purpose could steer. A lone base is hashed straight from its
+    mapping; with overlays the served set is merged first (see ``checkpoint bench risk``).
     """
     base, overlays = segments[0], segments[1:]
     base.check(LIVE_STATUSES)
     for segment in overlays:
         segment.check(OVERLAY_STATUSES)
-    base_recs = base.records()
-    digest = SetDigest.of(base_recs)
-    entries = len(base_recs)
-    newer = empty()
+    served = base.records()
     for segment in overlays:
-        newer = merge(newer, segment.records())
-    if len(newer):
-        found, pos = lookup_many(base_recs, newer["key"])
-        replaced = base_recs[pos[found]]
-        digest.remove(replaced)
-        live = newer[newer["status"] != REMOVED]
-        digest.add(live)
-        entries += len(live) - len(replaced)
-    if entries != head.entries:
-        raise StoreRefused(f"the segments serve {entries} entries, the signed head of version {head.version} "
+        served = merge(served, segment.records())
+    if overlays:
+        served = served[served["status"] != REMOVED]
+    if len(served) != head.entries:
+        raise StoreRefused(f"the segments serve {len(served)} entries, the signed head of version {head.version} "
                            f"holds {head.entries} (store edited or damaged)")
-    if digest.bytes != head.digest:
+    if content_hash(served) != head.set_hash:
         raise StoreRefused(f"the segments do not serve the set the signed head of version {head.version} "
-                           "holds (digest mismatch: store edited or damaged)")
+                           "holds (content hash mismatch: store edited or damaged)")
 
 
 class RiskStore:
@@ -344,7 +336,7 @@ class RiskStore:
                                       f"{self._floor.get('risk')}, which this device has installed already "
                                       "(replayed or older)")
         recs = update.records
-        if SetDigest.of(recs).bytes != update.digest:
+        if SetDigest.of(recs).bytes != update.digest or content_hash(recs) != update.head.set_hash:
             raise self._reject(state, f"snapshot {update.version} does not match its own digest "
                                       "(corrupt publication)")
         return self._commit(update, [recs], [], len(recs), update.digest)

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sync.wire.errors import CheckpointError
 from sync.wire.fsutil import write_atomic
-from sync.wire.risk.digest import SetDigest
+from sync.wire.risk.digest import SetDigest, content_hash
 from sync.wire.risk.records import (
     RECORD,
     REMOVED,
@@ -137,12 +137,13 @@ class RiskPublisher:
             version = self.latest_version + 1
             set_name = f"set-{version:010d}.bin"
             write_segment(self.directory / set_name, new_set)
+            set_hash = content_hash(new_set)
             deltas = dict(self._state["deltas"])
             blob = b""
             if version > 1:  # a device at version 0 always gets a snapshot
                 delta_name = f"delta-{version:010d}.cbor"
                 blob = encode_update(DELTA, version - 1, version, digest.bytes, delta, self._key, published_at,
-                                     entries=len(new_set), coverage=coverage)
+                                     entries=len(new_set), coverage=coverage, set_hash=set_hash)
                 write_atomic(self.directory / delta_name, blob)
                 deltas[str(version)] = delta_name
             for stale in sorted(deltas, key=int)[:-KEEP_DELTAS]:
@@ -151,7 +152,7 @@ class RiskPublisher:
             previous_set = self._state["set"]
             self._state = {"version": version, "published_at": int(published_at.timestamp()),
                            "digest": digest.bytes.hex(), "entries": len(new_set), "set": set_name,
-                           "deltas": deltas, "covers": coverage.as_list()}
+                           "deltas": deltas, "covers": coverage.as_list(), "set_hash": set_hash.hex()}
             write_atomic(self.directory / STATE, json.dumps(self._state, indent=1).encode())
             # the previous set stays one round for readers that loaded the old state.json
             stale = [p for p in self.directory.glob("set-*.bin") if p.name not in (set_name, previous_set)]
@@ -205,8 +206,9 @@ class RiskPublisher:
             path = self.directory / f"snapshot-{version:010d}.cbor"
             with contextlib.suppress(FileNotFoundError):  # another process may be replacing it
                 return path.read_bytes()
+            records = self.records()
             blob = encode_update(SNAPSHOT, 0, version, bytes.fromhex(self._state["digest"]),
-                                 self.records(), self._key, self.published_at, coverage=self.coverage)
+                                 records, self._key, self.published_at, coverage=self.coverage)
             write_atomic(path, blob)
             for old in self.directory.glob("snapshot-*.cbor"):
                 if old != path:

@@ -7,14 +7,19 @@ entries is digested by numpy in about a second.
 
 This is an integrity check, not an authenticity check: the Ed25519 signature on every update is
 what proves the publisher made it. The digest tells a device that the set it now holds differs
-from the publisher's (a missed, doubled or damaged update) so it fetches a full snapshot.
+from the publisher's (a missed, doubled or damaged update) so it fetches a full snapshot. Being
+additive over an invertible mix, it can be steered by someone who edits the set on purpose, so
+what a device re-checks its store against at open is ``content_hash``: SHA-256 over the exact
+sorted records, which the publisher signs in each list head.
 """
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
-from sync.wire.risk.records import REMOVED, key_words
+from sync.wire.risk.records import RECORD, REMOVED, key_words
 
 _MASK = (1 << 64) - 1
 _SEEDS = np.array([0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB, 0xD6E8FEB86659FD93],
@@ -84,3 +89,20 @@ class SetDigest:
     @property
     def bytes(self) -> bytes:
         return b"".join(v.to_bytes(8, "little") for v in self._lanes)
+
+
+CONTENT_HASH_BYTES = 32
+
+
+def content_hash(recs: np.ndarray) -> bytes:
+    """SHA-256 over the packed 19-byte records, in order (a set sorted by key has one hash).
+
+    Hashed in chunks straight from the array (a memory-mapped segment is not copied whole).
+    """
+    recs = np.ascontiguousarray(recs, dtype=RECORD)
+    raw = recs.view(np.uint8).reshape(-1) if len(recs) else np.zeros(0, np.uint8)
+    checksum = hashlib.sha256()
+    step = _CHUNK * RECORD.itemsize
+    for start in range(0, len(raw), step):
+        checksum.update(raw[start:start + step])
+    return checksum.digest()

@@ -7,10 +7,11 @@ Payload (CBOR map inside a ``risk-list`` envelope whose version is the new versi
 random hashes and are sent raw; the status and date columns compress to almost nothing. The
 publication time is the envelope's signed ``issued_at``.
 
-The *head* is a small envelope of its own (kind ``risk-head``: version, publication time, digest
-and entry count of the whole resulting set, and what the list covers). A device keeps it beside
-its store and re-checks the store against it every time the store is opened, so what the store
-serves always comes from signed data, not from a file anyone with the SD card can edit.
+The *head* is a small envelope of its own (kind ``risk-head``: version, publication time, digest,
+SHA-256 content hash and entry count of the whole resulting set, and what the list covers). A
+device keeps it beside its store and re-checks the store against it every time the store is
+opened, so what the store serves always comes from signed data, not from a file anyone with the
+SD card can edit.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from sync.wire.envelope import EnvelopeError, open_envelope, sign_envelope
-from sync.wire.risk.digest import DIGEST_BYTES
+from sync.wire.risk.digest import CONTENT_HASH_BYTES, DIGEST_BYTES, content_hash
 from sync.wire.risk.records import RECORD, REMOVED, strictly_increasing
 from sync.wire.risk.types import KEY_BYTES, Coverage, RiskStatus, RiskUpdateError
 
@@ -44,13 +45,16 @@ class RiskHead:
     digest: bytes
     entries: int
     coverage: Coverage
+    #: ``digest.content_hash`` of the whole set, sorted: what a device re-checks its store against
+    set_hash: bytes
     blob: bytes
 
 
 def sign_head(version: int, published_at: datetime, digest: bytes, entries: int, coverage: Coverage,
-              key: Ed25519PrivateKey) -> bytes:
+              set_hash: bytes, key: Ed25519PrivateKey) -> bytes:
     """Sign the head of version ``version``."""
-    payload = cbor2.dumps({"digest": digest, "entries": int(entries), "covers": coverage.as_list()})
+    payload = cbor2.dumps({"digest": digest, "entries": int(entries), "covers": coverage.as_list(),
+                           "set_hash": set_hash})
     return sign_envelope(HEAD_KIND, version, payload, key, issued_at=published_at)
 
 
@@ -68,14 +72,17 @@ def open_head(blob: bytes, publisher_keys: list[Ed25519PublicKey]) -> RiskHead:
     if not isinstance(body, dict):
         raise RiskUpdateError("risk list head must be a map")
     digest = _field(body, "digest", bytes)
+    set_hash = _field(body, "set_hash", bytes)
     entries = _field(body, "entries", int)
-    if len(digest) != DIGEST_BYTES or entries < 0 or env.version < 1:  # type: ignore[arg-type,operator]
-        raise RiskUpdateError("risk list head has a bad digest, entry count or version")
+    if (len(digest) != DIGEST_BYTES or len(set_hash) != CONTENT_HASH_BYTES  # type: ignore[arg-type]
+            or entries < 0 or env.version < 1):  # type: ignore[operator]
+        raise RiskUpdateError("risk list head has a bad digest, content hash, entry count or version")
     try:
         coverage = Coverage.parse(body.get("covers"))
     except ValueError as exc:
         raise RiskUpdateError(f"risk list head: {exc}") from None
-    return RiskHead(env.version, env.issued_at, digest, entries, coverage, bytes(blob))  # type: ignore[arg-type]
+    return RiskHead(env.version, env.issued_at, digest, entries, coverage, set_hash,  # type: ignore[arg-type]
+                    bytes(blob))
 
 
 @dataclass(frozen=True)
@@ -97,10 +104,10 @@ class RiskUpdate:
 
 def encode_update(kind: str, base_version: int, version: int, digest: bytes, recs: np.ndarray,
                   key: Ed25519PrivateKey, published_at: datetime, *, entries: int | None = None,
-                  coverage: Coverage) -> bytes:
+                  coverage: Coverage, set_hash: bytes | None = None) -> bytes:
     """Seal records (sorted, unique) as a signed snapshot or delta.
 
-    ``entries`` is the size of the whole resulting set (a snapshot's own length by default).
+    ``entries`` and ``set_hash`` describe the whole resulting set (a snapshot's own by default).
     """
     recs = np.ascontiguousarray(recs, dtype=RECORD)
     meta = recs["status"].tobytes() + recs["until"].astype("<u2").tobytes()
@@ -109,7 +116,8 @@ def encode_update(kind: str, base_version: int, version: int, digest: bytes, rec
         "type": kind, "from": int(base_version), "to": int(version), "n": len(recs),
         "digest": digest, "keys": np.ascontiguousarray(recs["key"]).tobytes(),
         "meta": zlib.compress(meta, 6),
-        "head": sign_head(version, published_at, digest, total, coverage, key),
+        "head": sign_head(version, published_at, digest, total, coverage,
+                          content_hash(recs) if set_hash is None else set_hash, key),
     })
     return sign_envelope(KIND, version, payload, key, issued_at=published_at)
 
