@@ -420,3 +420,23 @@ def test_the_device_holds_no_identifier_key(world: World) -> None:
         if path.is_file():
             raw = path.read_bytes()
             assert secret not in raw and secret.hex().encode() not in raw, path
+
+
+def test_the_floor_only_moves_up_and_survives_two_writers(tmp_path: Path, caplog) -> None:
+    path = tmp_path / "list-versions.json"
+    store_side, client_side = VersionFloor(path), VersionFloor(path)
+    store_side.raise_to("risk", 9)
+    client_side.raise_to("trust", 4)  # its own view of "risk" is stale (0): the file must keep 9
+    fresh = VersionFloor(path)
+    assert (fresh.get("risk"), fresh.get("trust"), fresh.get("policy")) == (9, 4, 0)
+    fresh.raise_to("risk", 3)
+    assert VersionFloor(path).get("risk") == 9
+    from edge.lists.version_floor import RollbackError
+    with pytest.raises(RollbackError, match="older than version 9"):
+        fresh.check("risk", 8)
+    fresh.check("risk", 9)  # the same version may repair a damaged list
+    path.write_text('{"risk": "lots"}')
+    caplog.set_level(logging.ERROR)
+    assert VersionFloor(path).get("risk") == 0
+    assert any("event=version_floor_unreadable" in r.getMessage() and "action=" in r.getMessage()
+               for r in caplog.records)

@@ -108,8 +108,8 @@ class SyncClient:
         if (trust_path or policy_path) and (checkpoint is None or floor is None):
             raise ValueError("a client that installs trust lists or policies needs the device's checkpoint "
                              "(policies are for named checkpoints) and its anti-rollback floor")
-        self.checkpoint = checkpoint or CheckpointIdentity("-")
-        self.floor: VersionFloor = floor  # type: ignore[assignment]  # set whenever a list path is
+        self.checkpoint = checkpoint
+        self.floor = floor
         self.clock = clock
         self.batch_size = batch_size
         self.timeout_s = timeout_s
@@ -222,41 +222,41 @@ class SyncClient:
         if self.clock is not None:
             self.clock.note_signed_time(signed_at, kind)
 
-    def _installed_version(self, path: Path, kind: ListKind,
+    def _installed_version(self, path: Path, kind: ListKind, checkpoint: CheckpointIdentity, floor: VersionFloor,
                            validate: Callable[[bytes, list[Ed25519PublicKey], CheckpointIdentity], int]) -> int | None:
         """The version of the list file in use, or None when it is missing, damaged, not for this
         checkpoint, or older than the anti-rollback floor (then the file must be replaced)."""
         try:
-            version = validate(path.read_bytes(), self.publisher_keys, self.checkpoint)
+            version = validate(path.read_bytes(), self.publisher_keys, checkpoint)
         except FileNotFoundError:
             return None
         except (OSError, CheckpointError, ValueError) as exc:
             log.error("event=list_file_unusable kind=%s path=%s error=%r action=fetching version %d or newer "
-                      "from the server", kind, path, str(exc), self.floor.get(kind))
+                      "from the server", kind, path, str(exc), floor.get(kind))
             return None
-        return version if version >= self.floor.get(kind) else None
+        return version if version >= floor.get(kind) else None
 
     def _download_envelope(self, kind: ListKind, path: Path | None,
                            validate: Callable[[bytes, list[Ed25519PublicKey], CheckpointIdentity], int]
                            ) -> list[tuple[str, int]]:
         """Install the server's ``kind`` list if it verifies, is for this checkpoint and is newer
         than the file in use; never older than the floor, even when the file in use is damaged."""
-        if path is None:
+        checkpoint, floor = self.checkpoint, self.floor
+        if path is None or checkpoint is None or floor is None:  # __init__ refuses a path without both
             return []
-        floor = self.floor.get(kind)
-        installed = self._installed_version(path, kind, validate)
+        installed = self._installed_version(path, kind, checkpoint, floor, validate)
         # a damaged file may be repaired by the very version it held (the floor), never an older one
-        have = installed if installed is not None else max(floor - 1, 0)
+        have = installed if installed is not None else max(floor.get(kind) - 1, 0)
         resp = self._request("GET", f"{API}/{kind}?have={have}")
         if resp.status_code == 204:
             return []
         # refusals (forged, another checkpoint's policy, older than the floor) are logged by download()
-        version = validate(resp.content, self.publisher_keys, self.checkpoint)
-        self.floor.check(kind, version, f"downloaded {kind} list")
+        version = validate(resp.content, self.publisher_keys, checkpoint)
+        floor.check(kind, version, f"downloaded {kind} list")
         if installed is not None and version <= installed:
             raise EnvelopeError(f"{kind} version {version} is not newer than installed {installed} (rollback?)")
         write_atomic(path, resp.content)
-        self.floor.raise_to(kind, version)  # after the file: a crash in between leaves the floor low, not high
+        floor.raise_to(kind, version)  # after the file: a crash in between leaves the floor low, not high
         log.info("event=list_installed kind=%s version=%d previous=%s path=%s", kind, version,
                  installed if installed is not None else "none", path)
         self._note_signed_time(open_envelope(resp.content, kind, self.publisher_keys).issued_at, kind)
