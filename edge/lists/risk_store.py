@@ -22,6 +22,7 @@ list-damaged fault) and the next sync installs a full snapshot over it.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import secrets
@@ -44,6 +45,7 @@ from sync.wire.risk.records import (
     REMOVED,
     decode_until,
     empty,
+    lookup_many,
     merge,
 )
 from sync.wire.risk.segment import (
@@ -120,6 +122,32 @@ class _State:
 _EMPTY = _State(0, None, SetDigest().bytes, 0, (), True)
 
 
+def _served_hash(base: np.ndarray, newer: np.ndarray) -> tuple[int, bytes]:
+    """(entries, ``content_hash``) of the set ``base`` serves with the sorted overlay records
+    ``newer`` on top (newer values replace, removals delete), streamed: the merged set of
+    10 million records is never built, only the overlay records are visited one by one."""
+    if len(newer) == 0:
+        return len(base), content_hash(base)
+    size = RECORD.itemsize
+    raw = memoryview(np.ascontiguousarray(base).view(np.uint8).reshape(-1))
+    newer_raw = np.ascontiguousarray(newer, dtype=RECORD).tobytes()
+    found, pos = lookup_many(base, newer["key"])
+    live = (newer["status"] != REMOVED).tolist()
+    checksum = hashlib.sha256()
+    cursor, entries = 0, len(base)
+    for i, (hit, at) in enumerate(zip(found.tolist(), pos.tolist(), strict=True)):
+        if at > cursor:
+            checksum.update(raw[cursor * size:at * size])
+            cursor = at
+        if hit:  # the base record with this key is replaced (or removed)
+            cursor, entries = at + 1, entries - 1
+        if live[i]:
+            checksum.update(newer_raw[i * size:(i + 1) * size])
+            entries += 1
+    checksum.update(raw[cursor * size:])
+    return entries, checksum.digest()
+
+
 def check_served_set(segments: list[Segment], head: RiskHead) -> None:
     """StoreRefused unless ``segments`` (oldest first) serve exactly the set ``head`` signs.
 
@@ -133,15 +161,14 @@ def check_served_set(segments: list[Segment], head: RiskHead) -> None:
     base.check(LIVE_STATUSES)
     for segment in overlays:
         segment.check(OVERLAY_STATUSES)
-    served = base.records()
+    newer = empty()
     for segment in overlays:
-        served = merge(served, segment.records())
-    if overlays:
-        served = served[served["status"] != REMOVED]
-    if len(served) != head.entries:
-        raise StoreRefused(f"the segments serve {len(served)} entries, the signed head of version {head.version} "
+        newer = merge(newer, segment.records())
+    entries, served_hash = _served_hash(base.records(), newer)
+    if entries != head.entries:
+        raise StoreRefused(f"the segments serve {entries} entries, the signed head of version {head.version} "
                            f"holds {head.entries} (store edited or damaged)")
-    if content_hash(served) != head.set_hash:
+    if served_hash != head.set_hash:
         raise StoreRefused(f"the segments do not serve the set the signed head of version {head.version} "
                            "holds (content hash mismatch: store edited or damaged)")
 
