@@ -386,14 +386,22 @@ def test_a_signed_policy_for_another_checkpoint_is_not_installed(world: World, c
     try:
         assert appliance.verifier.policy_version == 1
         assert appliance.verifier.verify(resident).reason is Reason.ZONE_NOT_ALLOWED
-        world.publish_policy(2, "hn-zone-1", ("hn-zone-1",))
+        zone_one = sign_policy(default_policy("hn-zone-1", 2, ("hn-zone-1",)), world.key)
         caplog.set_level(logging.ERROR)
-        result = appliance.sync.run_once()
+        mitm = ManInTheMiddle(f"{API}/policy", zone_one)  # validly signed, for other checkpoints
+        appliance.sync.server_url = mitm.url
+        try:
+            result = appliance.sync.run_once()
+        finally:
+            mitm.close()
+            appliance.sync.server_url = world.url
         assert ("policy", 2) not in result.installed
         logged = [r.getMessage() for r in caplog.records if "kind=policy" in r.getMessage()]
         assert logged and "not for checkpoint red-gate-1" in logged[0] and "action=" in logged[0]
         assert appliance.verifier.policy_version == 1
         assert appliance.verifier.verify(resident).reason is Reason.ZONE_NOT_ALLOWED
+        world.publish_policy(2, "hn-zone-1", ("hn-zone-1",))  # the same from the real server
+        assert ("policy", 2) not in appliance.sync.run_once().installed
         world.publish_policy(3, "hn-red", ("red-gate-1",))  # naming the checkpoint itself works too
         assert ("policy", 3) in appliance.sync.run_once().installed
     finally:
