@@ -252,12 +252,24 @@ def _swap_two_records(world: World) -> None:
     segment.write_bytes(bytes(raw))
 
 
+def _shorten_the_index(world: World) -> None:
+    """The prefix index says the last bucket ends one record early: a lookup would miss that key."""
+    segment = next(_risk_manifest(world).parent.glob("seg-*.bin"))
+    raw = bytearray(segment.read_bytes())
+    entries = int.from_bytes(raw[8:16], "little")
+    bits = raw[16]
+    last = 32 + 4 * (1 << bits)  # the index's final offset (= entries)
+    raw[last:last + 4] = (entries - 1).to_bytes(4, "little")
+    segment.write_bytes(bytes(raw))
+
+
 @pytest.mark.parametrize("tamper", [
     pytest.param(lambda w: _edit_manifest(w, segments=[]), id="empty segment list"),
     pytest.param(lambda w: _edit_manifest(w, published_at=int((NOW + timedelta(days=400)).timestamp())),
                  id="published_at edited"),
     pytest.param(lambda w: _edit_manifest(w, version=2**62), id="huge version"),
     pytest.param(_swap_two_records, id="records reordered"),
+    pytest.param(_shorten_the_index, id="prefix index edited"),
 ])
 def test_an_edited_store_is_refused_loudly_and_repaired_by_the_next_sync(world: World, tamper, caplog) -> None:
     """One edit of the card's risk store used to make the demo device PASS the F0 case with nothing

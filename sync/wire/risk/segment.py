@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from sync.wire.errors import CheckpointError
-from sync.wire.risk.records import RECORD, RECORD_BYTES, REMOVED, key_words, strictly_increasing
+from sync.wire.risk.records import RECORD, RECORD_BYTES, REMOVED, key_words
 from sync.wire.risk.types import RiskStatus
 
 MAGIC = b"CPRSEG1\x00"
@@ -124,12 +124,22 @@ class Segment:
         reads, so an edited or reordered file cannot hide a key.
         """
         recs = self.records()
-        if not strictly_increasing(recs["key"]):
-            raise SegmentError(f"{self.path}: records are not sorted and unique (file edited or damaged)")
-        if len(recs) and not np.isin(recs["status"], sorted(statuses)).all():
-            raise SegmentError(f"{self.path}: a record has a status this segment may not hold")
         stored = np.frombuffer(self._mm, "<u4", (1 << self._bits) + 1, HEADER.size)
-        if not np.array_equal(stored, _index(recs, self._bits)):
+        if len(recs) == 0:
+            if stored.any():
+                raise SegmentError(f"{self.path}: the prefix index of an empty segment is not empty")
+            return
+        words = key_words(recs["key"]).astype(np.uint64)  # one copy of the keys, as native integers
+        hi, lo = words[:, 0], words[:, 1]
+        if not np.all((hi[1:] > hi[:-1]) | ((hi[1:] == hi[:-1]) & (lo[1:] > lo[:-1]))):
+            raise SegmentError(f"{self.path}: records are not sorted and unique (file edited or damaged)")
+        if not np.isin(recs["status"], sorted(statuses)).all():
+            raise SegmentError(f"{self.path}: a record has a status this segment may not hold")
+        # sorted keys: bucket b starts after every key whose prefix is below b
+        prefixes = (hi >> np.uint64(64 - self._bits)).astype(np.intp) if self._bits else np.zeros(len(hi), np.intp)
+        expected = np.zeros((1 << self._bits) + 1, np.int64)
+        np.cumsum(np.bincount(prefixes, minlength=1 << self._bits), out=expected[1:])
+        if not np.array_equal(stored, expected):
             raise SegmentError(f"{self.path}: the prefix index does not match the records (file edited or damaged)")
 
 
