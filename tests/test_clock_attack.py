@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import pytest
 import tomli_w
+from conftest import COVERS, ID_KEY
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.config import load_config
@@ -54,7 +55,7 @@ class WallClock:
 
 def _expired_permits(issuer: IssuerKey, n: int) -> list[str]:
     """Travel permits that expired 10 days ago (valid on a clock 20 days behind)."""
-    return [issue_cp1(issuer, PassKind.TRAVEL_PERMIT, holder_hash(f"00109900{i:04d}"),
+    return [issue_cp1(issuer, PassKind.TRAVEL_PERMIT, holder_hash(f"00109900{i:04d}", ID_KEY),
                       issued_at=NOW - timedelta(days=40), expires_at=NOW - timedelta(days=10),
                       zones=("hn-zone-1",), vaccination=Vaccination(2, 2, date(2025, 12, 1))) for i in range(n)]
 
@@ -68,7 +69,8 @@ def device(tmp_path: Path, server_x25519, publisher_key: Ed25519PrivateKey):
     (server_data / "published/trust.cpenv").write_bytes(
         build_trust_envelope([issuer.trusted_key()], publisher_key, 1))
     (server_data / "published/policy.cpenv").write_bytes(sign_policy(default_policy("hn-zone-1"), publisher_key))
-    RiskPublisher(server_data / "risk", publisher_key).publish([(holder_hash("F0-PERSON"), RiskStatus.F0, None)])
+    RiskPublisher(server_data / "risk", publisher_key, coverage=COVERS).publish(
+        [(holder_hash("F0-PERSON", ID_KEY), RiskStatus.F0, None)])
     settings = ServerSettings(db_url=f"sqlite:///{server_data / 'db.sqlite'}", encryption_key=server_x25519,
                               publisher_key=publisher_key, data_dir=server_data)
     storage = open_storage(settings.db_url, create=True)
@@ -84,7 +86,7 @@ def device(tmp_path: Path, server_x25519, publisher_key: Ed25519PrivateKey):
     for i, image in enumerate(render_sequence(texts, (640, 480), seed=5, idle_frames=3, hold_frames=4)):
         cv2.imwrite(str(frames / f"{i:04d}.png"), image)
     server = ServerThread(create_app(settings)).start()
-    config = {"device": {"id": "CLK-1", "data_dir": str(data)},
+    config = {"device": {"id": "CLK-1", "groups": ["hn-zone-1"], "data_dir": str(data)},
               "camera": {"source": "replay", "path": str(frames), "fps": 100.0},
               "light": {"backend": "none"},
               "sync": {"server_url": server.url},
@@ -139,7 +141,7 @@ def test_a_signed_server_time_older_than_the_floor_is_refused_by_the_sync_client
     """A risk list published (signed) two days ahead of the server's clock: its time is the floor."""
     config = device["config"]
     RiskPublisher(device["server_data"] / "risk", publisher_key).publish(
-        [(holder_hash("F1-PERSON"), RiskStatus.F1, None)], published_at=NOW + timedelta(days=2))
+        [(holder_hash("F1-PERSON", ID_KEY), RiskStatus.F1, None)], published_at=NOW + timedelta(days=2))
     appliance = Appliance(config, clock=_device_clock(config, WallClock()))
     try:
         _sync_once(appliance, device["token"])  # server time now, then the risk list raises the floor to now + 2 days
