@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from conftest import token_for
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.cli.provision import ServerKeys, device_config, write_bundle
@@ -40,7 +41,7 @@ from sync.server.app import create_app
 from sync.server.publish.risk import RiskPublisher
 from sync.server.publish.risk_inputs import parse_row
 from sync.server.runner import ServerThread
-from sync.server.settings import ServerSettings
+from sync.server.settings import ServerSettings, init_data_dir
 from sync.wire.identifiers import IdentifierKey, holder_hash
 from sync.wire.protocol import API
 from sync.wire.risk.segment import Segment
@@ -49,7 +50,6 @@ from sync.wire.risk.types import Coverage
 NOW = datetime.now(UTC).replace(microsecond=0)
 F0_ID = "001090123456"  # province 001, century/sex 0, born '90, serial 123456
 F0_UCI = "URN:UVCI:01:VN:7Q3K9M2X8D4F1B6C"
-TOKEN = "enroll-me"
 COVERS_VN = Coverage.parse(["CP1:*", "HC1:VN"])
 SINCE = NOW - timedelta(days=30)
 ISSUER = IssuerKey.generate("VN-HN-CDC", "EdDSA", not_before=SINCE)
@@ -205,7 +205,8 @@ class World:
 
 @pytest.fixture
 def world(tmp_path: Path):
-    settings = ServerSettings.from_data_dir(tmp_path / "server", enroll_token=TOKEN)
+    settings = init_data_dir(tmp_path / "server")
+    token = token_for(settings.db_url, "DEV-1")
     published = tmp_path / "server" / "published"
     published.mkdir(parents=True)
     (tmp_path / "frames").mkdir()
@@ -219,12 +220,12 @@ def world(tmp_path: Path):
                                    "camera": {"source": "replay", "path": str(tmp_path / "frames")},
                                    "light": {"backend": "none"},
                                    "clock": {"backend": "fixed", "fixed_at": NOW.isoformat()}})
-        write_bundle(tmp_path / "device", config, ServerKeys.from_server_data(tmp_path / "server"), TOKEN)
+        write_bundle(tmp_path / "device", config, ServerKeys.from_server_data(tmp_path / "server"), token)
         w = World(settings, server.url, tmp_path / "device" / "config.toml", published)
         w.publish_trust(1, [ISSUER])
         w.publish_policy(1, "hn-red", ("hn-red",))
         first = w.appliance()
-        first.sync.enroll(TOKEN)
+        first.sync.enroll(token)
         synced = first.sync.sync_until_done(deadline_s=30)
         assert synced.errors == [] and len(synced.installed) == 3, synced
         first.close()
