@@ -122,7 +122,8 @@ def run_demo(workdir: Path, out: TextIO, *, db_url: str | None = None, serve: bo
         say(f"[5/6] synced: server acknowledged up to seq {pushed.acked_seq}")
         appliance.close()
         appliance = None
-        say("[6/6] the lists attacked (the device restarts on an edited card, then a man in the middle):")
+        say("[6/6] the lists attacked (the device restarts on an edited card, then is served another "
+            "checkpoint's validly signed policy):")
         f0_case = next(p for p in people if p.expected_reason is Reason.RISK_F0)
         outcome.attack_problems = attack_the_lists(central, config, f0_case.text, say)
         say("")
