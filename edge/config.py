@@ -135,6 +135,29 @@ class StatusConfig(_Section):
     #: staff screen on loopback; 0 = off
     staff_screen_port: int = Field(default=0, ge=0, le=65535)
     language: Literal["vi", "en"] = "vi"
+    #: the name the staff screen shows at the top; empty = device.checkpoint
+    checkpoint_name: str = Field(default="", max_length=80)
+    #: local time zone for the screen's clock and "today" (IANA name)
+    timezone: str = "Asia/Ho_Chi_Minh"
+    #: how long the screen keeps a verdict up when nobody else comes; 0 = until the next person
+    screen_hold_s: float = Field(default=15.0, ge=0, le=3600)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}: use an IANA name such as Asia/Ho_Chi_Minh") from None
+        return v
+
+    def zone(self):
+        """The configured time zone as a tzinfo."""
+        from zoneinfo import ZoneInfo
+
+        return ZoneInfo(self.timezone)
 
 
 class ClockConfig(_Section):
