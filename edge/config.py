@@ -62,6 +62,9 @@ class DecoderConfig(_Section):
     downscale: float = Field(default=1.0, gt=0, le=1)
     #: try pyzbar on a code zxing-cpp located but could not read (only if libzbar is present)
     pyzbar_fallback: bool = True
+    #: look for light-on-dark (inverted) codes on every n-th frame, and on every frame while a code
+    #: was just read; 1 = every frame, 0 = never
+    invert_every: int = Field(default=2, ge=0, le=30)
 
 
 class DebounceConfig(_Section):

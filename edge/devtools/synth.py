@@ -43,6 +43,8 @@ class Distortion:
     contrast: float = 1.0
     #: overall brightness of the paper (0..255)
     paper: float = 220.0
+    #: light modules on a dark ground, as a phone in dark mode shows a pass
+    inverted: bool = False
 
 
 def camera_like(seed: int) -> Distortion:
@@ -101,6 +103,8 @@ def render_scene(text: str, size: Size = (640, 480), seed: int = 0,
     scale = max(1, -(-side * 4 // n))  # draw 4x oversampled, let the warp filter it down
     card = cv2.resize(modules, (n * scale, n * scale), interpolation=cv2.INTER_NEAREST).astype(np.float32)
     card = d.paper - (255.0 - card) / 255.0 * d.paper * d.contrast * 0.9
+    if d.inverted:  # swap dark and light within the same range: a dark screen with light modules
+        card = d.paper * (2 - d.contrast * 0.9) - card
 
     src = np.float32([[0, 0], [n * scale, 0], [n * scale, n * scale], [0, n * scale]])
     half = side / 2

@@ -1,7 +1,12 @@
 """QR decoding on the grey plane: zxing-cpp first, a second pass only where it located a code.
 
-The first pass is zxing-cpp restricted to QR codes, without rotate or invert passes, so an idle
-frame costs well under a millisecond at 640x480. When zxing-cpp located a symbol but could not
+The first pass is zxing-cpp restricted to QR codes, without the rotate pass (a QR finder is
+rotation-free), so an idle frame costs well under a millisecond at 640x480. Light-on-dark codes
+(phones in dark mode) need zxing-cpp's invert pass; it runs on every ``invert_every``-th frame,
+and on every frame while a code was read in the last few frames, so a held inverted code is seen
+on consecutive frames and the debouncer decides it once. zxing-cpp inverts the binarised image it
+already has, so the idle frames that take the invert pass cost no measurable extra
+(``checkpoint bench decode`` prints both). When zxing-cpp located a symbol but could not
 read it (checksum/format error, typically sensor noise on a low-contrast code), the second pass
 works on a crop around that symbol only: zxing-cpp again on a denoised crop, then pyzbar on the
 same crop where libzbar is installed (import guarded: the device runs without it).
@@ -41,18 +46,26 @@ class DecodeStats:
     located_unread: int = 0
     second_pass_reads: int = 0
     pyzbar_reads: int = 0
+    invert_frames: int = 0
     texts: int = 0
     extra: dict[str, int] = field(default_factory=dict)
+
+
+#: after a read, the invert pass stays on for this many frames (the code is probably still held up)
+STICKY_FRAMES = 8
 
 
 class Decoder:
     """Decode QR texts from a grey frame. ``decode(grey) -> list[str]`` never raises on bad pixels."""
 
     def __init__(self, config: DecoderConfig | None = None, *, pyzbar_fallback: bool | None = None,
-                 second_pass: bool = True):
+                 second_pass: bool = True, invert_every: int | None = None):
         config = config or DecoderConfig()
         self.roi = config.roi
         self.downscale = config.downscale
+        self.invert_every = config.invert_every if invert_every is None else invert_every
+        self._frame = 0
+        self._last_read = -STICKY_FRAMES - 1
         want_pyzbar = config.pyzbar_fallback if pyzbar_fallback is None else pyzbar_fallback
         self._pyzbar = _load_pyzbar() if want_pyzbar else None
         self.second_pass = second_pass
@@ -68,18 +81,31 @@ class Decoder:
         if grey.ndim != 2 or grey.dtype != np.uint8:
             raise ValueError(f"expected a 2-D uint8 grey image, got shape={grey.shape} dtype={grey.dtype}")
         self.stats.frames += 1
+        self._frame += 1
         image = self._prepare(grey)
-        results = zxingcpp.read_barcodes(image, formats=_QR, try_rotate=False, try_invert=False,
+        invert = self._invert_now()
+        self.stats.invert_frames += invert
+        results = zxingcpp.read_barcodes(image, formats=_QR, try_rotate=False, try_invert=invert,
                                          return_errors=self.second_pass)
         texts = [r.text for r in results if r.valid and r.text]
+        if texts:
+            self._last_read = self._frame
         if not texts and self.second_pass:
             unread = [r for r in results if not r.valid]
             if unread:
                 self.stats.located_unread += 1
                 texts = self._second_pass(image, unread)
         texts = list(dict.fromkeys(texts))
+        if texts:
+            self._last_read = self._frame
         self.stats.texts += len(texts)
         return texts
+
+    def _invert_now(self) -> bool:
+        """Whether this frame also looks for light-on-dark codes."""
+        if self.invert_every <= 0:
+            return False
+        return self._frame % self.invert_every == 0 or self._frame - self._last_read <= STICKY_FRAMES
 
     def _prepare(self, grey: np.ndarray) -> np.ndarray:
         image = grey
@@ -96,12 +122,15 @@ class Decoder:
         crop = _crop_around(image, unread)
         smooth = cv2.GaussianBlur(crop, (0, 0), 0.7)
         texts = [r.text for r in zxingcpp.read_barcodes(smooth, formats=_QR, try_rotate=False,
-                                                        try_invert=False) if r.text]
+                                                        try_invert=self._invert_now()) if r.text]
         if texts:
             self.stats.second_pass_reads += 1
             return texts
         if self._pyzbar is not None:
-            for candidate in (smooth, crop):
+            candidates = [smooth, crop]
+            if self._invert_now():  # libzbar reads dark-on-light only
+                candidates.append(cv2.bitwise_not(smooth))
+            for candidate in candidates:
                 texts = self._read_pyzbar(candidate)
                 if texts:
                     self.stats.pyzbar_reads += 1

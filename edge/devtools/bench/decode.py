@@ -1,26 +1,40 @@
-"""``checkpoint bench decode``: decode cost and read rate on generated camera-like frames.
+"""``checkpoint bench decode``: decode cost and read rate on camera-like frames and real photos.
 
 At 640x480 and 1280x720: ms per idle frame and per frame with a code (median, p95) for our
-decoder (zxing-cpp + second pass), read rate on the camera-like set (perspective, blur, noise,
-glare, low contrast: :func:`edge.devtools.synth.camera_like`), and the same figures for pyzbar
-and OpenCV's QRCodeDetector on the same frames, as ratios to ours (time: theirs / ours).
+decoder (zxing-cpp + invert pass on alternate frames + second pass), read rate on the camera-like
+set (perspective, blur, noise, glare, low contrast: :func:`edge.devtools.synth.camera_like`), on
+the same scenes shown light-on-dark (a phone in dark mode; read within two frames, as a held code
+is), and the same figures for the decoder without the invert pass (``plain``), pyzbar and OpenCV's
+QRCodeDetector, as ratios to ours (time: theirs / ours).
+
+Real photos: ``--photos DIR`` (or ``$CHECKPOINT_QR_PHOTOS``) names a folder of photographs, each
+``NAME.jpg``/``NAME.png`` beside ``NAME.txt`` holding the expected text: the layout of zxing's
+public "blackbox" test sets (``core/src/test/resources/blackbox/qrcode-*`` in the zxing
+repository, Apache-2.0). ``mixed_read_rate`` pools camera-like, light-on-dark and photo frames.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import string
 import time
 from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 from edge.devtools.bench.report import median, percentile
-from edge.devtools.synth import render_idle, render_scene
+from edge.devtools.synth import camera_like, render_idle, render_scene
 from edge.scan.decode import Decoder
 
 SIZES = {"640": (640, 480), "1280": (1280, 720)}
+PHOTOS_ENV = "CHECKPOINT_QR_PHOTOS"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
+#: share of light-on-dark codes in the mixed set (phones in dark mode)
+INVERTED_SHARE = 0.25
 _ALPHABET = string.ascii_uppercase + string.digits + " $%*+-./:"
 
 
@@ -72,21 +86,63 @@ def _measure(name: str, fn, idle: list[np.ndarray], coded: list[tuple[str, np.nd
             "read_rate": hits / len(coded)}
 
 
-def run(quick: bool = False, **_: object) -> dict[str, object]:
-    """Decode figures per size for ours, zxing-cpp's first pass alone, pyzbar and OpenCV."""
+def load_photos(folder: Path) -> list[tuple[str, str, np.ndarray]]:
+    """``(name, expected text, grey image)`` for each photo with a readable ``NAME.txt`` beside it."""
+    photos = []
+    for image_path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+        truth = image_path.with_suffix(".txt")
+        if not truth.is_file():
+            continue
+        grey = cv2.imread(str(image_path), cv2.IMREAD_GRAYSCALE)
+        if grey is None:
+            continue
+        photos.append((str(image_path.relative_to(folder)), truth.read_text(encoding="utf-8").strip("\n"), grey))
+    return photos
+
+
+def held_read(decoder: Decoder, text: str, image: np.ndarray, frames: int = 2) -> bool:
+    """Whether ``text`` is read within ``frames`` frames of the same view (a code held up)."""
+    return any(text in decoder.decode(image) for _ in range(frames))
+
+
+def photo_figures(photos: list[tuple[str, str, np.ndarray]]) -> dict[str, object]:
+    """Read rate on real photos for ours, the plain decoder and zxing-cpp with its defaults."""
+    import zxingcpp
+
+    def defaults(image: np.ndarray) -> list[str]:
+        return [r.text for r in zxingcpp.read_barcodes(image)]
+
+    figures: dict[str, object] = {"photos": len(photos)}
+    if not photos:
+        return figures
+    for label, read in (("", lambda t, im: held_read(Decoder(), t, im)),
+                        ("plain_", lambda t, im: held_read(Decoder(invert_every=0), t, im)),
+                        ("zxing_defaults_", lambda t, im: t in defaults(im))):
+        figures[f"{label}photo_read_rate"] = round(sum(read(t, im) for _, t, im in photos) / len(photos), 4)
+    return figures
+
+
+def run(quick: bool = False, photos: str | None = None, **_: object) -> dict[str, object]:
+    """Decode figures per size for ours, the plain decoder, zxing-cpp's first pass alone, pyzbar and OpenCV."""
     frames = 60 if quick else 300
     idle_repeats = 5 if quick else 20
     texts = sample_texts(20)
     ours = Decoder()
-    peers = {"zxing_only": Decoder(second_pass=False).decode, "opencv": _opencv()}
+    peers = {"plain": Decoder(invert_every=0).decode, "zxing_only": Decoder(second_pass=False, invert_every=0).decode,
+             "opencv": _opencv()}
     pyzbar = _pyzbar()
     if pyzbar is not None:
         peers["pyzbar"] = pyzbar
     figures: dict[str, object] = {"frames_per_size": frames, "pyzbar_available": pyzbar is not None}
+    mixed_hits, mixed_total = 0, 0
     for label, size in SIZES.items():
         idle = [render_idle(size, seed) for seed in range(10)]
         coded = [(texts[i % len(texts)], render_scene(texts[i % len(texts)], size, 10_000 + i))
                  for i in range(frames)]
+        inverted_count = max(1, int(frames * INVERTED_SHARE))
+        inverted = [(texts[i % len(texts)], render_scene(texts[i % len(texts)], size, 20_000 + i,
+                                                         replace(camera_like(20_000 + i), inverted=True)))
+                    for i in range(inverted_count)]
         for image in idle[:2]:  # warm-up
             ours.decode(image)
         mine = _measure("ours", ours.decode, idle, coded, idle_repeats)
@@ -95,14 +151,31 @@ def run(quick: bool = False, **_: object) -> dict[str, object]:
         figures[f"code_ms_{label}"] = round(mine["code_ms"], 3)
         figures[f"code_ms_p95_{label}"] = round(mine["code_ms_p95"], 3)
         figures[f"read_rate_{label}"] = round(mine["read_rate"], 4)
+        inverted_hits = sum(held_read(Decoder(), t, im) for t, im in inverted)
+        figures[f"inverted_read_rate_{label}"] = round(inverted_hits / len(inverted), 4)
+        figures[f"plain_inverted_read_rate_{label}"] = round(
+            sum(held_read(Decoder(invert_every=0), t, im) for t, im in inverted) / len(inverted), 4)
+        if label == "640":
+            mixed_hits += round(mine["read_rate"] * len(coded)) + inverted_hits
+            mixed_total += len(coded) + len(inverted)
         for peer, fn in peers.items():
-            theirs = _measure(peer, fn, idle, coded, max(1, idle_repeats // 5))
+            theirs = _measure(peer, fn, idle, coded, idle_repeats if peer == "plain" else max(1, idle_repeats // 5))
             figures[f"{peer}_read_rate_{label}"] = round(theirs["read_rate"], 4)
             figures[f"{peer}_idle_ms_{label}"] = round(theirs["idle_ms"], 3)
             figures[f"{peer}_code_ms_{label}"] = round(theirs["code_ms"], 3)
-            if peer != "zxing_only":
+            if peer not in ("zxing_only", "plain"):
                 figures[f"{peer}_idle_time_ratio_{label}"] = round(theirs["idle_ms"] / mine["idle_ms"], 2)
                 figures[f"{peer}_code_time_ratio_{label}"] = round(theirs["code_ms"] / mine["code_ms"], 2)
                 figures[f"{peer}_read_rate_ratio_{label}"] = round(theirs["read_rate"] / mine["read_rate"], 3)
     figures["read_rate"] = figures["read_rate_640"]
+    folder = photos or os.environ.get(PHOTOS_ENV)
+    if folder:
+        found = load_photos(Path(folder))
+        figures.update(photo_figures(found))
+        mixed_hits += round(float(figures.get("photo_read_rate", 0.0)) * len(found))
+        mixed_total += len(found)
+    else:
+        figures["photos"] = f"none (set --photos DIR or ${PHOTOS_ENV})"
+    figures["mixed_frames"] = mixed_total
+    figures["mixed_read_rate"] = round(mixed_hits / mixed_total, 4)
     return figures
