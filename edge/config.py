@@ -30,7 +30,11 @@ class DeviceConfig(_Section):
 
 
 class CameraConfig(_Section):
-    source: Literal["replay", "opencv", "picamera2"] = "picamera2"
+    source: Literal["replay", "opencv", "picamera2", "hid_scanner"] = "picamera2"
+    #: hid_scanner: the reader's evdev node, e.g. /dev/input/by-id/usb-<maker>-event-kbd (stable across replugs)
+    scanner_device: str | None = None
+    #: hid_scanner: a code not ended by Enter within this long after its last key is dropped
+    scanner_gap_s: float = Field(default=0.5, gt=0, le=10)
     #: replay: a folder of images or a video file; opencv: a video file (or use device/url)
     path: Path | None = None
     #: opencv: USB camera index

@@ -283,7 +283,7 @@ class Daemon:
             log.exception("event=frame_failed seq=%d error=%r action=skipped, loop continues", frame.seq, exc)
 
     def _process(self, frame: Frame) -> None:
-        texts = self.decoder.decode(frame.image)
+        texts = frame.texts if frame.texts is not None else self.decoder.decode(frame.image)
         for text in self.debouncer.feed(texts, self.clock.monotonic()):
             self._decide(text, frame)
 
