@@ -226,7 +226,7 @@ def test_never_ready_without_enrolment_or_lists_and_it_says_why(tmp_path, device
         for _ in range(10):
             seen.append(running.get())
             time.sleep(0.05)
-        assert {v["mode"] for v in seen} == {"not_ready"}  # not once "ready"
+        assert "ready" not in {v["mode"] for v in seen}  # not once (before the first write it is "not working")
         assert seen[-1]["title"] == "NOT READY" and seen[-1]["problems"] == problems
 
 
