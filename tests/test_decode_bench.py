@@ -40,3 +40,25 @@ def test_real_photo_folder_in_the_blackbox_layout(tmp_path):
     assert [(name, expected) for name, expected, _ in photos] == [("1.jpg", text), ("2.png", "CP1:NOT-IN-THIS-PICTURE")]
     figures = photo_figures(photos)
     assert figures["photos"] == 2 and figures["photo_read_rate"] == 0.5 and figures["plain_photo_read_rate"] == 0.5
+
+
+def test_issuer_codes_from_test_vectors_skip_those_not_meant_to_decode(tmp_path):
+    import base64
+    import json
+
+    import cv2
+
+    from edge.devtools.bench.decode import held_read, load_issuer_codes
+    from edge.devtools.synth import qr_modules, render_card_scene
+
+    text = sample_texts(1)[0]
+    png = cv2.imencode(".png", cv2.resize(qr_modules(text), None, fx=4, fy=4, interpolation=cv2.INTER_NEAREST))[1]
+    good = {"PREFIX": text, "2DCODE": base64.b64encode(png.tobytes()).decode(), "EXPECTEDRESULTS": {}}
+    (tmp_path / "XX").mkdir()
+    (tmp_path / "XX" / "1.json").write_text(json.dumps(good), encoding="utf-8")
+    (tmp_path / "XX" / "2.json").write_text(json.dumps({**good, "EXPECTEDRESULTS": {"EXPECTEDPICTUREDECODE": False}}))
+    (tmp_path / "XX" / "3.json").write_text("{broken")
+    codes = load_issuer_codes(tmp_path)
+    assert [t for t, _ in codes] == [text]
+    assert held_read(Decoder(), text, codes[0][1])
+    assert held_read(Decoder(), text, render_card_scene(codes[0][1], (640, 480), 1, Distortion(code_fraction=0.8)))

@@ -7,10 +7,15 @@ the same scenes shown light-on-dark (a phone in dark mode; read within two frame
 is), and the same figures for the decoder without the invert pass (``plain``), pyzbar and OpenCV's
 QRCodeDetector, as ratios to ours (time: theirs / ours).
 
+Real issuers' codes: the EU DCC test vectors hold 400-odd QR pictures made by some forty national
+issuing systems (each with its expected text); they are read as they are and held up in
+camera-like scenes (``issuer_*`` figures), which is what a camera at the roadside sees of them.
+
 Real photos: ``--photos DIR`` (or ``$CHECKPOINT_QR_PHOTOS``) names a folder of photographs, each
 ``NAME.jpg``/``NAME.png`` beside ``NAME.txt`` holding the expected text: the layout of zxing's
 public "blackbox" test sets (``core/src/test/resources/blackbox/qrcode-*`` in the zxing
-repository, Apache-2.0). ``mixed_read_rate`` pools camera-like, light-on-dark and photo frames.
+repository, Apache-2.0). ``mixed_read_rate_<size>`` pools the camera-like, light-on-dark, issuer-scene
+and photo frames.
 """
 
 from __future__ import annotations
@@ -27,7 +32,8 @@ import cv2
 import numpy as np
 
 from edge.devtools.bench.report import median, percentile
-from edge.devtools.synth import camera_like, render_idle, render_scene
+from edge.devtools.dgc_testdata import dgc_testdata_dir
+from edge.devtools.synth import camera_like, render_card_scene, render_idle, render_scene
 from edge.scan.decode import Decoder
 
 SIZES = {"640": (640, 480), "1280": (1280, 720)}
@@ -100,6 +106,35 @@ def load_photos(folder: Path) -> list[tuple[str, str, np.ndarray]]:
     return photos
 
 
+def load_issuer_codes(folder: Path | None = None) -> list[tuple[str, np.ndarray]]:
+    """``(expected text, grey picture)`` for each EU DCC test vector whose picture should decode."""
+    import base64
+    import json
+
+    folder = folder or dgc_testdata_dir()
+    codes = []
+    for path in sorted(folder.glob("**/*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8-sig"))
+        except (ValueError, OSError):
+            continue
+        if not isinstance(data, dict) or not data.get("2DCODE") or not data.get("PREFIX"):
+            continue
+        if (data.get("EXPECTEDRESULTS") or {}).get("EXPECTEDPICTUREDECODE") is False:
+            continue
+        try:
+            raw = np.frombuffer(base64.b64decode(data["2DCODE"]), np.uint8)
+        except ValueError:
+            continue
+        grey = cv2.imdecode(raw, cv2.IMREAD_GRAYSCALE)
+        if grey is not None:
+            side = max(grey.shape)
+            square = np.full((side, side), 255, np.uint8)
+            square[:grey.shape[0], :grey.shape[1]] = grey
+            codes.append((data["PREFIX"], square))
+    return codes
+
+
 def held_read(decoder: Decoder, text: str, image: np.ndarray, frames: int = 2) -> bool:
     """Whether ``text`` is read within ``frames`` frames of the same view (a code held up)."""
     return any(text in decoder.decode(image) for _ in range(frames))
@@ -134,7 +169,11 @@ def run(quick: bool = False, photos: str | None = None, **_: object) -> dict[str
     if pyzbar is not None:
         peers["pyzbar"] = pyzbar
     figures: dict[str, object] = {"frames_per_size": frames, "pyzbar_available": pyzbar is not None}
-    mixed_hits, mixed_total = 0, 0
+    issuers = load_issuer_codes()
+    figures["issuer_codes"] = len(issuers)
+    if issuers:
+        figures["issuer_png_read_rate"] = round(sum(held_read(Decoder(), t, im) for t, im in issuers) / len(issuers), 4)
+    mixed: dict[str, list[int]] = {}
     for label, size in SIZES.items():
         idle = [render_idle(size, seed) for seed in range(10)]
         coded = [(texts[i % len(texts)], render_scene(texts[i % len(texts)], size, 10_000 + i))
@@ -155,9 +194,15 @@ def run(quick: bool = False, photos: str | None = None, **_: object) -> dict[str
         figures[f"inverted_read_rate_{label}"] = round(inverted_hits / len(inverted), 4)
         figures[f"plain_inverted_read_rate_{label}"] = round(
             sum(held_read(Decoder(invert_every=0), t, im) for t, im in inverted) / len(inverted), 4)
-        if label == "640":
-            mixed_hits += round(mine["read_rate"] * len(coded)) + inverted_hits
-            mixed_total += len(coded) + len(inverted)
+        mixed[label] = [round(mine["read_rate"] * len(coded)) + inverted_hits, len(coded) + len(inverted)]
+        if issuers:
+            scenes = [(text, render_card_scene(card, size, 30_000 + i)) for i, (text, card) in enumerate(issuers)]
+            scene_hits = sum(held_read(Decoder(), t, im) for t, im in scenes)
+            figures[f"issuer_scene_read_rate_{label}"] = round(scene_hits / len(scenes), 4)
+            figures[f"plain_issuer_scene_read_rate_{label}"] = round(
+                sum(held_read(Decoder(invert_every=0), t, im) for t, im in scenes) / len(scenes), 4)
+            mixed[label][0] += scene_hits
+            mixed[label][1] += len(scenes)
         for peer, fn in peers.items():
             theirs = _measure(peer, fn, idle, coded, idle_repeats if peer == "plain" else max(1, idle_repeats // 5))
             figures[f"{peer}_read_rate_{label}"] = round(theirs["read_rate"], 4)
@@ -172,10 +217,12 @@ def run(quick: bool = False, photos: str | None = None, **_: object) -> dict[str
     if folder:
         found = load_photos(Path(folder))
         figures.update(photo_figures(found))
-        mixed_hits += round(float(figures.get("photo_read_rate", 0.0)) * len(found))
-        mixed_total += len(found)
+        for pool in mixed.values():  # photos are stills of their own size: the same in both pools
+            pool[0] += round(float(figures.get("photo_read_rate", 0.0)) * len(found))
+            pool[1] += len(found)
     else:
         figures["photos"] = f"none (set --photos DIR or ${PHOTOS_ENV})"
-    figures["mixed_frames"] = mixed_total
-    figures["mixed_read_rate"] = round(mixed_hits / mixed_total, 4)
+    for label, (hits, total) in mixed.items():
+        figures[f"mixed_frames_{label}"] = total
+        figures[f"mixed_read_rate_{label}"] = round(hits / total, 4)
     return figures
