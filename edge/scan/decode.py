@@ -3,8 +3,9 @@
 The first pass is zxing-cpp restricted to QR codes, without the rotate pass (a QR finder is
 rotation-free), so an idle frame costs well under a millisecond at 640x480. Light-on-dark codes
 (phones in dark mode) need zxing-cpp's invert pass; it runs on every ``invert_every``-th frame,
-and on every frame while a code was read in the last few frames, so a held inverted code is seen
-on consecutive frames and the debouncer decides it once. zxing-cpp inverts the binarised image it
+and, while a code read in the last few frames has gone missing for the plain pass, on every frame,
+so a held inverted code is seen on consecutive frames and the debouncer decides it once (a held
+dark-on-light code costs nothing extra). zxing-cpp inverts the binarised image it
 already has, so the idle frames that take the invert pass cost no measurable extra
 (``checkpoint bench decode`` prints both). When zxing-cpp located a symbol but could not
 read it (checksum/format error, typically sensor noise on a low-contrast code), the second pass
@@ -51,7 +52,7 @@ class DecodeStats:
     extra: dict[str, int] = field(default_factory=dict)
 
 
-#: after a read, the invert pass stays on for this many frames (the code is probably still held up)
+#: after a read, a frame the plain pass finds empty tries the invert pass too, for this many frames
 STICKY_FRAMES = 8
 
 
@@ -83,29 +84,33 @@ class Decoder:
         self.stats.frames += 1
         self._frame += 1
         image = self._prepare(grey)
-        invert = self._invert_now()
-        self.stats.invert_frames += invert
-        results = zxingcpp.read_barcodes(image, formats=_QR, try_rotate=False, try_invert=invert,
-                                         return_errors=self.second_pass)
+        held = self.invert_every > 0 and self._frame - self._last_read <= STICKY_FRAMES
+        invert = not held and self._invert_now()
+        results = self._read(image, invert)
         texts = [r.text for r in results if r.valid and r.text]
-        if texts:
-            self._last_read = self._frame
-        if not texts and self.second_pass:
+        unread = [r for r in results if not r.valid]
+        if held and not texts and not unread:  # a code was just read and is gone for the plain pass:
+            invert = True                      # it is probably light-on-dark, held on
+            results = self._read(image, invert)
+            texts = [r.text for r in results if r.valid and r.text]
             unread = [r for r in results if not r.valid]
-            if unread:
-                self.stats.located_unread += 1
-                texts = self._second_pass(image, unread)
+        self.stats.invert_frames += invert
+        if not texts and self.second_pass and unread:
+            self.stats.located_unread += 1
+            texts = self._second_pass(image, unread, invert)
         texts = list(dict.fromkeys(texts))
         if texts:
             self._last_read = self._frame
         self.stats.texts += len(texts)
         return texts
 
+    def _read(self, image: np.ndarray, invert: bool) -> list:
+        return zxingcpp.read_barcodes(image, formats=_QR, try_rotate=False, try_invert=invert,
+                                      return_errors=self.second_pass)
+
     def _invert_now(self) -> bool:
-        """Whether this frame also looks for light-on-dark codes."""
-        if self.invert_every <= 0:
-            return False
-        return self._frame % self.invert_every == 0 or self._frame - self._last_read <= STICKY_FRAMES
+        """Whether this frame also looks for light-on-dark codes (the held-code case aside)."""
+        return self.invert_every > 0 and self._frame % self.invert_every == 0
 
     def _prepare(self, grey: np.ndarray) -> np.ndarray:
         image = grey
@@ -118,17 +123,17 @@ class Decoder:
             image = cv2.resize(image, None, fx=self.downscale, fy=self.downscale, interpolation=cv2.INTER_AREA)
         return np.ascontiguousarray(image)
 
-    def _second_pass(self, image: np.ndarray, unread: list) -> list[str]:
+    def _second_pass(self, image: np.ndarray, unread: list, invert: bool) -> list[str]:
         crop = _crop_around(image, unread)
         smooth = cv2.GaussianBlur(crop, (0, 0), 0.7)
         texts = [r.text for r in zxingcpp.read_barcodes(smooth, formats=_QR, try_rotate=False,
-                                                        try_invert=self._invert_now()) if r.text]
+                                                        try_invert=invert) if r.text]
         if texts:
             self.stats.second_pass_reads += 1
             return texts
         if self._pyzbar is not None:
             candidates = [smooth, crop]
-            if self._invert_now():  # libzbar reads dark-on-light only
+            if invert:  # libzbar reads dark-on-light only
                 candidates.append(cv2.bitwise_not(smooth))
             for candidate in candidates:
                 texts = self._read_pyzbar(candidate)
