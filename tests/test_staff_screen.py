@@ -217,7 +217,8 @@ def test_a_stopped_daemon_or_a_missing_or_broken_file_is_not_working(tmp_path):
     (DeviceStatus(), ["Device not enrolled with the server", "No trust list or policy installed",
                       "No risk list installed"]),
     (DeviceStatus(enrolled=True, policy_version=1), ["No risk list installed"]),
-    (DeviceStatus(enrolled=False, policy_version=1, risk_version=1), ["Device not enrolled with the server"]),
+    (DeviceStatus(enrolled=False, policy_version=1, risk_version=1, risk_published_at="2026-05-01T00:00:00+00:00"),
+     ["Device not enrolled with the server"]),
 ])
 def test_never_ready_without_enrolment_or_lists_and_it_says_why(tmp_path, device, problems):
     with Device(tmp_path, device=device) as running:

@@ -166,7 +166,7 @@ def readiness_problems(snapshot: StatusSnapshot) -> list[str]:
         problems.append("not_enrolled")
     if device.policy_version is None:
         problems.append("no_lists")
-    if device.risk_version is None:
+    if device.risk_version is None or device.risk_published_at is None:  # an empty store has no publication
         problems.append("no_risk_list")
     return problems
 
