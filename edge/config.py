@@ -68,7 +68,7 @@ class DecoderConfig(_Section):
     pyzbar_fallback: bool = True
     #: look for light-on-dark (inverted) codes on every n-th frame, and on every frame while a code
     #: was just read; 1 = every frame, 0 = never
-    invert_every: int = Field(default=2, ge=0, le=30)
+    invert_every: int = Field(default=3, ge=0, le=30)
 
 
 class DebounceConfig(_Section):
