@@ -36,7 +36,11 @@ class DeviceConfig(_Section):
 
 
 class CameraConfig(_Section):
-    source: Literal["replay", "opencv", "picamera2"] = "picamera2"
+    source: Literal["replay", "opencv", "picamera2", "hid_scanner"] = "picamera2"
+    #: hid_scanner: the reader's evdev node, e.g. /dev/input/by-id/usb-<maker>-event-kbd (stable across replugs)
+    scanner_device: str | None = None
+    #: hid_scanner: a code not ended by Enter within this long after its last key is dropped
+    scanner_gap_s: float = Field(default=0.5, gt=0, le=10)
     #: replay: a folder of images or a video file; opencv: a video file (or use device/url)
     path: Path | None = None
     #: opencv: USB camera index
@@ -68,6 +72,9 @@ class DecoderConfig(_Section):
     downscale: float = Field(default=1.0, gt=0, le=1)
     #: try pyzbar on a code zxing-cpp located but could not read (only if libzbar is present)
     pyzbar_fallback: bool = True
+    #: look for light-on-dark (inverted) codes on every n-th frame, and on every frame while a code
+    #: was just read; 1 = every frame, 0 = never
+    invert_every: int = Field(default=3, ge=0, le=30)
 
 
 class DebounceConfig(_Section):
@@ -146,6 +153,29 @@ class StatusConfig(_Section):
     #: staff screen on loopback; 0 = off
     staff_screen_port: int = Field(default=0, ge=0, le=65535)
     language: Literal["vi", "en"] = "vi"
+    #: the name the staff screen shows at the top; empty = device.checkpoint
+    checkpoint_name: str = Field(default="", max_length=80)
+    #: local time zone for the screen's clock and "today" (IANA name)
+    timezone: str = "Asia/Ho_Chi_Minh"
+    #: how long the screen keeps a verdict up when nobody else comes; 0 = until the next person
+    screen_hold_s: float = Field(default=15.0, ge=0, le=3600)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}: use an IANA name such as Asia/Ho_Chi_Minh") from None
+        return v
+
+    def zone(self):
+        """The configured time zone as a tzinfo."""
+        from zoneinfo import ZoneInfo
+
+        return ZoneInfo(self.timezone)
 
 
 class ClockConfig(_Section):

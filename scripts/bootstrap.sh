@@ -2,7 +2,8 @@
 # Set up everything this checkout needs, idempotently: a virtual environment in .venv with the
 # project and its dependencies, and (when run as root on Debian / Raspberry Pi OS) the system
 # packages the appliance uses: libzbar0 (pyzbar fallback decoder) and, for the tests, chromium
-# (staff-screen page test). Re-running is cheap: pip runs again only when pyproject.toml changed.
+# (staff-screen page test) and a C compiler with kernel headers (python-evdev, the USB scanner
+# source, ships no wheels). Re-running is cheap: pip runs again only when pyproject.toml changed.
 #
 # Usage: scripts/bootstrap.sh [--dev]
 set -euo pipefail
@@ -38,7 +39,7 @@ apt_install() {
 
 if command -v dpkg-query >/dev/null; then
   pkgs=(libzbar0)
-  [ $want_dev = 1 ] && pkgs+=(chromium)
+  [ $want_dev = 1 ] && pkgs+=(chromium gcc libc6-dev linux-libc-dev python3-dev)
   apt_install "${pkgs[@]}"
 fi
 

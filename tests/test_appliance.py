@@ -152,3 +152,44 @@ def test_pruning_runs_off_the_scan_path_and_raises_the_disk_fault(tmp_path: Path
         assert Fault.DISK_LOW in set(appliance._disk_fault())
     finally:
         appliance.close()
+
+
+def test_the_staff_screen_reads_what_the_real_device_wrote_not_ready_then_ready(tmp_path: Path):
+    """The composed appliance writes its status file; the screen's view of it names what is missing,
+    then, after the lists are installed and the device runs again, says ready with today's counts
+    seeded from the scan log."""
+    from edge.device.staff_screen import ScreenSettings, StatusWatch, view
+    from edge.device.status import StatusFile
+
+    issuer = _issuer()
+    config_path, publisher = _device(tmp_path, [_pass(issuer, "CITIZEN-9")])
+    config = load_config(config_path)
+    settings = ScreenSettings(language="en", timezone=config.status.zone(), hold_s=0.001)
+    watch = StatusWatch(StatusFile(config.resolve(config.status.path)))
+
+    appliance = Appliance(config)
+    try:
+        appliance.daemon.state = "running"  # as it is while frames flow
+        appliance.daemon._poll_health()
+        appliance.daemon._write_status()
+        shown = view(*watch.read(), settings)
+        assert shown.mode == "not_ready" and "No trust list or policy installed" in shown.problems
+        assert "No risk list installed" in shown.problems
+        assert "Not enrolled, or no trust list / policy yet" in shown.faults  # the amber lamp's meaning
+        _publish(config_path, publisher, issuer, store=appliance.verifier.risk)
+        appliance.verifier.reload("trust")
+        assert appliance.daemon.run() == 0  # the replay: one PASS, recorded
+    finally:
+        appliance.close()
+
+    again = Appliance(config)  # a restart later the same day
+    try:
+        again.daemon.state = "running"
+        again.daemon.last_frame_at = again.daemon.monotonic()
+        again.daemon._poll_health()
+        again.daemon._write_status()
+        shown = view(*watch.read(), settings)
+        assert shown.mode == "ready", shown
+        assert dict(shown.counts) == {"passed": 1, "refused": 0, "checked": 0}  # from the scan log
+    finally:
+        again.close()

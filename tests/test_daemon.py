@@ -100,10 +100,12 @@ def test_each_presented_code_is_decided_once_and_recorded_before_the_lamp(tmp_pa
                                ("CHECK", "not_a_pass", "REFUSE")]
     assert daemon.frames == len(frames)
     lines = out.getvalue().splitlines()
-    assert lines[0] == "[  idle  ] lamps off"  # start-up: idle, no fault
-    assert lines[1:4] == ["[  PASS  ] steady green, one short beep", "[ REFUSE ] steady red, long beep",
-                         "[ CHECK  ] steady amber"]
-    assert lines[-1] == "[  idle  ] lamps off"  # lamps off at shutdown
+    assert lines[0] == "[  off   ] All lamps dark"  # start-up: no frame yet, so not "ready"
+    assert lines[1] == "[ ready  ] Green blip every 4 s"  # frames flow: alive and ready
+    verdicts = [line for line in lines if line.startswith(("[  PASS", "[ REFUSE", "[ CHECK"))]
+    assert verdicts == ["[  PASS  ] Steady green, one short beep", "[ REFUSE ] Steady red, one long beep",
+                        "[ CHECK  ] Steady amber, two short beeps"]
+    assert lines[-1] == "[  off   ] All lamps dark"  # lamps off at shutdown
 
 
 def test_a_crash_in_one_frame_never_stops_the_loop(tmp_path):
@@ -177,7 +179,7 @@ def test_camera_lost_reopens_with_backoff_then_exits_non_zero(tmp_path, caplog):
     daemon, _, _, out = build(tmp_path, source, camera=fast_camera(), status_writer=statuses.append)
     assert daemon.run() == EXIT_CAMERA_LOST
     assert source.opens == 1 + 2 and daemon.frames == 3
-    assert "[ fault  ] camera_lost: red slow blink (1 s on, 1 s off)" in out.getvalue()
+    assert "[ fault  ] camera_lost: Amber fast blink" in out.getvalue()
     assert any(s.faults == ("camera_lost",) and s.state == "camera_lost" for s in statuses)
     assert statuses[-1].state == "failed"
     assert "camera_gave_up" in caplog.text
@@ -283,8 +285,8 @@ def test_sigterm_finishes_the_record_turns_lamps_off_and_exits_zero(tmp_path):
         proc = subprocess.Popen([sys.executable, "-c", SIGTERM_SCRIPT, str(db)], stdout=subprocess.PIPE,
                                 stderr=err_file, text=True, env=env)
         try:
-            first = [proc.stdout.readline().strip() for _ in range(2)]
-            assert first == ["[  idle  ] lamps off", "recorded"]
+            first = [proc.stdout.readline().strip() for _ in range(3)]
+            assert first == ["[  off   ] All lamps dark", "[ ready  ] Green blip every 4 s", "recorded"]
             proc.send_signal(signal.SIGTERM)
             out = proc.stdout.read()  # the same buffered reader: no line is lost
             proc.wait(timeout=20)
@@ -294,9 +296,9 @@ def test_sigterm_finishes_the_record_turns_lamps_off_and_exits_zero(tmp_path):
     err = err_path.read_text()
     assert proc.returncode == 0, err
     lines = out.splitlines()
-    assert lines[-1] == "[  idle  ] lamps off"
+    assert lines[-1] == "[  off   ] All lamps dark"
     recorded = 1 + lines.count("recorded")
-    assert lines.count("[  PASS  ] steady green, one short beep") == recorded  # lamp only after a record
+    assert lines.count("[  PASS  ] Steady green, one short beep") == recorded  # lamp only after a record
     count = sqlite3.connect(db).execute("SELECT count(*) FROM scan").fetchone()[0]
     assert count == recorded  # every decision that was started was committed
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -13,6 +14,7 @@ from click.testing import CliRunner
 from edge.cli import main
 from edge.config import DecoderConfig
 from edge.devtools.synth import Distortion, render_idle, render_scene
+from edge.scan.debounce import Debouncer
 from edge.scan.decode import Decoder
 
 TEXT = "CP1:" + "NCFOXN%TSMAHN-HVUOEJPJ-SVOG8HPBF8VQM4CPBF46KX8SS8S8" * 3
@@ -86,3 +88,37 @@ def test_decode_cli_prints_one_json_line_per_file(tmp_path: Path):
     assert "error" in lines[2]
     ok = CliRunner().invoke(main, ["decode", str(with_code)])
     assert ok.exit_code == 0, ok.output
+
+
+# -- light-on-dark codes (phones in dark mode) ----------------------------------------------------
+INVERTED = Distortion(code_fraction=0.6, rotation=8, tilt=0.03, blur=0.6, noise=4, inverted=True)
+
+
+def test_an_inverted_code_is_read_within_three_frames_and_plain_zxing_never_reads_it():
+    image = render_scene(TEXT, (640, 480), 11, INVERTED)
+    assert Decoder(invert_every=0).decode(image) == []  # what the decoder did before
+    decoder = Decoder()
+    reads = [decoder.decode(image) for _ in range(4)]
+    assert reads == [[], [], [TEXT], [TEXT]]  # the third frame looks for it; then it is followed
+
+
+def test_idle_frames_take_the_invert_pass_only_on_every_third_frame():
+    decoder = Decoder()
+    for seed in range(20):
+        assert decoder.decode(render_idle((640, 480), seed)) == []
+    assert decoder.stats.invert_frames == 6
+
+
+@pytest.mark.parametrize("inverted", [False, True], ids=["dark-on-light", "light-on-dark"])
+def test_a_held_code_is_decided_once_within_the_debounce_window(inverted):
+    """15 fps: three idle frames, the code held for 2 s with a hand's jitter, then gone."""
+    decoder, debouncer = Decoder(), Debouncer(forget_after_s=2.0)
+    frames = [render_idle((640, 480), 3)] * 3 + [
+        render_scene(TEXT, (640, 480), 40 + k, replace(INVERTED, inverted=inverted, offset=(0.02 * k, 0.0)))
+        for k in range(30)] + [render_idle((640, 480), 4)] * 3
+    decided = []
+    for i, frame in enumerate(frames):
+        for text in debouncer.feed(decoder.decode(frame), now=i / 15):
+            decided.append((i, text))
+    assert [t for _, t in decided] == [TEXT]  # once, never again while held
+    assert decided[0][0] <= 3 + 2  # within the first three frames the code is in view (0.2 s at 15 fps)

@@ -20,3 +20,45 @@ def test_measure_counts_reads_and_times():
     figures = _measure("ours", Decoder().decode, [render_idle((640, 480), 2)], coded, idle_repeats=2)
     assert figures["read_rate"] == 0.5
     assert figures["idle_ms"] > 0 and figures["code_ms_p95"] >= figures["code_ms"]
+
+
+def test_real_photo_folder_in_the_blackbox_layout(tmp_path):
+    """NAME.jpg beside NAME.txt; images without a text, and files that are not images, are skipped."""
+    import cv2
+
+    from edge.devtools.bench.decode import load_photos, photo_figures
+
+    text = sample_texts(1)[0]
+    cv2.imwrite(str(tmp_path / "1.jpg"), render_scene(text, (640, 480), 2, Distortion(code_fraction=0.7)))
+    (tmp_path / "1.txt").write_text(text + "\n", encoding="utf-8")
+    cv2.imwrite(str(tmp_path / "2.png"), render_idle((640, 480), 2))
+    (tmp_path / "2.txt").write_text("CP1:NOT-IN-THIS-PICTURE", encoding="utf-8")
+    cv2.imwrite(str(tmp_path / "3.png"), render_idle((640, 480), 3))  # no truth file
+    (tmp_path / "4.jpg").write_bytes(b"not an image")
+    (tmp_path / "4.txt").write_text("x", encoding="utf-8")
+    photos = load_photos(tmp_path)
+    assert [(name, expected) for name, expected, _ in photos] == [("1.jpg", text), ("2.png", "CP1:NOT-IN-THIS-PICTURE")]
+    figures = photo_figures(photos)
+    assert figures["photos"] == 2 and figures["photo_read_rate"] == 0.5 and figures["plain_photo_read_rate"] == 0.5
+
+
+def test_issuer_codes_from_test_vectors_skip_those_not_meant_to_decode(tmp_path):
+    import base64
+    import json
+
+    import cv2
+
+    from edge.devtools.bench.decode import held_read, load_issuer_codes
+    from edge.devtools.synth import qr_modules, render_card_scene
+
+    text = sample_texts(1)[0]
+    png = cv2.imencode(".png", cv2.resize(qr_modules(text), None, fx=4, fy=4, interpolation=cv2.INTER_NEAREST))[1]
+    good = {"PREFIX": text, "2DCODE": base64.b64encode(png.tobytes()).decode(), "EXPECTEDRESULTS": {}}
+    (tmp_path / "XX").mkdir()
+    (tmp_path / "XX" / "1.json").write_text(json.dumps(good), encoding="utf-8")
+    (tmp_path / "XX" / "2.json").write_text(json.dumps({**good, "EXPECTEDRESULTS": {"EXPECTEDPICTUREDECODE": False}}))
+    (tmp_path / "XX" / "3.json").write_text("{broken")
+    codes = load_issuer_codes(tmp_path)
+    assert [t for t, _ in codes] == [text]
+    assert held_read(Decoder(), text, codes[0][1])
+    assert held_read(Decoder(), text, render_card_scene(codes[0][1], (640, 480), 1, Distortion(code_fraction=0.8)))

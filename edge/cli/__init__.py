@@ -19,6 +19,8 @@ COMMANDS: dict[str, str] = {
     "keys": "edge.cli.keys:keys",
     "decode": "edge.cli.decode:decode",
     "status": "edge.cli.status:status_command",
+    "screen": "edge.cli.screen:screen",
+    "legend": "edge.cli.legend:legend",
     "bench": "edge.cli.bench:bench",
     "server": "edge.cli.server:server",
     "sync": "edge.cli.sync:sync",

@@ -28,13 +28,17 @@ def _load(name: str):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with every figure.")
 @click.option("--quick", is_flag=True, help="Smaller sizes and fewer runs (for CI smoke runs).")
 @click.option("--entries", type=int, default=None, help="risk: number of risk-list entries.")
-def bench(names: tuple[str, ...], as_json: bool, quick: bool, entries: int | None) -> None:
+@click.option("--photos", type=click.Path(exists=True, file_okay=False), default=None,
+              help="decode: folder of real QR photos, NAME.jpg beside NAME.txt (else $CHECKPOINT_QR_PHOTOS).")
+def bench(names: tuple[str, ...], as_json: bool, quick: bool, entries: int | None, photos: str | None) -> None:
     """Run benchmarks (all when no NAME is given) and print their figures."""
     results: dict[str, dict[str, object]] = {}
     for name in names or tuple(BENCHES):
         options: dict[str, object] = {"quick": quick}
         if name == "risk" and entries is not None:
             options["entries"] = entries
+        if name == "decode" and photos is not None:
+            options["photos"] = photos
         if not as_json:
             click.echo(f"running bench {name} ...", err=True)
         results[name] = _load(name)(**options)

@@ -27,22 +27,9 @@ def run(config_path: Path) -> None:
     appliance = build_appliance(config)
     daemon = appliance.daemon
     daemon.install_signal_handlers()
-    screen = None
-    if config.status.staff_screen_port:
-        from edge.device.staff_screen import StaffScreen
-
-        screen = StaffScreen(daemon.snapshot, port=config.status.staff_screen_port,
-                             language=config.status.language)
-        try:
-            screen.start()
-        except OSError as exc:
-            log.error("event=staff_screen_failed port=%d error=%r action=check the port; scanning goes on",
-                      config.status.staff_screen_port, exc)
-            screen = None
+    # the staff screen is its own process (checkpoint screen): it must outlive a hung daemon
     try:
         code = appliance.run()
     finally:
-        if screen is not None:
-            screen.stop()
         appliance.close()
     sys.exit(code)

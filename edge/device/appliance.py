@@ -19,7 +19,7 @@ from typing import TextIO
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge.config import Config
-from edge.device.daemon import Daemon, DecisionEvent
+from edge.device.daemon import Daemon, DayCounter, DecisionEvent
 from edge.device.status import DeviceStatus, StatusFile, StatusSnapshot
 from edge.device.sync_client import InstalledCallback, SyncClient
 from edge.lists.policy import CheckpointIdentity, Policy, PolicyError, load_policy_file
@@ -227,7 +227,8 @@ class Appliance:
             source=source or make_source(config), decoder=Decoder(config.decoder),
             debouncer=Debouncer.from_config(config.debounce), verifier=self.verifier, recorder=self.record,
             light=self.light, clock=self.clock, camera=config.camera, health_probes=self.health_probes(),
-            status_writer=self._status_writer(), status_extra=self.status_extra, on_decision=on_decision)
+            status_writer=self._status_writer(), status_extra=self.status_extra, on_decision=on_decision,
+            day_counter=DayCounter(config.status.zone(), seed=self.scanlog.decision_counts))
         self._stop_pruning = threading.Event()
 
     # -- the scan path -----------------------------------------------------------------------
@@ -240,7 +241,18 @@ class Appliance:
     # -- health ------------------------------------------------------------------------------
     def health_probes(self) -> list[Callable[[], Iterable[Fault]]]:
         """Cheap probes the daemon polls about once a second."""
-        return [self._clock_fault, self._lists_fault, self._risk_fault, self._disk_fault, self._server_fault]
+        return [self._ready_fault, self._clock_fault, self._lists_fault, self._risk_fault, self._disk_fault,
+                self._server_fault]
+
+    def enrolled(self) -> bool:
+        """Provisioned with the pinned publisher key and, when it syncs, accepted by the server once."""
+        if not self.publisher_keys:
+            return False
+        return self.sync is None or self.scanlog.last_success_at() is not None
+
+    def _ready_fault(self) -> Iterable[Fault]:
+        """Not enrolled, or no trust list / policy: every verdict would be CHECK, so say so."""
+        return () if self.verifier.current is not None and self.enrolled() else (Fault.DEVICE_NOT_READY,)
 
     def _clock_fault(self) -> Iterable[Fault]:
         return () if self.clock.trusted() else (Fault.CLOCK_UNTRUSTED,)
@@ -284,6 +296,7 @@ class Appliance:
         clock = self.clock.reading() if isinstance(self.clock, SystemClock) else None
         return DeviceStatus(
             device_id=self.config.device.id,
+            enrolled=self.enrolled(),
             policy_version=self.verifier.policy_version,
             risk_version=self.verifier.risk_version,
             risk_published_at=risk.published_at.isoformat() if risk and risk.published_at else None,

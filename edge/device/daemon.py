@@ -19,13 +19,15 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
+from datetime import time as day_start
 from typing import Protocol
 
 from edge.config import CameraConfig
 from edge.device.notify import Notifier
-from edge.device.status import DeviceStatus, StatusSnapshot, VerdictSummary
+from edge.device.status import DayCounts, DeviceStatus, StatusSnapshot, VerdictSummary
 from edge.scan.camera import CameraError, EndOfStream, Frame, FrameSource
 from edge.scan.clock import Clock
 from edge.scan.debounce import Debouncer
@@ -77,6 +79,35 @@ class DecisionEvent:
                               recorded=self.recorded, latency_ms=round(self.latency_ms, 2))
 
 
+class DayCounter:
+    """Decisions per local calendar day, for the staff screen.
+
+    ``seed(start_of_day)`` (the scan log's counts since local midnight) is asked once, on the first
+    day the counter sees, so a restart at noon does not reset the day's figures to zero.
+    """
+
+    def __init__(self, timezone: tzinfo = UTC, seed: Callable[[datetime], Mapping[str, int]] | None = None):
+        self.timezone, self._seed = timezone, seed
+        self._counts = DayCounts()
+
+    def counts(self, now: datetime) -> DayCounts:
+        local = now.astimezone(self.timezone)
+        day = local.date().isoformat()
+        if self._counts.date != day:
+            self._counts = DayCounts(day)
+            seed, self._seed = self._seed, None
+            if seed is not None:
+                try:
+                    found = seed(datetime.combine(local.date(), day_start(), self.timezone))
+                    self._counts = DayCounts(day, found.get("PASS", 0), found.get("REFUSE", 0), found.get("CHECK", 0))
+                except Exception as exc:
+                    log.warning("event=day_counts_seed_failed error=%r action=counting from zero", exc)
+        return self._counts
+
+    def add(self, decision: Decision, now: datetime) -> None:
+        self._counts = self.counts(now).add(decision.value)
+
+
 class Daemon:
     """The checkpoint's main loop. Build one per process; ``run()`` returns the exit code."""
 
@@ -87,7 +118,8 @@ class Daemon:
                  status_extra: Callable[[], DeviceStatus] | None = None,
                  notifier: Notifier | None = None,
                  on_decision: Callable[[DecisionEvent], None] | None = None,
-                 health_interval_s: float = 1.0, read_timeout_s: float = 0.25, keep_last: int = 10,
+                 health_interval_s: float = 1.0, status_interval_s: float = 0.5,
+                 read_timeout_s: float = 0.25, keep_last: int = 10, day_counter: DayCounter | None = None,
                  monotonic: Callable[[], float] = time.monotonic):
         self.source, self.decoder, self.debouncer = source, decoder, debouncer
         self.verifier, self.recorder, self.light, self.clock = verifier, recorder, light, clock
@@ -97,6 +129,11 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self.on_decision = on_decision
         self.health_interval_s = health_interval_s
+        #: the staff screen calls the daemon silent when the status file is older than ~1 s
+        self.status_interval_s = status_interval_s
+        self.day_counter = day_counter or DayCounter()
+        self._next_status = float("-inf")
+        self._last_decision_at: float | None = None
         self.read_timeout_s = min(read_timeout_s, self.camera.capture_timeout_s)
         #: loop timing and frame-to-light latency use the same monotonic as the frame sources
         #: (``time.monotonic``), even when ``clock`` is a FixedClock; debouncing uses ``clock.monotonic``
@@ -190,8 +227,7 @@ class Daemon:
                           self.reopen_failures - 1)
                 return False
             self.notifier.status(f"camera lost: reopen attempt {self.reopen_failures}")
-            self.light.tick()
-            if self.stop_event.wait(self._backoff):
+            if self._wait_writing_status(self._backoff):
                 break
             self._backoff = min(self._backoff * 2, self.camera.reopen_backoff_max_s)
             try:
@@ -208,10 +244,25 @@ class Daemon:
             return True
         return True  # stopping: not a camera failure
 
+    def _wait_writing_status(self, seconds: float) -> bool:
+        """Wait (True if asked to stop) while still ticking the lamp and writing the status file,
+        so the staff screen says "camera lost" during a long backoff instead of "not working"."""
+        end = self.monotonic() + seconds
+        while True:
+            self.light.tick()
+            self._write_status()
+            left = end - self.monotonic()
+            if left <= 0:
+                return self.stop_event.is_set()
+            if self.stop_event.wait(min(left, self.status_interval_s)):
+                return True
+
     def _set_camera_lost(self, lost: bool) -> None:
         if lost != self.camera_lost:
             self.camera_lost = lost
             self.state = "camera_lost" if lost else "running"
+            if lost:
+                self.light.set_alive(False)
             self._apply_faults()
             self._write_status()
 
@@ -222,6 +273,8 @@ class Daemon:
             log.info("event=camera_recovered after_attempts=%d", self.reopen_failures)
             self.reopen_failures, self._backoff = 0, self.camera.reopen_backoff_s
             self._set_camera_lost(False)
+        if not self.light.alive:
+            self.light.set_alive(True)  # frames flow: idle shows the ready blip, not a dark head
         self.notifier.watchdog()
         try:
             self._process(frame)
@@ -230,7 +283,7 @@ class Daemon:
             log.exception("event=frame_failed seq=%d error=%r action=skipped, loop continues", frame.seq, exc)
 
     def _process(self, frame: Frame) -> None:
-        texts = self.decoder.decode(frame.image)
+        texts = frame.texts if frame.texts is not None else self.decoder.decode(frame.image)
         for text in self.debouncer.feed(texts, self.clock.monotonic()):
             self._decide(text, frame)
 
@@ -247,11 +300,14 @@ class Daemon:
         self.light.show(shown)
         shown_at = self.monotonic()
         self.decisions += 1
+        self._last_decision_at = shown_at
+        self.day_counter.add(shown, self.clock.now())
         event = DecisionEvent(frame.seq, text, verdict, shown, recorded, frame.captured, shown_at,
                               self.clock.now().isoformat(timespec="seconds"))
         self.last_events.append(event)
         log.info("event=decision verdict=%s reason=%s kind=%s recorded=%s latency_ms=%.1f", shown.value,
                  verdict.reason.value, verdict.kind, recorded, event.latency_ms)
+        self._write_status()  # the staff screen shows the verdict now, not at the next status tick
         if self.on_decision is not None:
             try:
                 self.on_decision(event)
@@ -271,6 +327,7 @@ class Daemon:
         if now >= self._next_health:
             self._next_health = now + self.health_interval_s
             self._poll_health()
+        if now >= self._next_status:
             self._write_status()
         self.light.tick()
 
@@ -296,6 +353,7 @@ class Daemon:
     def snapshot(self) -> StatusSnapshot:
         """What the daemon is doing now (the status file's content)."""
         now = self.monotonic()
+        wall = self.clock.now()
         device = DeviceStatus()
         if self.status_extra is not None:
             try:
@@ -304,7 +362,7 @@ class Daemon:
                 log.warning("event=status_extra_failed error=%r", exc)
         return StatusSnapshot(
             state=self.state,
-            updated_at=self.clock.now().isoformat(timespec="seconds"),
+            updated_at=wall.isoformat(timespec="seconds"),
             source=self.source.name,
             frames=self.frames,
             last_frame_age_s=None if self.last_frame_at is None else round(now - self.last_frame_at, 3),
@@ -316,9 +374,12 @@ class Daemon:
             clock_trusted=self.clock.trusted(),
             reopen_failures=self.reopen_failures,
             device=device,
+            last_decision_age_s=None if self._last_decision_at is None else round(now - self._last_decision_at, 3),
+            today=self.day_counter.counts(wall),
         )
 
     def _write_status(self) -> None:
+        self._next_status = self.monotonic() + self.status_interval_s
         if self.status_writer is None:
             return
         try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -39,10 +39,26 @@ class VerdictSummary:
 
 
 @dataclass(frozen=True)
+class DayCounts:
+    """Decisions recorded on one local calendar day (the staff screen's counters)."""
+
+    date: str = ""
+    passed: int = 0
+    refused: int = 0
+    checked: int = 0
+
+    def add(self, decision: str) -> DayCounts:
+        field_name = {"PASS": "passed", "REFUSE": "refused"}.get(decision, "checked")
+        return replace(self, **{field_name: getattr(self, field_name) + 1})
+
+
+@dataclass(frozen=True)
 class DeviceStatus:
     """What the composition root adds to the daemon's view: identity, lists and the sync backlog."""
 
     device_id: str | None = None
+    #: provisioned with the pinned publisher key and, when it syncs, accepted by the server once
+    enrolled: bool | None = None
     policy_version: int | None = None
     risk_version: int | None = None
     risk_published_at: str | None = None
@@ -75,6 +91,9 @@ class StatusSnapshot:
     clock_trusted: bool = False
     reopen_failures: int = 0
     device: DeviceStatus = field(default_factory=DeviceStatus)
+    #: seconds (monotonic) since the last decision: the screen holds a verdict by this, not by wall time
+    last_decision_age_s: float | None = None
+    today: DayCounts = field(default_factory=DayCounts)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,7 +104,8 @@ class StatusSnapshot:
         try:
             return cls(**{**data, "last_verdicts": tuple(VerdictSummary(**v) for v in data.get("last_verdicts", ())),
                           "faults": tuple(data.get("faults", ())),
-                          "device": DeviceStatus(**data.get("device", {}))})
+                          "device": DeviceStatus(**data.get("device", {})),
+                          "today": DayCounts(**data.get("today", {}))})
         except TypeError as exc:
             raise ValueError(f"not a status snapshot: {exc}") from None
 

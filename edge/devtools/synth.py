@@ -43,6 +43,8 @@ class Distortion:
     contrast: float = 1.0
     #: overall brightness of the paper (0..255)
     paper: float = 220.0
+    #: light modules on a dark ground, as a phone in dark mode shows a pass
+    inverted: bool = False
 
 
 def camera_like(seed: int) -> Distortion:
@@ -92,15 +94,25 @@ def render_scene(text: str, size: Size = (640, 480), seed: int = 0,
     ``distortion`` defaults to :func:`camera_like` (``seed``); pass ``Distortion()`` for a clean,
     centred, sharp code. The same arguments always give the same pixels.
     """
+    return render_card_scene(qr_modules(text, error), size, seed, distortion)
+
+
+def render_card_scene(card_image: np.ndarray, size: Size = (640, 480), seed: int = 0,
+                      distortion: Distortion | None = None) -> np.ndarray:
+    """Like :func:`render_scene`, for a code already drawn: a grey image, dark code on white
+    (e.g. an issuer's own QR picture), held up in a camera-like scene."""
     d = camera_like(seed) if distortion is None else distortion
     rng = np.random.default_rng(seed)
     width, height = size
-    modules = qr_modules(text, error)
-    n = modules.shape[0]
-    side = max(n, round(d.code_fraction * height))
-    scale = max(1, -(-side * 4 // n))  # draw 4x oversampled, let the warp filter it down
-    card = cv2.resize(modules, (n * scale, n * scale), interpolation=cv2.INTER_NEAREST).astype(np.float32)
+    n = card_image.shape[0]
+    side = max(21, round(d.code_fraction * height))
+    scale = max(1, -(-side * 4 // n))  # draw ~4x oversampled, let the warp filter it down
+    card = cv2.resize(card_image, (n * scale, n * scale),
+                      interpolation=cv2.INTER_NEAREST if scale > 1 else cv2.INTER_AREA).astype(np.float32)
     card = d.paper - (255.0 - card) / 255.0 * d.paper * d.contrast * 0.9
+    if d.inverted:  # swap dark and light within the same range: a dark screen with light modules
+        card = d.paper * (2 - d.contrast * 0.9) - card
+    n = card.shape[0] // scale
 
     src = np.float32([[0, 0], [n * scale, 0], [n * scale, n * scale], [0, n * scale]])
     half = side / 2

@@ -1,7 +1,13 @@
 """QR decoding on the grey plane: zxing-cpp first, a second pass only where it located a code.
 
-The first pass is zxing-cpp restricted to QR codes, without rotate or invert passes, so an idle
-frame costs well under a millisecond at 640x480. When zxing-cpp located a symbol but could not
+The first pass is zxing-cpp restricted to QR codes, without the rotate pass (a QR finder is
+rotation-free), so an idle frame costs well under a millisecond at 640x480. Light-on-dark codes
+(phones in dark mode) need zxing-cpp's invert pass; it runs on every ``invert_every``-th frame,
+and, while a code read in the last few frames has gone missing for the plain pass, on every frame,
+so a held inverted code is seen on consecutive frames and the debouncer decides it once (a held
+dark-on-light code costs nothing extra). zxing-cpp inverts the binarised image it
+already has, so the idle frames that take the invert pass cost no measurable extra
+(``checkpoint bench decode`` prints both). When zxing-cpp located a symbol but could not
 read it (checksum/format error, typically sensor noise on a low-contrast code), the second pass
 works on a crop around that symbol only: zxing-cpp again on a denoised crop, then pyzbar on the
 same crop where libzbar is installed (import guarded: the device runs without it).
@@ -41,18 +47,26 @@ class DecodeStats:
     located_unread: int = 0
     second_pass_reads: int = 0
     pyzbar_reads: int = 0
+    invert_frames: int = 0
     texts: int = 0
     extra: dict[str, int] = field(default_factory=dict)
+
+
+#: after a read, a frame the plain pass finds empty tries the invert pass too, for this many frames
+STICKY_FRAMES = 8
 
 
 class Decoder:
     """Decode QR texts from a grey frame. ``decode(grey) -> list[str]`` never raises on bad pixels."""
 
     def __init__(self, config: DecoderConfig | None = None, *, pyzbar_fallback: bool | None = None,
-                 second_pass: bool = True):
+                 second_pass: bool = True, invert_every: int | None = None):
         config = config or DecoderConfig()
         self.roi = config.roi
         self.downscale = config.downscale
+        self.invert_every = config.invert_every if invert_every is None else invert_every
+        self._frame = 0
+        self._last_read = -STICKY_FRAMES - 1
         want_pyzbar = config.pyzbar_fallback if pyzbar_fallback is None else pyzbar_fallback
         self._pyzbar = _load_pyzbar() if want_pyzbar else None
         self.second_pass = second_pass
@@ -68,18 +82,35 @@ class Decoder:
         if grey.ndim != 2 or grey.dtype != np.uint8:
             raise ValueError(f"expected a 2-D uint8 grey image, got shape={grey.shape} dtype={grey.dtype}")
         self.stats.frames += 1
+        self._frame += 1
         image = self._prepare(grey)
-        results = zxingcpp.read_barcodes(image, formats=_QR, try_rotate=False, try_invert=False,
-                                         return_errors=self.second_pass)
+        held = self.invert_every > 0 and self._frame - self._last_read <= STICKY_FRAMES
+        invert = not held and self._invert_now()
+        results = self._read(image, invert)
         texts = [r.text for r in results if r.valid and r.text]
-        if not texts and self.second_pass:
+        unread = [r for r in results if not r.valid]
+        if held and not texts and not unread:  # a code was just read and is gone for the plain pass:
+            invert = True                      # it is probably light-on-dark, held on
+            results = self._read(image, invert)
+            texts = [r.text for r in results if r.valid and r.text]
             unread = [r for r in results if not r.valid]
-            if unread:
-                self.stats.located_unread += 1
-                texts = self._second_pass(image, unread)
+        self.stats.invert_frames += invert
+        if not texts and self.second_pass and unread:
+            self.stats.located_unread += 1
+            texts = self._second_pass(image, unread, invert)
         texts = list(dict.fromkeys(texts))
+        if texts:
+            self._last_read = self._frame
         self.stats.texts += len(texts)
         return texts
+
+    def _read(self, image: np.ndarray, invert: bool) -> list:
+        return zxingcpp.read_barcodes(image, formats=_QR, try_rotate=False, try_invert=invert,
+                                      return_errors=self.second_pass)
+
+    def _invert_now(self) -> bool:
+        """Whether this frame also looks for light-on-dark codes (the held-code case aside)."""
+        return self.invert_every > 0 and self._frame % self.invert_every == 0
 
     def _prepare(self, grey: np.ndarray) -> np.ndarray:
         image = grey
@@ -92,16 +123,19 @@ class Decoder:
             image = cv2.resize(image, None, fx=self.downscale, fy=self.downscale, interpolation=cv2.INTER_AREA)
         return np.ascontiguousarray(image)
 
-    def _second_pass(self, image: np.ndarray, unread: list) -> list[str]:
+    def _second_pass(self, image: np.ndarray, unread: list, invert: bool) -> list[str]:
         crop = _crop_around(image, unread)
         smooth = cv2.GaussianBlur(crop, (0, 0), 0.7)
         texts = [r.text for r in zxingcpp.read_barcodes(smooth, formats=_QR, try_rotate=False,
-                                                        try_invert=False) if r.text]
+                                                        try_invert=invert) if r.text]
         if texts:
             self.stats.second_pass_reads += 1
             return texts
         if self._pyzbar is not None:
-            for candidate in (smooth, crop):
+            candidates = [smooth, crop]
+            if invert:  # libzbar reads dark-on-light only
+                candidates.append(cv2.bitwise_not(smooth))
+            for candidate in candidates:
                 texts = self._read_pyzbar(candidate)
                 if texts:
                     self.stats.pyzbar_reads += 1

@@ -224,6 +224,13 @@ class ScanLog:
         """How many records wait for the server's acknowledgement."""
         return self._scalar("SELECT COUNT(*) FROM records WHERE seq > (SELECT acked_seq FROM sync_state)")
 
+    def decision_counts(self, since: datetime) -> dict[str, int]:
+        """``{decision: count}`` of records stamped at or after ``since`` (the staff screen's day)."""
+        with self._lock:
+            rows = self._db.execute("SELECT decision, COUNT(*) FROM records WHERE wall_time >= ? GROUP BY decision",
+                                    (_wall(since),)).fetchall()
+        return {decision: count for decision, count in rows}
+
     def last_success_at(self) -> datetime | None:
         value = self._scalar("SELECT last_success_at FROM sync_state WHERE id = 1")
         return datetime.fromisoformat(value) if value else None

@@ -1,4 +1,4 @@
-"""Frame sources (replay, OpenCV, picamera2) behind one interface, and camera-like frame synthesis."""
+"""Frame sources (replay, OpenCV, picamera2, USB HID scanner) behind one interface, and camera-like frame synthesis."""
 
 from __future__ import annotations
 
@@ -30,6 +30,13 @@ def make_source(config: Config | CameraConfig, *, monotonic: Monotonic = time.mo
             raise CameraError("camera.source = opencv needs exactly one of camera.device, camera.url, camera.path")
         return OpenCVSource(targets[0], width=camera.width, height=camera.height, fps=camera.fps,
                             monotonic=monotonic)
+    if camera.source == "hid_scanner":
+        from edge.scan.camera.hid_scanner import HidScannerSource
+
+        if not camera.scanner_device:
+            raise CameraError("event=bad_config camera.source=hid_scanner "
+                              "action=set camera.scanner_device (see ls /dev/input/by-id/)")
+        return HidScannerSource(camera.scanner_device, gap_s=camera.scanner_gap_s, monotonic=monotonic)
     from edge.scan.camera.picam import Picamera2Source
 
     return Picamera2Source(width=camera.width, height=camera.height, lores_width=camera.lores_width,

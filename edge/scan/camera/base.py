@@ -28,11 +28,16 @@ class EndOfStream(CheckpointError):
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """One grey frame: ``image`` is a 2-D uint8 array, ``captured`` the monotonic capture time."""
+    """One grey frame: ``image`` is a 2-D uint8 array, ``captured`` the monotonic capture time.
+
+    A source that reads codes itself (a 2D scanner) sets ``texts`` (possibly empty: "alive, nothing
+    read") and an empty image; the daemon then skips the decoder.
+    """
 
     image: np.ndarray
     captured: float
     seq: int
+    texts: tuple[str, ...] | None = None
 
     @property
     def size(self) -> tuple[int, int]:

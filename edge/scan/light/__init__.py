@@ -1,4 +1,4 @@
-"""Lamps: verdict and fault patterns on gpiozero, the terminal (demo) or nothing."""
+"""Lamps: the signal table (verdicts, faults, ready) on gpiozero, the terminal (demo) or nothing."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from collections.abc import Callable
 from typing import TextIO
 
 from edge.config import LightConfig
-from edge.scan.light.base import FAULT_PATTERNS, VERDICT_PATTERNS, Fault, Light, NullLight, Pattern, top_fault
+from edge.scan.light.base import Light, NullLight
+from edge.scan.light.signals import FAULTS, OFF, READY, VERDICTS, Fault, Lamp, Signal, top_fault
 
-__all__ = ["FAULT_PATTERNS", "VERDICT_PATTERNS", "Fault", "Light", "NullLight", "Pattern", "make_light",
+__all__ = ["FAULTS", "OFF", "READY", "VERDICTS", "Fault", "Lamp", "Light", "NullLight", "Signal", "make_light",
            "top_fault"]
 
 

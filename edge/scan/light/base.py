@@ -1,7 +1,9 @@
-"""The lamp seam: verdict patterns, fault patterns and the hold-then-idle rule, back-end neutral.
+"""The lamp seam: the hold-then-idle rule over the signal table, back-end neutral.
 
-A verdict stays lit for ``hold_s`` seconds (``tick()`` returns to idle after that); when idle the
-most urgent current fault is shown as a slow blink staff learn, one distinct pattern per fault.
+A verdict stays lit for ``hold_s`` seconds (``tick()`` returns to idle after that). Idle shows,
+in order: the most urgent current fault (its amber rhythm); else the "alive and ready" green blip
+while the daemon says frames are flowing (``set_alive``); else all lamps dark. So a dark head
+always means "not running", never "ready".
 """
 
 from __future__ import annotations
@@ -10,67 +12,13 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from enum import StrEnum
 
+from edge.scan.light.signals import FAULTS, OFF, READY, VERDICTS, Fault, Signal, top_fault
 from edge.verdict import Decision
 
 
-class Fault(StrEnum):
-    """Conditions staff must know about; listed most urgent first."""
-
-    CAMERA_LOST = "camera_lost"
-    CLOCK_UNTRUSTED = "clock_untrusted"
-    #: a list on the card (risk list, trust list, policy) was refused at open: edited, damaged or rolled back
-    LIST_DAMAGED = "list_damaged"
-    RISK_STALE = "risk_stale"
-    DISK_LOW = "disk_low"
-    SERVER_UNREACHABLE = "server_unreachable"
-
-
-#: most urgent first: only the first current fault blinks, the staff screen lists all
-FAULT_PRIORITY: tuple[Fault, ...] = tuple(Fault)
-
-
-@dataclass(frozen=True)
-class Pattern:
-    """A lamp colour (``green``/``red``/``amber``), on/off times (off 0 = steady) and a beep."""
-
-    lamp: str
-    on_s: float = 0.0
-    off_s: float = 0.0
-    beep_s: float = 0.0
-    label: str = ""
-
-    @property
-    def steady(self) -> bool:
-        return self.off_s == 0
-
-
-VERDICT_PATTERNS: dict[Decision, Pattern] = {
-    Decision.PASS: Pattern("green", beep_s=0.1, label="steady green, one short beep"),
-    Decision.REFUSE: Pattern("red", beep_s=0.8, label="steady red, long beep"),
-    Decision.CHECK: Pattern("amber", label="steady amber"),
-}
-
-FAULT_PATTERNS: dict[Fault, Pattern] = {
-    Fault.CAMERA_LOST: Pattern("red", 1.0, 1.0, label="red slow blink (1 s on, 1 s off)"),
-    Fault.CLOCK_UNTRUSTED: Pattern("amber", 0.2, 1.8, label="amber short flash every 2 s"),
-    Fault.LIST_DAMAGED: Pattern("amber", 0.25, 0.25, label="amber fast blink (4 times a second)"),
-    Fault.RISK_STALE: Pattern("amber", 1.0, 1.0, label="amber slow blink (1 s on, 1 s off)"),
-    Fault.DISK_LOW: Pattern("red", 0.2, 1.8, label="red short flash every 2 s"),
-    Fault.SERVER_UNREACHABLE: Pattern("green", 0.2, 2.8, label="green short flash every 3 s"),
-}
-
-
-def top_fault(faults: Iterable[Fault]) -> Fault | None:
-    """The most urgent of ``faults`` (the one the lamp blinks), or None."""
-    current = set(faults)
-    return next((f for f in FAULT_PRIORITY if f in current), None)
-
-
 class Light(ABC):
-    """Show verdicts and faults. Thread-safe; every method returns quickly (blinks run in background)."""
+    """Show verdicts and faults. Thread-safe; every method returns quickly (rhythms run in background)."""
 
     name = "light"
 
@@ -81,8 +29,8 @@ class Light(ABC):
         self._decision: Decision | None = None
         self._until = 0.0
         self._faults: frozenset[Fault] = frozenset()
-        self._idle_fault: Fault | None = None
-        self._idle_drawn = False
+        self._alive = False
+        self._idle: Signal | None = None  # the idle signal drawn last (None: must redraw)
 
     @property
     def faults(self) -> frozenset[Fault]:
@@ -93,13 +41,17 @@ class Light(ABC):
         """The verdict currently lit, or None when idle."""
         return self._decision
 
+    @property
+    def alive(self) -> bool:
+        return self._alive
+
     def show(self, decision: Decision) -> None:
-        """Light the verdict pattern now; it holds for ``hold_s`` then ``tick()`` returns to idle."""
+        """Light the verdict signal now; it holds for ``hold_s`` then ``tick()`` returns to idle."""
         with self._lock:
             self._decision = decision
             self._until = self._monotonic() + self.hold_s
-            self._idle_drawn = False
-            self._draw_verdict(decision, VERDICT_PATTERNS[decision])
+            self._idle = None
+            self._draw(VERDICTS[decision])
 
     def set_faults(self, faults: Iterable[Fault]) -> None:
         """Replace the set of current faults; the idle lamp changes only if the top fault did."""
@@ -107,6 +59,20 @@ class Light(ABC):
             self._faults = frozenset(faults)
             if self._decision is None:
                 self._draw_idle_if_changed()
+
+    def set_alive(self, alive: bool) -> None:
+        """The daemon is (or is no longer) reading frames: idle shows the ready blip, or dark."""
+        with self._lock:
+            self._alive = alive
+            if self._decision is None:
+                self._draw_idle_if_changed()
+
+    def idle_signal(self) -> Signal:
+        """What the lamps show when no verdict is held."""
+        fault = top_fault(self._faults)
+        if fault is not None:
+            return FAULTS[fault]
+        return READY if self._alive else OFF
 
     def tick(self) -> None:
         """Return to idle once the verdict hold has passed (call often, e.g. every loop)."""
@@ -119,31 +85,24 @@ class Light(ABC):
     def off(self) -> None:
         """All lamps and the buzzer off (shutdown)."""
         with self._lock:
-            self._decision, self._idle_drawn = None, False
-            self._draw_off()
+            self._decision, self._alive = None, False
+            self._idle = OFF
+            self._draw(OFF)
 
     def close(self) -> None:
         """Lamps off and release the hardware."""
         self.off()
 
     def _draw_idle_if_changed(self) -> None:
-        fault = top_fault(self._faults)
-        if self._idle_drawn and fault == self._idle_fault:
+        signal = self.idle_signal()
+        if signal is self._idle:
             return
-        self._idle_fault, self._idle_drawn = fault, True
-        if fault is None:
-            self._draw_off()
-        else:
-            self._draw_fault(fault, FAULT_PATTERNS[fault])
+        self._idle = signal
+        self._draw(signal)
 
     @abstractmethod
-    def _draw_verdict(self, decision: Decision, pattern: Pattern) -> None: ...
-
-    @abstractmethod
-    def _draw_fault(self, fault: Fault, pattern: Pattern) -> None: ...
-
-    @abstractmethod
-    def _draw_off(self) -> None: ...
+    def _draw(self, signal: Signal) -> None:
+        """Start showing ``signal`` (replacing whatever was shown); must return at once."""
 
 
 class NullLight(Light):
@@ -151,11 +110,5 @@ class NullLight(Light):
 
     name = "none"
 
-    def _draw_verdict(self, decision: Decision, pattern: Pattern) -> None:
-        pass
-
-    def _draw_fault(self, fault: Fault, pattern: Pattern) -> None:
-        pass
-
-    def _draw_off(self) -> None:
+    def _draw(self, signal: Signal) -> None:
         pass

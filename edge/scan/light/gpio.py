@@ -7,12 +7,13 @@ pins, as the RGB LED needs PWM); empty means gpiozero's default order (lgpio fir
 from __future__ import annotations
 
 import importlib
+import threading
 import time
 from collections.abc import Callable
 
 from edge.config import LightConfig
-from edge.scan.light.base import Fault, Light, Pattern
-from edge.verdict import Decision
+from edge.scan.light.base import Light
+from edge.scan.light.signals import Lamp, Signal
 
 #: name -> "module:class" for the pin factories gpiozero ships
 PIN_FACTORIES = {
@@ -23,6 +24,7 @@ PIN_FACTORIES = {
 }
 
 RGB = {"green": (0.0, 1.0, 0.0), "red": (1.0, 0.0, 0.0), "amber": (1.0, 0.55, 0.0)}
+DARK = (0.0, 0.0, 0.0)
 
 
 def make_pin_factory(name: str):
@@ -39,8 +41,57 @@ def make_pin_factory(name: str):
     return getattr(importlib.import_module(module), cls)()
 
 
+class RhythmPlayer:
+    """One background thread that plays a signal's lit/dark rhythm on ``set_lamp``.
+
+    gpiozero's ``blink`` only knows one on/off pair; the fault rhythms (two flashes, then a pause)
+    need a sequence, and one timeline drives three lamps or an RGB LED alike.
+    """
+
+    def __init__(self, set_lamp: Callable[[Lamp | None], None]):
+        self._set_lamp = set_lamp
+        self._changed = threading.Condition()
+        self._signal: Signal | None = None
+        self._generation = 0
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="lamp-rhythm", daemon=True)
+        self._thread.start()
+
+    def play(self, signal: Signal) -> None:
+        """Replace the rhythm being played (the first lit segment starts now)."""
+        with self._changed:
+            self._signal, self._generation = signal, self._generation + 1
+            self._changed.notify_all()
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+        self._thread.join(timeout=2)
+
+    def _run(self) -> None:
+        with self._changed:
+            while not self._closed:
+                if self._signal is None:
+                    self._changed.wait()
+                    continue
+                generation, segments = self._generation, self._signal.segments()
+                self._signal = None
+                while generation == self._generation and not self._closed:
+                    for lamp, seconds in segments:
+                        self._set_lamp(lamp)
+                        deadline = time.monotonic() + seconds
+                        while generation == self._generation and not self._closed:
+                            left = deadline - time.monotonic()
+                            if left <= 0:
+                                break
+                            self._changed.wait(None if left == float("inf") else left)
+                        if generation != self._generation or self._closed:
+                            break
+
+
 class GpioLight(Light):
-    """Lamps on GPIO pins through gpiozero."""
+    """Lamps on GPIO pins through gpiozero: three LEDs or one RGB LED, plus an optional buzzer."""
 
     name = "gpio"
 
@@ -63,43 +114,33 @@ class GpioLight(Light):
                 "amber": LED(config.amber_pin, active_high=config.active_high, **kw),
             }
         self.buzzer = Buzzer(config.buzzer_pin, **kw) if config.buzzer_pin is not None else None
+        self._player = RhythmPlayer(self._set_lamp)
 
-    def _only(self, lamp: str | None) -> None:
+    def _set_lamp(self, lamp: Lamp | None) -> None:
+        """Exactly one lamp lit (or none): the rhythm player's only way to touch the pins."""
+        if self.rgb is not None:
+            self.rgb.color = RGB[lamp] if lamp is not None else DARK
+            return
         for name, led in self.lamps.items():
             if name != lamp:
                 led.off()
+        if lamp is not None:
+            self.lamps[lamp].on()
 
-    def _draw_verdict(self, decision: Decision, pattern: Pattern) -> None:
-        if self.rgb is not None:
-            self.rgb.color = RGB[pattern.lamp]
-        else:
-            self._only(pattern.lamp)
-            self.lamps[pattern.lamp].on()
-        if self.buzzer is not None:
-            if pattern.beep_s:
-                self.buzzer.beep(on_time=pattern.beep_s, off_time=0.05, n=1, background=True)
-            else:
-                self.buzzer.off()
-
-    def _draw_fault(self, fault: Fault, pattern: Pattern) -> None:
-        if self.buzzer is not None:
+    def _draw(self, signal: Signal) -> None:
+        self._player.play(signal)
+        if self.buzzer is None:
+            return
+        if signal.beep is None:
             self.buzzer.off()
-        if self.rgb is not None:
-            self.rgb.blink(on_time=pattern.on_s, off_time=pattern.off_s, on_color=RGB[pattern.lamp],
-                           off_color=(0, 0, 0), background=True)
         else:
-            self._only(pattern.lamp)
-            self.lamps[pattern.lamp].blink(on_time=pattern.on_s, off_time=pattern.off_s, background=True)
-
-    def _draw_off(self) -> None:
-        if self.rgb is not None:
-            self.rgb.off()
-        self._only(None)
-        if self.buzzer is not None:
-            self.buzzer.off()
+            beep = signal.beep
+            self.buzzer.beep(on_time=beep.on_s, off_time=beep.off_s, n=beep.count, background=True)
 
     def close(self) -> None:
         super().close()
+        self._player.close()
+        self._set_lamp(None)
         for device in (*self.lamps.values(), self.rgb, self.buzzer):
             if device is not None:
                 device.close()

@@ -1,4 +1,4 @@
-"""The demo's lamps: the same patterns as coloured text lines on a stream (stdout by default)."""
+"""The demo's lamps: the same signals as coloured text lines on a stream (stdout by default)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import time
 from collections.abc import Callable
 from typing import TextIO
 
-from edge.scan.light.base import Fault, Light, Pattern
-from edge.verdict import Decision
+from edge.scan.light.base import Light
+from edge.scan.light.signals import Signal
 
 _ANSI = {"green": "\x1b[1;97;42m", "red": "\x1b[1;97;41m", "amber": "\x1b[1;30;43m"}
 _FAINT = {"green": "\x1b[32m", "red": "\x1b[31m", "amber": "\x1b[33m"}
@@ -16,7 +16,7 @@ _RESET = "\x1b[0m"
 
 
 class TerminalLight(Light):
-    """Writes one line per lamp change, e.g. ``[ PASS ] steady green, one short beep``."""
+    """Writes one line per signal change, e.g. ``[  PASS  ] Steady green, one short beep``."""
 
     name = "terminal"
 
@@ -30,14 +30,14 @@ class TerminalLight(Light):
         self.stream.write(text + "\n")
         self.stream.flush()
 
-    def _paint(self, lamp: str, text: str, table: dict[str, str]) -> str:
-        return f"{table[lamp]}{text}{_RESET}" if self.color else text
-
-    def _draw_verdict(self, decision: Decision, pattern: Pattern) -> None:
-        self._write(f"{self._paint(pattern.lamp, f'[ {decision.value:^6} ]', _ANSI)} {pattern.label}")
-
-    def _draw_fault(self, fault: Fault, pattern: Pattern) -> None:
-        self._write(self._paint(pattern.lamp, f"[ fault  ] {fault.value}: {pattern.label}", _FAINT))
-
-    def _draw_off(self) -> None:
-        self._write("[  idle  ] lamps off")
+    def _draw(self, signal: Signal) -> None:
+        looks = signal.looks[1]
+        if signal.key in ("PASS", "REFUSE", "CHECK"):
+            text, table = f"[ {signal.key:^6} ] {looks}", _ANSI
+        elif signal.key in ("ready", "off"):
+            text, table = f"[ {signal.key:^6} ] {looks}", _FAINT
+        else:
+            text, table = f"[ fault  ] {signal.key}: {looks}", _FAINT
+        if self.color and signal.lamp is not None:
+            text = f"{table[signal.lamp]}{text}{_RESET}"
+        self._write(text)
