@@ -17,9 +17,10 @@ from pathlib import Path
 import psycopg
 import pytest
 import requests
-from conftest import PG_DSN, append_samples, sample_verdict
+from conftest import PG_DSN, append_samples, sample_verdict, token_for
 from faultproxy import Fault, FaultProxy
-from test_sync_push import TOKEN, make_client
+from test_server_admin import _password_hash, bearer
+from test_sync_push import make_client
 
 from edge.device.sync_client import SyncError
 from edge.scan.scanlog import ScanLog
@@ -97,29 +98,34 @@ class Backup:
 
 
 def empty_database(db_url: str) -> None:
-    """The server's database lost everything (a new, empty one in its place)."""
-    storage = open_storage(db_url)
-    storage.close()
+    """The server's database lost everything: a new one in its place (``checkpoint server init``)."""
     if db_url.startswith("sqlite:///"):
         path = Path(db_url.removeprefix("sqlite:///"))
         for extra in ("", "-wal", "-shm"):
             Path(f"{path}{extra}").unlink(missing_ok=True)
-        return
-    schema = db_url.split("schema=")[1]
-    with psycopg.connect(PG_DSN, autocommit=True) as db:
-        db.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    else:
+        schema = db_url.split("schema=")[1]
+        with psycopg.connect(PG_DSN, autocommit=True) as db:
+            db.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    open_storage(db_url, create=True).close()
 
 
 @pytest.fixture
 def settings(db_url, server_x25519, publisher_key):
     return ServerSettings(db_url=db_url, encryption_key=server_x25519, publisher_key=publisher_key,
-                          enroll_token=TOKEN)
+                          secure_cookies=False)
 
 
 def serve(settings):
     srv = ServerThread(create_app(settings)).start()
     srv.storage = srv._server.config.app.state.storage
     return srv
+
+
+def as_viewer(srv) -> dict[str, str]:
+    """Headers of a logged-in viewer (the fleet API and the dashboard need a login)."""
+    srv.storage.put_user("viewer", _password_hash(srv.storage), "viewer")
+    return bearer(srv.url, "viewer")
 
 
 def device_client(url, log, device_key, tmp_path, publisher_key, **kw):
@@ -165,7 +171,7 @@ def test_lying_answer_never_acknowledges(name, settings, scanlog, device_key, pu
         with FaultProxy("127.0.0.1", srv.port) as proxy:
             client = make_client(proxy.url, scanlog, device_key, batch_size=10,
                                  publisher_keys=[publisher_key.public_key()] if pinned else [])
-            client.enroll(TOKEN)
+            client.enroll(token_for(settings.db_url, "dev-1"))
             append_samples(scanlog, 44)
             proxy.add(Fault(action, match="POST /v1/push", lie=lie))
             with pytest.raises(SyncError, match="push answer refused"):
@@ -193,7 +199,7 @@ def test_server_database_goes_back(loss, device_pruned, settings, db_url, scanlo
     client = device_client(srv.url, scanlog, device_key, tmp_path, publisher_key, batch_size=25)
     if loss == "backup_before_enroll":
         backup.take()
-    client.enroll(TOKEN)
+    client.enroll(token_for(settings.db_url, "dev-1"))
     append_timed(scanlog, 60)
     client.sync_until_done(deadline_s=30, sleep=lambda _s: None)
     if loss == "backup_after_enroll":
@@ -215,13 +221,14 @@ def test_server_database_goes_back(loss, device_pruned, settings, db_url, scanlo
         append_timed(scanlog, 20)  # scans go on
         client.sync_until_done(deadline_s=30, sleep=lambda _s: None)
         assert_chain_matches(srv.storage, scanlog)
-        fleet = requests.get(f"{srv.url}/v1/fleet", timeout=5).json()[0]
+        viewer = as_viewer(srv)
+        fleet = requests.get(f"{srv.url}/admin/api/fleet", headers=viewer, timeout=5).json()[0]
         held_before = 60 if loss == "backup_after_enroll" else 0
         expected_lost = (100 - held_before) if device_pruned else 0
         assert fleet["lost_for_good"] == expected_lost
         assert [r["seq"] for r in srv.storage.records("dev-1")] == \
             [*range(1, held_before + 1), *range(101 if device_pruned else held_before + 1, 181)]
-        page = requests.get(srv.url + "/", timeout=5).text
+        page = requests.get(srv.url + "/", headers=viewer, timeout=5).text
         assert f"{expected_lost} records lost for good" in page
         if expected_lost:
             assert f"seq {held_before + 1}-100: {expected_lost} pruned on the device before upload" in page
@@ -237,7 +244,7 @@ def test_restored_card_forks_a_new_epoch(settings, db_url, tmp_path, server_x255
     srv = serve(settings)
     try:
         client = device_client(srv.url, log, device_key, tmp_path, publisher_key, batch_size=30)
-        client.enroll(TOKEN)
+        client.enroll(token_for(settings.db_url, "dev-1"))
         append_samples(log, 50)
         client.sync_until_done(deadline_s=30, sleep=lambda _s: None)
         log.close()
@@ -257,9 +264,10 @@ def test_restored_card_forks_a_new_epoch(settings, db_url, tmp_path, server_x255
         assert_chain_matches(srv.storage, log)
         assert [r["hash"] for r in srv.storage.records("dev-1", epoch=0)] == before  # nothing lost
         assert [r["seq"] for r in srv.storage.records("dev-1", epoch=1)] == list(range(51, 71))
-        fleet = requests.get(f"{srv.url}/v1/fleet", timeout=5).json()[0]
+        viewer = as_viewer(srv)
+        fleet = requests.get(f"{srv.url}/admin/api/fleet", headers=viewer, timeout=5).json()[0]
         assert fleet["open_forks"] == 1 and fleet["epoch"] == 1 and fleet["forks"][0]["base_seq"] == 50
-        assert "OPEN: log went back" in requests.get(srv.url + "/", timeout=5).text
+        assert "OPEN: log went back" in requests.get(srv.url + "/", headers=viewer, timeout=5).text
         append_samples(log, 5, start=2000)  # it keeps syncing in its new epoch
         client.sync_until_done(deadline_s=30, sleep=lambda _s: None)
         assert_chain_matches(srv.storage, log)
@@ -268,7 +276,7 @@ def test_restored_card_forks_a_new_epoch(settings, db_url, tmp_path, server_x255
     server_dir = tmp_path / "server"
     save_private_key(server_dir / "keys/server_x25519.pem", server_x25519)
     out = subprocess.run([sys.executable, "-m", "edge.cli", "server", "--data-dir", str(server_dir), "--db", db_url,
-                          "resolve-fork", "--device-id", "dev-1", "--by", "ops-anna"],
+                          "resolve-fork", "dev-1", "--by", "ops-anna"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "resolved 1 chain fork(s) of dev-1" in out.stdout
@@ -323,7 +331,7 @@ def test_readmission_needs_the_certified_key(settings, db_url, scanlog, device_k
     srv = serve(settings)
     try:
         client = device_client(srv.url, scanlog, device_key, tmp_path, publisher_key)
-        client.enroll(TOKEN)
+        client.enroll(token_for(settings.db_url, "dev-1"))
         stolen = (tmp_path / "enrollment_certificate.txt").read_text()
     finally:
         srv.stop()
@@ -364,16 +372,16 @@ def test_database_from_before_epochs_is_upgraded(db_url, server_x25519, scanlog)
     from sync.wire.sealed import HolderOpener
     append_samples(scanlog, 8)
     recs = scanlog.records()
+    drop = "DROP TABLE devices; DROP TABLE records; DROP TABLE epochs; DROP TABLE lost_records;"
     if db_url.startswith("sqlite:///"):
         db = sqlite3.connect(db_url.removeprefix("sqlite:///"))
-        db.executescript(OLD_SCHEMA.format(blob="BLOB", real="REAL", bool="INTEGER"))
+        db.executescript(drop + OLD_SCHEMA.format(blob="BLOB", real="REAL", bool="INTEGER"))
         put = db.execute
     else:
         schema = db_url.split("schema=")[1]
         db = psycopg.connect(PG_DSN, autocommit=True)
-        db.execute(f'CREATE SCHEMA "{schema}"')
         db.execute(f'SET search_path TO "{schema}"')
-        db.execute(OLD_SCHEMA.format(blob="BYTEA", real="DOUBLE PRECISION", bool="BOOLEAN"))
+        db.execute(drop + OLD_SCHEMA.format(blob="BYTEA", real="DOUBLE PRECISION", bool="BOOLEAN"))
 
         def put(sql, params):
             return db.execute(sql.replace("?", "%s"), params)

@@ -116,13 +116,17 @@ def bench_recovery(tmp: Path, key: X25519PrivateKey, unsent: int, backup_age: in
 
     from edge.device.sync_client import SyncClient
     from sync.server.app import create_app
+    from sync.server.enrollment import issue_token
     from sync.server.runner import ServerThread
     from sync.server.settings import ServerSettings
+    from sync.server.storage import open_storage
 
     db_path = tmp / "recovery-server.sqlite"
     publisher = Ed25519PrivateKey.generate()
-    settings = ServerSettings(db_url=f"sqlite:///{db_path}", encryption_key=key, publisher_key=publisher,
-                              enroll_token="b")
+    settings = ServerSettings(db_url=f"sqlite:///{db_path}", encryption_key=key, publisher_key=publisher)
+    storage = open_storage(settings.db_url, create=True)
+    token = issue_token(storage, "bench-1")
+    storage.close()
     log = _log(tmp / "recovery-device.sqlite", key, synchronous="NORMAL")
     device_key = Ed25519PrivateKey.generate()
 
@@ -130,7 +134,7 @@ def bench_recovery(tmp: Path, key: X25519PrivateKey, unsent: int, backup_age: in
         return SyncClient(url, log, device_key, publisher_keys=[publisher.public_key()], batch_size=batch_size,
                           timeout_s=60)
     with ServerThread(create_app(settings)) as srv:
-        client(srv.url).enroll("b")
+        client(srv.url).enroll(token)
         fill_backlog(log, backup_age)
         client(srv.url).push()
         src, dst = sqlite3.connect(db_path), sqlite3.connect(tmp / "recovery-backup.sqlite")
