@@ -265,10 +265,6 @@ class SQLStorage(SecurityQueries):
         with self._lock:
             return self._links(self._all, device_id, lo, hi)
 
-    def hashes(self, device_id: str, lo: int, hi: int) -> dict[int, bytes]:
-        """Record hashes of the device's current chain, ``lo <= seq <= hi``."""
-        return {seq: digest for seq, (_prev, digest) in self.links(device_id, lo, hi).items()}
-
     def device_state(self, device_id: str) -> DeviceState:
         with self._lock:
             rows = self._all("SELECT epoch, acked_seq FROM devices WHERE device_id=?", (device_id,))
