@@ -126,12 +126,29 @@ class ScanLogConfig(_Section):
     min_free_mb: int = Field(default=200, ge=0)
 
 
+class AnswerLimits(_Section):
+    """Largest answer body the device reads per request kind, in bytes (bigger ones are refused
+    while streaming, so a hostile or broken server costs at most this much)."""
+
+    push: int = Field(default=64 * 1024, ge=1024)
+    time: int = Field(default=16 * 1024, ge=1024)
+    enrollment: int = Field(default=16 * 1024, ge=1024)
+    trust: int = Field(default=16 * 1024 * 1024, ge=1024)
+    policy: int = Field(default=1024 * 1024, ge=1024)
+    #: risk snapshot or deltas in one answer
+    risk: int = Field(default=128 * 1024 * 1024, ge=1024)
+
+
 class SyncConfig(_Section):
     #: central server base URL; empty = never sync (a stand-alone checkpoint)
     server_url: str = ""
     interval_s: float = Field(default=60.0, gt=0)
     batch_size: int = Field(default=500, ge=1, le=10_000)
+    #: longest wait for any single read from the server
     timeout_s: float = Field(default=10.0, gt=0)
+    #: longest a whole request may take, answer included (a server trickling bytes is cut off)
+    request_deadline_s: float = Field(default=120.0, gt=0)
+    max_answer_bytes: AnswerLimits = AnswerLimits()
     backoff_max_s: float = Field(default=300.0, gt=0)
     #: unreachable longer than this -> server-unreachable lamp pattern
     unreachable_alarm_s: float = Field(default=6 * 3600, gt=0)
@@ -146,6 +163,8 @@ class KeysConfig(_Section):
     publisher_public_key: Path = Path("keys/publisher_ed25519.pub.pem")
     #: the central server's X25519 key: scan-log holder hashes are encrypted to it
     server_encryption_key: Path = Path("keys/server_x25519.pub.pem")
+    #: the server's signed statement that the device key is enrolled (re-admission after a server restore)
+    enrollment_certificate: Path = Path("keys/enrollment_certificate.txt")
 
 
 class StatusConfig(_Section):

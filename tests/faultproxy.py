@@ -3,8 +3,10 @@
 It understands just enough HTTP (request/response heads, Content-Length bodies) to apply a fault
 to one chosen request while other requests on the same keep-alive connection pass untouched.
 Faults: ``drop_response`` (the server handled the request, the device never hears the answer),
-``drop_request``, ``reset`` (TCP RST), ``delay``, ``status`` (e.g. 503 + Retry-After, 500) and
-``truncate`` (half the response body, then close).
+``drop_request``, ``reset`` (TCP RST), ``delay``, ``status`` (e.g. 503 + Retry-After, 500),
+``truncate`` (half the response body, then close), and the lies of a server that cannot be
+trusted: ``rewrite`` (the server's answer body replaced by ``lie(request_body, answer_body)``) and
+``forge`` (the request never reaches the server; a 200 answer ``lie(request_body, None)`` does).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import contextlib
 import socket
 import struct
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -25,6 +28,7 @@ class Fault:
     seconds: float = 0.0
     status: int = 503
     retry_after: str | None = None
+    lie: Callable[[bytes, bytes | None], bytes] | None = None
 
 
 @dataclass
@@ -115,6 +119,11 @@ class FaultProxy:
                                    f"Content-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n".encode() + body)
                     await client_w.drain()
                     return
+                if action == "forge":
+                    assert fault is not None and fault.lie is not None
+                    client_w.write(_answer(200, fault.lie(_body(request), None)))
+                    await client_w.drain()
+                    continue
                 if upstream is None:
                     upstream = await asyncio.open_connection(self.upstream_host, self.upstream_port)
                 upstream[1].write(request)
@@ -127,6 +136,10 @@ class FaultProxy:
                 if action == "delay":
                     assert fault is not None
                     await asyncio.sleep(fault.seconds)
+                if action == "rewrite":
+                    assert fault is not None and fault.lie is not None
+                    status = int(response.split(b" ", 2)[1])
+                    response = _answer(status, fault.lie(_body(request), _body(response)))
                 if action == "truncate":
                     head_end = response.find(b"\r\n\r\n") + 4
                     client_w.write(response[:head_end + max(1, (len(response) - head_end) // 2)])
@@ -141,6 +154,15 @@ class FaultProxy:
                 if writer is not None:
                     with contextlib.suppress(Exception):
                         writer.close()
+
+
+def _body(message: bytes) -> bytes:
+    return message[message.find(b"\r\n\r\n") + 4:]
+
+
+def _answer(status: int, body: bytes) -> bytes:
+    return (f"HTTP/1.1 {status} Lie\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            .encode() + body)
 
 
 async def _read_message(reader: asyncio.StreamReader) -> bytes | None:

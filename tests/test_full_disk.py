@@ -72,3 +72,36 @@ def test_full_disk_shows_check_and_loses_nothing(tiny_fs: Path, tmp_path: Path):
         assert [r["seq"] for r in appliance.scanlog.records()] == [1, 2, 3]
     finally:
         appliance.close()
+
+
+def test_daemon_starts_on_a_full_disk_and_says_so(tiny_fs: Path, tmp_path: Path):
+    """The card is full before the daemon starts: it starts anyway, shows CHECK and the disk fault,
+    says "disk full" and what to do in its status, and records again once space is freed."""
+    from edge.device.status import format_status
+    from edge.scan.light import Fault
+
+    save_public_key(tiny_fs / "keys/publisher_ed25519.pub.pem", Ed25519PrivateKey.generate().public_key())
+    save_public_key(tiny_fs / "keys/server_x25519.pub.pem", X25519PrivateKey.generate().public_key())
+    _fill(tiny_fs / "filler")
+    config = parse_config({"device": {"id": "T-DISK", "data_dir": str(tiny_fs)},
+                           "camera": {"source": "replay", "path": str(tmp_path)},
+                           "status": {"path": str(tmp_path / "status.json")},
+                           "light": {"backend": "none"}})
+    appliance = Appliance(config, source=ReplaySource(images=render_sequence(["x"], (64, 64)), fps=None))
+    try:
+        assert not appliance.scanlog.available
+        during = _run(appliance, ["CODE-A"], seed=1)
+        assert [(e.recorded, e.shown) for e in during] == [(False, Decision.CHECK)]
+        assert Fault.DISK_LOW in appliance.daemon.faults and appliance.daemon.errors == 1
+        snapshot = appliance.daemon.snapshot()
+        assert snapshot.device.disk.startswith("disk full") and "free space on the SD card" in snapshot.device.disk
+        assert "DISK:             disk full" in format_status(snapshot)
+
+        (tiny_fs / "filler").unlink()
+        after = _run(appliance, ["CODE-B"], seed=2)
+        assert [e.recorded for e in after] == [True]
+        appliance.daemon._poll_health()
+        assert Fault.DISK_LOW not in appliance.daemon.faults and appliance.daemon.snapshot().device.disk is None
+        assert [r["seq"] for r in appliance.scanlog.records()] == [1]
+    finally:
+        appliance.close()

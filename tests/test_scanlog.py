@@ -105,6 +105,34 @@ def test_retention_prunes_only_acknowledged_and_keeps_head(scanlog):
     assert scanlog.prune(retention_days=365, min_free_mb=0, now=later).deleted == 0
 
 
+def test_retention_never_prunes_from_the_middle(scanlog):
+    """A wall clock that went back and forth: retention deletes only the oldest records by sequence,
+    up to the first one still within retention, never a record in the middle of the log."""
+    base = datetime(2026, 3, 1, tzinfo=UTC)
+    offsets_days = [0, 1, 2, 40, 3, -30, 41, 42]  # seq 4 and 7.. are recent; seq 6 came from a clock set back
+    for i, days in enumerate(offsets_days):
+        scanlog.append(sample_verdict(i), wall_time=base + timedelta(days=days), monotonic=float(i),
+                       clock_trusted=False)
+    scanlog.acknowledge(8)
+    res = scanlog.prune(retention_days=10, min_free_mb=0, now=base + timedelta(days=45))
+    assert [r["seq"] for r in scanlog.records()] == [4, 5, 6, 7, 8] and res.deleted == 3
+    assert scanlog.verify_chain() == 5
+
+
+def test_ack_rewinds_only_on_purpose(scanlog):
+    """The server proved it lost records: the acknowledgement goes back (records are resent and kept
+    from pruning); any other backwards write is refused by the log itself."""
+    append_samples(scanlog, 10)
+    scanlog.acknowledge(8)
+    assert scanlog.rewind_ack(3) == 3 and scanlog.pending() == 7
+    assert scanlog.prune(retention_days=0, min_free_mb=0, now=datetime(2027, 1, 1, tzinfo=UTC)).deleted == 3
+    assert [r["seq"] for r in scanlog.unsent(100)] == list(range(4, 11))
+    db = sqlite3.connect(scanlog.path, isolation_level=None)
+    with pytest.raises(sqlite3.IntegrityError, match="cannot go backwards"):
+        db.execute("UPDATE sync_state SET acked_seq = 1")
+    db.close()
+
+
 def test_disk_low_prunes_oldest_acked_then_flags(tmp_path, server_x25519, caplog):
     free = {"bytes": 0}
     log = ScanLog(tmp_path / "l.sqlite", device_id="d", boot_id="b",

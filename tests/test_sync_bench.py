@@ -47,3 +47,14 @@ def test_fdatasync_rate_is_measured_per_run(tmp_path):
     rates = bench.bench_fdatasync(tmp_path, 5, runs=3)
     assert len(rates) == 3 and all(r > 0 for r in rates)
     assert (tmp_path / "fsync-0.bin").stat().st_size == 5 * 4096
+
+
+def test_bench_recovery_converges_after_a_restore(tmp_path, server_x25519):
+    seconds = bench.bench_recovery(tmp_path, server_x25519, unsent=300, backup_age=120, batch_size=50)
+    assert seconds > 0
+    from sync.server.storage import open_storage
+    storage = open_storage(f"sqlite:///{tmp_path / 'recovery-server.sqlite'}")
+    try:
+        assert [r["seq"] for r in storage.records("bench-1")] == list(range(1, 541))  # every record once
+    finally:
+        storage.close()

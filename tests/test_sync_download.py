@@ -7,6 +7,7 @@ from conftest import COVERS, ID_KEY, append_samples, token_for
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.device.sync_client import SyncClient, backoff_delay, parse_retry_after
+from edge.device.transport import Answer
 from edge.lists.policy import CheckpointIdentity, default_policy, sign_policy
 from edge.lists.risk_store import RiskStore
 from edge.lists.version_floor import VersionFloor
@@ -85,10 +86,7 @@ def test_replayed_time_envelope_rejected(world, publisher_key, monkeypatch):
     client = world["client"]
     old = sign_envelope("time", 1, b'{"now": "2020-01-01T00:00:00+00:00", "nonce": "abc"}', publisher_key)
 
-    class Resp:
-        status_code = 200
-        content = old
-    monkeypatch.setattr(client, "_request", lambda *a, **k: Resp())
+    monkeypatch.setattr(client, "_request", lambda *a, **k: Answer(200, {}, old))
     with pytest.raises(Exception, match="another request"):
         client._download_time()
     assert not world["clock"].trusted()

@@ -94,14 +94,14 @@ class KillDuringCopy:
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
-    def insert(self, device_id, rows, seen_at, *, span):
+    def insert(self, device_id, rows, seen_at, *, span, **chain):
         def rows_then_kill():
             for i, row in enumerate(rows):
                 if i == self.after_rows and not self.killed:
                     self.killed = True
                     terminate(backend_pid(self.inner))
                 yield row
-        return self.inner.insert(device_id, rows_then_kill(), seen_at, span=span)
+        return self.inner.insert(device_id, rows_then_kill(), seen_at, span=span, **chain)
 
 
 def test_backend_killed_mid_copy_batch_is_stored_whole(pg_url, server_x25519, scanlog):

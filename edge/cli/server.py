@@ -266,3 +266,27 @@ def audit(where: _Where, limit: int) -> None:
             click.echo(f"{e.at}\t{e.actor}\t{e.action}\t{e.target}\t{e.outcome}\t{e.client}\t{e.detail}")
     finally:
         storage.close()
+
+
+@server.command("resolve-fork")
+@click.argument("device_id")
+@click.option("--by", "reviewer", default=None, help="Who reviewed the fork (default: the logged-in user).")
+@click.pass_obj
+@reports_errors
+def resolve_fork(where: _Where, device_id: str, reviewer: str | None) -> None:
+    """Mark DEVICE_ID's chain fork (its log went back: a restored card) as reviewed.
+
+    Both versions of its records stay in the database and the device keeps syncing into its newest
+    epoch either way; this clears the flag on the dashboard and in the fleet API.
+    """
+    who = reviewer or _actor()
+    storage = where.storage()
+    try:
+        count = storage.resolve_forks(device_id, by=who)
+        storage.audit(_actor(), "resolve_fork", device_id, "ok" if count else "no_open_fork", f"by={who}", "cli")
+    finally:
+        storage.close()
+    if not count:
+        raise click.ClickException(f"device {device_id} has no open chain fork")
+    log.info("event=fork_resolved device=%s forks=%d by=%s", device_id, count, who)
+    click.echo(f"resolved {count} chain fork(s) of {device_id}; both versions of its records are kept")

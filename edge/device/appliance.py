@@ -117,7 +117,9 @@ def build_sync_client(config: Config, *, scanlog: ScanLog, clock: Clock, publish
                       clock=clock, batch_size=s.batch_size, timeout_s=s.timeout_s,
                       backoff_max_s=s.backoff_max_s, interval_s=s.interval_s,
                       trust_path=config.resolve(config.trust.path), policy_path=config.resolve(config.policy.path),
-                      risk_store=risk_store, on_installed=on_installed)
+                      risk_store=risk_store, on_installed=on_installed, request_deadline_s=s.request_deadline_s,
+                      limits=s.max_answer_bytes, certificate_path=config.resolve(config.keys.enrollment_certificate),
+                      spool_dir=config.device.data_dir)
 
 
 def build_sync_only(config: Config) -> SyncClient:
@@ -139,6 +141,17 @@ def make_clock(config: Config) -> Clock:
                        rtc=SysfsRtc(c.rtc_path) if c.rtc == "sysfs" else NoRtc(),
                        timesync_flag=c.ntp_synchronized_flag if c.trust_ntp else None,
                        jump_tolerance_s=c.jump_tolerance_s)
+
+
+def disk_state(scanlog: ScanLog) -> str | None:
+    """What the status says about the SD card: None when fine."""
+    if scanlog.disk_full:
+        return ("disk full: scans show CHECK and are not recorded; free space on the SD card (nothing "
+                "committed is lost, recording resumes by itself)")
+    if scanlog.disk_low:
+        return ("disk low: only unacknowledged records are left to prune; sync this device or free space on "
+                "the SD card")
+    return None
 
 
 class LiveVerifier:
@@ -272,7 +285,9 @@ class Appliance:
         return (Fault.RISK_STALE,) if self.clock.now() - risk.published_at > max_age else ()
 
     def _disk_fault(self) -> Iterable[Fault]:
-        return (Fault.DISK_LOW,) if self.scanlog.disk_low else ()
+        if self.scanlog.disk_full:
+            self.scanlog.recheck_disk()
+        return (Fault.DISK_LOW,) if self.scanlog.disk_low or self.scanlog.disk_full else ()
 
     def _prune_loop(self) -> None:
         """Prune the scan log (retention, free-space floor) off the scan path, once a minute."""
@@ -300,9 +315,10 @@ class Appliance:
             policy_version=self.verifier.policy_version,
             risk_version=self.verifier.risk_version,
             risk_published_at=risk.published_at.isoformat() if risk and risk.published_at else None,
-            unsynced_records=self.scanlog.pending(),
+            unsynced_records=self.scanlog.pending() if self.scanlog.available else None,
             clock_untrusted_because=clock.why_untrusted if clock else None,
             clock_floor=clock.floor.isoformat(timespec="seconds") if clock else None,
+            disk=disk_state(self.scanlog),
         )
 
     def _status_writer(self) -> Callable[[StatusSnapshot], None]:

@@ -294,8 +294,9 @@ class Daemon:
             self.recorder(verdict, frame.captured)
         except Exception as exc:
             recorded = False
-            log.exception("event=record_failed error=%r action=showing CHECK; check disk space and the scan log",
-                          exc)
+            self.errors += 1
+            log.error("event=record_failed error=%s action=showing CHECK; check disk space and the scan log", exc)
+            self._poll_health()  # the disk fault shows on the lamps now, not at the next poll
         shown = verdict.decision if recorded else Decision.CHECK
         self.light.show(shown)
         shown_at = self.monotonic()

@@ -66,6 +66,8 @@ class DeviceStatus:
     #: why the clock is not trusted (see ``CLOCK_DOUBTS``), and the newest signed time seen
     clock_untrusted_because: str | None = None
     clock_floor: str | None = None
+    #: a disk problem and what to do about it (None when the SD card is fine)
+    disk: str | None = None
 
     def risk_age_s(self, now: datetime) -> float | None:
         """Seconds since the installed risk list was published (None without one)."""
@@ -182,6 +184,8 @@ def format_status(snapshot: StatusSnapshot, file_age_s: float | None = None) -> 
         lines.append("risk list:        none installed (waiting for the first sync)")
     if device.unsynced_records is not None:
         lines.append(f"unsynced records: {device.unsynced_records}")
+    if device.disk is not None:
+        lines.append(f"DISK:             {device.disk}")
     for verdict in snapshot.last_verdicts[:5]:
         lines.append(f"  {verdict.at}  {verdict.verdict:<6}  {verdict.reason}  {verdict.kind or ''}  "
                      f"{verdict.latency_ms} ms")

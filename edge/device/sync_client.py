@@ -1,8 +1,11 @@
 """The device's sync client: push unsent scan records, then download verified lists and time.
 
-Every request is signed with the device key and has an explicit timeout. Failures are retried
-with full-jitter exponential backoff capped at ``backoff_max_s``, honouring Retry-After. The scan
-log advances only on the server's answer, so a restart mid-batch just resends (idempotently).
+Every request is signed with the device key, has a total deadline and a cap on its answer
+(``edge.device.transport``). Failures are retried with full-jitter exponential backoff capped at
+``backoff_max_s``, honouring Retry-After. The scan log advances only on an answer that proves
+itself: an acknowledgement must lie within what was sent and name the hash of the device's own
+record there. A server that answers with less than it acknowledged before (it lost data) gets
+everything this card still holds again, with the seqs already pruned here declared gone for good.
 """
 
 from __future__ import annotations
@@ -21,10 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import cbor2
-import requests
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from edge.config import AnswerLimits
+from edge.device.transport import Answer, BoundedTransport, TransportError
 from edge.lists.policy import CheckpointIdentity, parse_policy_envelope
 from edge.lists.version_floor import ListKind, VersionFloor
 from edge.passes.trust import TrustStore
@@ -33,7 +38,18 @@ from edge.scan.scanlog import ScanLog
 from sync.wire.envelope import EnvelopeError, open_envelope
 from sync.wire.errors import CheckpointError
 from sync.wire.fsutil import write_atomic
-from sync.wire.protocol import API, HEADER_DEVICE, HEADER_SIGNATURE, PushResult, b64, request_signing_bytes
+from sync.wire.protocol import (
+    API,
+    HEADER_DEVICE,
+    HEADER_SIGNATURE,
+    EnrollResult,
+    PushResult,
+    ReadmitRequest,
+    b64,
+    push_answer_signing_bytes,
+    request_signing_bytes,
+    unb64,
+)
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +114,9 @@ class SyncClient:
                  batch_size: int = 500, timeout_s: float = 10.0, backoff_base_s: float = 1.0,
                  backoff_max_s: float = 300.0, interval_s: float = 60.0,
                  trust_path: Path | None = None, policy_path: Path | None = None, risk_store: Any = None,
-                 on_installed: InstalledCallback | None = None, session: requests.Session | None = None,
-                 rng: Callable[[], float] = random.random):
+                 on_installed: InstalledCallback | None = None, rng: Callable[[], float] = random.random,
+                 request_deadline_s: float = 120.0, limits: AnswerLimits | None = None,
+                 certificate_path: Path | None = None, spool_dir: Path | None = None):
         self.server_url = server_url.rstrip("/")
         self.scanlog = scanlog
         self.device_id = scanlog.device_id
@@ -118,7 +135,13 @@ class SyncClient:
         self.interval_s = interval_s
         self.trust_path, self.policy_path, self.risk_store = trust_path, policy_path, risk_store
         self.on_installed = on_installed
-        self.session = session or requests.Session()
+        self.request_deadline_s = request_deadline_s
+        self.limits = limits or AnswerLimits()
+        #: the server's enrollment certificate for this device's key (re-admission after a server restore)
+        self.certificate_path = certificate_path
+        self.transport = BoundedTransport(spool_dir=spool_dir)
+        #: highest seq this client has sent (an acknowledgement may name no record beyond it)
+        self._sent_through = 0
         self.rng = rng
         self.last_success: float | None = None  # time.monotonic() of the last complete cycle
         self._started = time.monotonic()
@@ -126,9 +149,9 @@ class SyncClient:
         self._thread: threading.Thread | None = None
 
     # -- HTTP --------------------------------------------------------------------------------
-    def _request(self, method: str, path: str, body: bytes = b"", *, headers: dict[str, str] | None = None,
-                 sign: bool = True) -> requests.Response:
-        url = self.server_url + path
+    def _request(self, method: str, path: str, body: bytes = b"", *, kind: str,
+                 headers: dict[str, str] | None = None, sign: bool = True) -> Answer:
+        """One request whose answer may be at most ``limits.<kind>`` bytes; SyncError unless 2xx."""
         hdrs = dict(headers or {})
         if sign:
             hdrs[HEADER_DEVICE] = self.device_id
@@ -136,45 +159,162 @@ class SyncClient:
         if body:
             hdrs.setdefault("Content-Type", "application/json")
         try:
-            resp = self.session.request(method, url, data=body or None, headers=hdrs,
-                                        timeout=(min(5.0, self.timeout_s), self.timeout_s))
-        except requests.RequestException as exc:
-            raise SyncError(f"{method} {path}: {type(exc).__name__}: {exc}") from None
-        if resp.status_code in (200, 204):
-            return resp
-        retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-        detail = resp.text[:300]
-        raise SyncError(f"{method} {path}: HTTP {resp.status_code} {detail}", status=resp.status_code,
+            answer = self.transport.request(method, self.server_url + path, body=body, headers=hdrs,
+                                            max_bytes=getattr(self.limits, kind), deadline_s=self.request_deadline_s,
+                                            read_timeout_s=self.timeout_s)
+        except TransportError as exc:
+            raise SyncError(f"{method} {path}: {exc}") from None
+        if answer.status in (200, 204):
+            return answer
+        retry_after = parse_retry_after(answer.headers.get("Retry-After"))
+        detail = answer.body[:300].decode("utf-8", "replace")
+        raise SyncError(f"{method} {path}: HTTP {answer.status} {detail}", status=answer.status,
                         retry_after=retry_after)
+
+    def _public_key(self) -> bytes:
+        return self._key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
     def enroll(self, token: str) -> int:
         """Register this device's public key with a provisioning token; return the server's acked seq."""
-        raw = self._key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        body = json.dumps({"device_id": self.device_id, "public_key": b64(raw)}).encode()
-        resp = self._request("POST", f"{API}/enroll", body, headers={"Authorization": f"Bearer {token}"}, sign=False)
-        acked = int(resp.json().get("acked_seq", 0))
-        log.info("event=device_enrolled device=%s server=%s acked_seq=%d", self.device_id, self.server_url, acked)
-        return acked
+        body = json.dumps({"device_id": self.device_id, "public_key": b64(self._public_key())}).encode()
+        answer = self._request("POST", f"{API}/enroll", body, kind="enrollment",
+                               headers={"Authorization": f"Bearer {token}"}, sign=False)
+        result = self._enroll_result(answer)
+        log.info("event=device_enrolled device=%s server=%s acked_seq=%d", self.device_id, self.server_url,
+                 result.acked_seq)
+        return result.acked_seq
+
+    def _enroll_result(self, answer: Answer) -> EnrollResult:
+        try:
+            result = EnrollResult.model_validate_json(answer.body)
+        except ValueError as exc:
+            raise SyncError(f"unreadable enrollment answer ({len(answer.body)} bytes): {exc}") from None
+        if result.certificate and self.certificate_path is not None:
+            write_atomic(self.certificate_path, result.certificate.encode())
+        return result
+
+    def _readmit(self) -> bool:
+        """The server refused our signature: if it lost us (database restored or emptied), prove with
+        the enrollment certificate that this key is the enrolled one. True once re-admitted."""
+        path = self.certificate_path
+        certificate = path.read_text(encoding="utf-8").strip() if path is not None and path.exists() else ""
+        if not certificate:
+            log.error("event=sync_unauthorized device=%s public_key=%s action=the server does not accept this "
+                      "device's key and no enrollment certificate is stored: on the server run 'checkpoint "
+                      "server enroll --device-id %s --public-key <this key as PEM>' (or provision again)",
+                      self.device_id, b64(self._public_key()), self.device_id)
+            return False
+        body = ReadmitRequest(device_id=self.device_id, certificate=certificate).model_dump_json().encode()
+        try:
+            result = self._enroll_result(self._request("POST", f"{API}/readmit", body, kind="enrollment"))
+        except SyncError as exc:
+            if exc.status in (401, 409, 422):
+                log.error("event=readmit_refused device=%s error=%s action=the server refused this device's "
+                          "enrollment certificate: an operator re-enrolls it ('checkpoint server enroll "
+                          "--device-id %s')", self.device_id, exc, self.device_id)
+            else:
+                log.warning("event=readmit_failed device=%s error=%s action=none; retried next cycle",
+                            self.device_id, exc)
+            return False
+        log.warning("event=device_readmitted device=%s server_acked_seq=%d action=none; the server had lost this "
+                    "device (restored database?): resending what it lacks", self.device_id, result.acked_seq)
+        return True
+
+    def _fetch_certificate(self) -> None:
+        """Devices enrolled before certificates existed fetch theirs once (while the server knows them)."""
+        if self.certificate_path is None or self.certificate_path.exists():
+            return
+        try:
+            self._enroll_result(self._request("GET", f"{API}/enrollment", kind="enrollment"))
+        except SyncError as exc:
+            log.warning("event=enrollment_certificate_unavailable error=%s action=none; retried next cycle", exc)
 
     # -- push ----------------------------------------------------------------------------------
     def push(self) -> int:
-        """Send every unsent record in batches; return how many the server newly acknowledged."""
+        """Send every unsent record in batches; return how many the server newly acknowledged.
+
+        An answer is believed only within the batch sent and when its ``acked_hash`` is this log's
+        hash at ``acked_seq``. An answer below the batch (the server lost records) rewinds the
+        acknowledgement once per call and resends; records pruned here are declared gone.
+        """
         acked_before = self.scanlog.acked_seq
+        rewound = False
         while True:
             batch = self.scanlog.unsent(self.batch_size)
             if not batch:
                 break
-            body = json.dumps({"device_id": self.device_id, "records": batch}, separators=(",", ":")).encode()
-            resp = self._request("POST", f"{API}/push", body)
+            first, last = batch[0]["seq"], batch[-1]["seq"]
+            message: dict[str, Any] = {"device_id": self.device_id, "records": batch}
+            if first > 1 and self.scanlog.hash_at(first - 1) is None:
+                message["pruned_through"] = first - 1  # the server may lack them: gone for good
+            body = json.dumps(message, separators=(",", ":")).encode()
+            answer = self._request("POST", f"{API}/push", body, kind="push")
+            self._sent_through = max(self._sent_through, last)
             try:
-                result = PushResult.model_validate_json(resp.content)
+                result = PushResult.model_validate_json(answer.body)
             except ValueError as exc:
-                raise SyncError(f"unreadable push answer ({len(resp.content)} bytes): {exc}") from None
-            acked = self.scanlog.acknowledge(result.acked_seq)
-            if acked < batch[-1]["seq"]:
-                raise SyncError(f"server holds up to seq {result.acked_seq} after a batch ending at "
-                                f"{batch[-1]['seq']}: will resend")
-        return self.scanlog.acked_seq - acked_before
+                raise SyncError(f"unreadable push answer ({len(answer.body)} bytes): {exc}") from None
+            acked = self._proven_ack(result, batch, body)
+            if acked >= first:
+                self.scanlog.acknowledge(acked)
+                if acked < last:
+                    raise SyncError(f"server holds up to seq {acked} after a batch ending at {last}: will resend")
+            elif acked < first - 1 and not rewound:
+                log.warning("event=server_behind device=%s server_acked_seq=%d device_acked_seq=%d action=none; "
+                            "resending what this card holds (the server lost records: restored or emptied "
+                            "database)", self.device_id, acked, first - 1)
+                self.scanlog.rewind_ack(acked)
+                rewound = True
+            else:
+                raise SyncError(f"server stored none of the batch {first}-{last} (holds up to seq {acked}): "
+                                "will resend")
+        return max(0, self.scanlog.acked_seq - acked_before)
+
+    def _proven_ack(self, result: PushResult, batch: list[dict[str, Any]], body: bytes) -> int:
+        """``result.acked_seq`` if the answer proves it, else SyncError (nothing is acknowledged).
+
+        With the publisher key pinned, the answer must carry the server's signature over itself and
+        this request: a man in the middle who saw the records (and so their hashes) still cannot
+        claim they were stored.
+        """
+        first, last = batch[0]["seq"], batch[-1]["seq"]
+        acked, claimed = result.acked_seq, result.acked_hash
+        sent = max(last, self._sent_through)  # an earlier batch may have filled in beyond this one
+        if self.publisher_keys and not self._signed_by_server(result, body):
+            problem = "is not signed by the server's publisher key for this request"
+        elif result.device_id != self.device_id:
+            problem = f"answers for device {result.device_id!r}"
+        elif acked > sent:
+            problem = f"acknowledges seq {acked}, beyond the last record sent ({sent})"
+        elif acked < 0:
+            problem = f"acknowledges a negative seq {acked}"
+        elif acked >= first and claimed != (batch[acked - first]["hash"] if acked <= last
+                                            else self.scanlog.hash_at(acked)):
+            problem = f"names hash {claimed!r} for seq {acked}, not this device's record"
+        elif 0 < acked < first and claimed is not None and self.scanlog.hash_at(acked) not in (None, claimed):
+            problem = f"holds a different record at seq {acked}"
+        else:
+            return acked
+        log.error("event=sync_ack_refused device=%s problem=%r action=nothing marked acknowledged; retrying later. "
+                  "If it persists, check the server (or anything between it and this device)", self.device_id,
+                  problem)
+        raise SyncError(f"push answer refused: it {problem}")
+
+    def _signed_by_server(self, result: PushResult, body: bytes) -> bool:
+        if not result.signature:
+            return False
+        try:
+            signature = unb64(result.signature)
+        except ValueError:
+            return False
+        signed = push_answer_signing_bytes(result, body)
+        for key in self.publisher_keys:
+            try:
+                key.verify(signature, signed)
+                return True
+            except InvalidSignature:
+                continue
+        return False
 
     # -- downloads -------------------------------------------------------------------------------
     def download(self) -> tuple[list[tuple[str, int]], list[str]]:
@@ -199,15 +339,16 @@ class SyncClient:
                 try:
                     self.on_installed(kind, version)
                 except Exception as exc:
-                    log.error("event=sync_on_installed_failed kind=%s error=%r", kind, exc)
+                    log.error("event=sync_on_installed_failed kind=%s error=%r action=the new list is on disk "
+                              "but not in use; restart the daemon (systemctl restart checkpoint)", kind, exc)
         return installed, errors
 
     def _download_time(self) -> list[tuple[str, int]]:
         nonce = os.urandom(16).hex()
-        resp = self._request("GET", f"{API}/time?nonce={nonce}")
-        if resp.status_code == 204:
+        resp = self._request("GET", f"{API}/time?nonce={nonce}", kind="time")
+        if resp.status == 204:
             return []
-        env = open_envelope(resp.content, "time", self.publisher_keys)
+        env = open_envelope(resp.body, "time", self.publisher_keys)
         payload = json.loads(env.payload)
         if payload.get("nonce") != nonce:
             raise EnvelopeError("server time answers another request (replayed?)")
@@ -247,19 +388,19 @@ class SyncClient:
         installed = self._installed_version(path, kind, checkpoint, floor, validate)
         # a damaged file may be repaired by the very version it held (the floor), never an older one
         have = installed if installed is not None else max(floor.get(kind) - 1, 0)
-        resp = self._request("GET", f"{API}/{kind}?have={have}")
-        if resp.status_code == 204:
+        resp = self._request("GET", f"{API}/{kind}?have={have}", kind=kind)
+        if resp.status == 204:
             return []
         # refusals (forged, another checkpoint's policy, older than the floor) are logged by download()
-        version = validate(resp.content, self.publisher_keys, checkpoint)
+        version = validate(resp.body, self.publisher_keys, checkpoint)
         floor.check(kind, version, f"downloaded {kind} list")
         if installed is not None and version <= installed:
             raise EnvelopeError(f"{kind} version {version} is not newer than installed {installed} (rollback?)")
-        write_atomic(path, resp.content)
+        write_atomic(path, resp.body)
         floor.raise_to(kind, version)  # after the file: a crash in between leaves the floor low, not high
         log.info("event=list_installed kind=%s version=%d previous=%s path=%s", kind, version,
                  installed if installed is not None else "none", path)
-        self._note_signed_time(open_envelope(resp.content, kind, self.publisher_keys).issued_at, kind)
+        self._note_signed_time(open_envelope(resp.body, kind, self.publisher_keys).issued_at, kind)
         return [(kind, version)]
 
     def _download_trust(self) -> list[tuple[str, int]]:
@@ -273,10 +414,10 @@ class SyncClient:
         if store is None:
             return []
         have = 0 if getattr(store, "needs_snapshot", False) else int(store.version)
-        resp = self._request("GET", f"{API}/risk?have={have}")
-        if resp.status_code == 204:
+        resp = self._request("GET", f"{API}/risk?have={have}", kind="risk")
+        if resp.status == 204:
             return []
-        blobs = cbor2.loads(resp.content)
+        blobs = cbor2.loads(resp.body)
         if not isinstance(blobs, list | tuple) or not all(isinstance(b, bytes) for b in blobs):
             raise ValueError("risk answer is not a list of signed updates")
         version = have
@@ -290,7 +431,13 @@ class SyncClient:
     # -- cycles ------------------------------------------------------------------------------------
     def run_once(self) -> SyncResult:
         """One cycle: push all unsent batches, then download. Raises SyncError on a failed request."""
-        pushed = self.push()
+        try:
+            pushed = self.push()
+        except SyncError as exc:
+            if exc.status != 401 or not self._readmit():
+                raise
+            pushed = self.push()
+        self._fetch_certificate()
         installed, errors = self.download()
         self.last_success = time.monotonic()
         self.scanlog.mark_success()
@@ -314,7 +461,8 @@ class SyncClient:
                 attempt += 1
                 if time.monotonic() + delay > end:
                     raise
-                log.warning("event=sync_retry attempt=%d delay_s=%.2f error=%s", attempt, delay, exc)
+                log.warning("event=sync_retry attempt=%d delay_s=%.2f error=%s action=retrying; records stay on "
+                            "the card until the server acknowledges them", attempt, delay, exc)
                 sleep(delay)
 
     def unreachable_for(self) -> float:
@@ -347,9 +495,12 @@ class SyncClient:
                 delay = backoff_delay(attempt, base=self.backoff_base_s, cap=self.backoff_max_s,
                                       retry_after=exc.retry_after, rng=self.rng)
                 attempt += 1
-                log.warning("event=sync_failed attempt=%d retry_in_s=%.1f error=%s", attempt, delay, exc)
+                log.warning("event=sync_failed attempt=%d retry_in_s=%.1f error=%s action=retrying with back-off; "
+                            "records stay on the card until acknowledged; check the network and %s if it persists",
+                            attempt, delay, exc, self.server_url)
             except Exception as exc:  # never let the thread die
                 delay = backoff_delay(attempt, base=self.backoff_base_s, cap=self.backoff_max_s, rng=self.rng)
                 attempt += 1
-                log.exception("event=sync_crashed retry_in_s=%.1f error=%r", delay, exc)
+                log.exception("event=sync_crashed retry_in_s=%.1f error=%r action=retrying; report this log line "
+                              "(a bug in the sync client)", delay, exc)
             self._stop.wait(delay)

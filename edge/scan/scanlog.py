@@ -55,7 +55,8 @@ CREATE TABLE IF NOT EXISTS sync_state (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     acked_seq INTEGER NOT NULL DEFAULT 0,
     acked_at TEXT,
-    last_success_at TEXT
+    last_success_at TEXT,
+    rewinds INTEGER NOT NULL DEFAULT 0
 );
 INSERT OR IGNORE INTO sync_state (id, acked_seq) VALUES (1, 0);
 CREATE TRIGGER IF NOT EXISTS records_append_only BEFORE UPDATE ON records
@@ -63,14 +64,33 @@ BEGIN SELECT RAISE(ABORT, 'scan log records are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS records_keep_unacked BEFORE DELETE ON records
 WHEN OLD.seq > (SELECT acked_seq FROM sync_state WHERE id = 1)
 BEGIN SELECT RAISE(ABORT, 'refusing to delete a scan record the server has not acknowledged'); END;
+"""
+#: an acknowledgement goes back only as a counted rewind (``ScanLog.rewind_ack``: the server proved
+#: it lost records), never by accident
+ACK_FORWARD_ONLY = """
 CREATE TRIGGER IF NOT EXISTS sync_ack_forward_only BEFORE UPDATE OF acked_seq ON sync_state
-WHEN NEW.acked_seq < OLD.acked_seq
+WHEN NEW.acked_seq < OLD.acked_seq AND NEW.rewinds = OLD.rewinds
 BEGIN SELECT RAISE(ABORT, 'acknowledged sequence number cannot go backwards'); END;
 """
 
 
 class ScanLogError(CheckpointError, RuntimeError):
     """The scan log cannot record (disk full, corrupt file) or its chain is broken."""
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+
+
+def _add_ack_rewinds(db: sqlite3.Connection) -> None:
+    """Upgrade a log made before acknowledgements could be rewound (a server that lost data)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(sync_state)")}
+    if "rewinds" in columns:
+        return
+    with immediate_transaction(db):
+        db.execute("ALTER TABLE sync_state ADD COLUMN rewinds INTEGER NOT NULL DEFAULT 0")
+        db.execute("DROP TRIGGER IF EXISTS sync_ack_forward_only")
+        db.execute(ACK_FORWARD_ONLY)
 
 
 @dataclass(frozen=True)
@@ -121,24 +141,81 @@ class ScanLog:
         self._free_bytes = free_bytes
         self._lock = threading.RLock()
         self.disk_low = False
+        #: the last write (or open) failed because the disk is full; cleared by the next success
+        self.disk_full = False
+        self._synchronous = synchronous
+        self._db: sqlite3.Connection | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-            self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={synchronous}")
-            self._db.execute("PRAGMA busy_timeout=30000")
-            self._db.executescript(SCHEMA)
-            self._bind_device()
+            self._open()
+        except ScanLogError:
+            if not self.disk_full:
+                raise
+            # the daemon must start anyway (lamps, status): scans show CHECK until space is back
+
+    def _open(self) -> sqlite3.Connection:
+        db = None
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={self._synchronous}")
+            db.execute("PRAGMA busy_timeout=30000")
+            db.executescript(SCHEMA + ACK_FORWARD_ONLY)
+            _add_ack_rewinds(db)
+            self._bind_device(db)
+            self._db = db
         except sqlite3.DatabaseError as exc:
+            self._db = None
+            if db is not None:
+                db.close()
+            if _is_disk_full(exc):
+                self._note_disk_full("open", exc)
+                raise ScanLogError(f"cannot open the scan log {self.path}: disk full. Free space on the SD card "
+                                   "(nothing committed is lost); the log reopens by itself") from exc
             raise ScanLogError(f"cannot open the scan log {self.path} ({exc}): check the file and free "
                                "disk space") from exc
+        if self.disk_full:
+            log.info("event=scanlog_disk_ok path=%s action=none; recording again", self.path)
+        self.disk_full = False
+        return db
 
-    def _bind_device(self) -> None:
-        with immediate_transaction(self._db):
-            row = self._db.execute("SELECT value FROM meta WHERE key='device_id'").fetchone()
+    def _conn(self) -> sqlite3.Connection:
+        """The open connection; reopens a log that could not be opened on a full disk."""
+        return self._db if self._db is not None else self._open()
+
+    def _note_disk_full(self, doing: str, exc: BaseException) -> None:
+        if not self.disk_full:
+            log.error("event=scanlog_disk_full path=%s during=%s error=%r action=disk full: free space on the SD "
+                      "card (remove files that are not the scan log, or sync so acknowledged records can be "
+                      "pruned); scans show CHECK and are not recorded until then; nothing committed is lost",
+                      self.path, doing, str(exc))
+        self.disk_full = True
+
+    @property
+    def available(self) -> bool:
+        """False while the log could not even be opened (disk full at start-up)."""
+        return self._db is not None
+
+    def recheck_disk(self) -> bool:
+        """Try again after a disk-full failure (health probe): True once the log can record again."""
+        if not self.disk_full:
+            return True
+        try:
+            if self._db is None:
+                self._open()
+            elif self._free_bytes(self.path) > 1_000_000:
+                self.disk_full = False
+                log.info("event=scanlog_disk_ok path=%s action=none; recording again", self.path)
+        except ScanLogError:
+            return False
+        return not self.disk_full
+
+    def _bind_device(self, db: sqlite3.Connection) -> None:
+        with immediate_transaction(db):
+            row = db.execute("SELECT value FROM meta WHERE key='device_id'").fetchone()
             if row is None:
-                self._db.execute("INSERT INTO meta VALUES ('device_id', ?)", (self.device_id,))
+                db.execute("INSERT INTO meta VALUES ('device_id', ?)", (self.device_id,))
         if row is not None and row[0] != self.device_id:
             raise ScanLogError(f"scan log {self.path} belongs to device {row[0]!r}, not {self.device_id!r}")
 
@@ -152,26 +229,32 @@ class ScanLog:
         """
         with self._lock:
             try:
-                with immediate_transaction(self._db):
-                    seq = self._insert(verdict, _wall(wall_time), float(monotonic), bool(clock_trusted),
+                with immediate_transaction(self._conn()) as db:
+                    seq = self._insert(db, verdict, _wall(wall_time), float(monotonic), bool(clock_trusted),
                                        _text(policy_version), _text(risk_version))
             except sqlite3.Error as exc:
+                if _is_disk_full(exc):
+                    self._note_disk_full("append", exc)
+                    raise ScanLogError("scan record not written: disk full (free space on the SD card)") from exc
                 log.error("event=scanlog_append_failed path=%s error=%r action=check disk space and SD card",
                           self.path, exc)
                 raise ScanLogError(f"scan record not written: {exc}") from exc
+            if self.disk_full:
+                self.disk_full = False
+                log.info("event=scanlog_disk_ok path=%s action=none; recording again", self.path)
         return seq
 
     def append_many(self, entries: list[tuple[Verdict, datetime, float, bool, Any, Any]]) -> list[int]:
         """Append ``(verdict, wall_time, monotonic, clock_trusted, policy_version, risk_version)``
         tuples in one transaction (imports and benchmarks; the scan path uses ``append``)."""
-        with self._lock, immediate_transaction(self._db):
-            seqs = [self._insert(v, _wall(w), float(m), bool(t), _text(p), _text(r))
+        with self._lock, immediate_transaction(self._conn()) as db:
+            seqs = [self._insert(db, v, _wall(w), float(m), bool(t), _text(p), _text(r))
                     for v, w, m, t, p, r in entries]
         return seqs
 
-    def _insert(self, verdict: Verdict, wall: str, mono: float, trusted: bool,
+    def _insert(self, db: sqlite3.Connection, verdict: Verdict, wall: str, mono: float, trusted: bool,
                 policy_version: str | None, risk_version: str | None) -> int:
-        row = self._db.execute("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1").fetchone()
+        row = db.execute("SELECT seq, hash FROM records ORDER BY seq DESC LIMIT 1").fetchone()
         seq, prev = (row[0] + 1, row[1]) if row else (1, GENESIS)
         sealed = None
         if verdict.holder_hash is not None:
@@ -182,7 +265,7 @@ class ScanLog:
                "decision": _text(verdict.decision), "reason": _text(verdict.reason),
                "policy_version": policy_version, "risk_version": risk_version}
         digest = record_hash(prev, canonical_fields(rec))
-        self._db.execute(
+        db.execute(
             f"INSERT INTO records ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
             (seq, wall, mono, self.boot_id, int(trusted), rec["format"], rec["kind"], sealed,
              rec["decision"], rec["reason"], policy_version, risk_version, prev, digest))
@@ -192,7 +275,7 @@ class ScanLog:
     def unsent(self, limit: int = 500) -> list[dict[str, Any]]:
         """The oldest records the server has not acknowledged, as wire dicts, in seq order."""
         with self._lock:
-            rows = self._db.execute(
+            rows = self._conn().execute(
                 f"SELECT {', '.join(COLUMNS)} FROM records WHERE seq > "
                 "(SELECT acked_seq FROM sync_state WHERE id = 1) ORDER BY seq LIMIT ?", (limit,)).fetchall()
         return [row_to_wire(r) for r in rows]
@@ -200,13 +283,13 @@ class ScanLog:
     def records(self, start: int = 1, limit: int = 1_000_000) -> list[dict[str, Any]]:
         """Records from ``start`` on, as wire dicts (audits and tests)."""
         with self._lock:
-            rows = self._db.execute(f"SELECT {', '.join(COLUMNS)} FROM records WHERE seq >= ? "
+            rows = self._conn().execute(f"SELECT {', '.join(COLUMNS)} FROM records WHERE seq >= ? "
                                     "ORDER BY seq LIMIT ?", (start, limit)).fetchall()
         return [row_to_wire(r) for r in rows]
 
     def _scalar(self, sql: str) -> Any:
         with self._lock:
-            return self._db.execute(sql).fetchone()[0]
+            return self._conn().execute(sql).fetchone()[0]
 
     @property
     def head_seq(self) -> int:
@@ -216,6 +299,17 @@ class ScanLog:
     @property
     def acked_seq(self) -> int:
         return self._scalar("SELECT acked_seq FROM sync_state WHERE id = 1")
+
+    @property
+    def oldest_seq(self) -> int:
+        """Lowest sequence number still on the card (0 for an empty log)."""
+        return self._scalar("SELECT COALESCE(MIN(seq), 0) FROM records")
+
+    def hash_at(self, seq: int) -> str | None:
+        """Hex hash of the record ``seq``, or None if this log does not hold it (pruned, not written)."""
+        with self._lock:
+            row = self._conn().execute("SELECT hash FROM records WHERE seq = ?", (seq,)).fetchone()
+        return row[0].hex() if row else None
 
     def count(self) -> int:
         return self._scalar("SELECT COUNT(*) FROM records")
@@ -242,21 +336,33 @@ class ScanLog:
         Only moves forward and never past what this log has written.
         """
         at_text = _wall(at or datetime.now(UTC))
-        with self._lock, immediate_transaction(self._db):
-            head, acked = self._db.execute(
+        with self._lock, immediate_transaction(self._conn()) as db:
+            head, acked = db.execute(
                 "SELECT COALESCE((SELECT MAX(seq) FROM records), 0), acked_seq FROM sync_state").fetchone()
             if seq > head:
                 log.warning("event=scanlog_ack_beyond_head acked=%d head=%d action=server holds records "
                             "this log does not: check for a restored or swapped SD card", seq, head)
             new = max(acked, min(seq, head))
-            self._db.execute("UPDATE sync_state SET acked_seq = ?, acked_at = ?, last_success_at = ?",
-                             (new, at_text, at_text))
+            db.execute("UPDATE sync_state SET acked_seq = ?, acked_at = ?, last_success_at = ?",
+                       (new, at_text, at_text))
         return new
+
+    def rewind_ack(self, seq: int) -> int:
+        """The server proved it holds only up to ``seq`` (it lost data): records after it are
+        unacknowledged again, so they are resent and never pruned before the server holds them."""
+        with self._lock, immediate_transaction(self._conn()) as db:
+            acked = db.execute("SELECT acked_seq FROM sync_state").fetchone()[0]
+            if seq >= acked:
+                return acked
+            db.execute("UPDATE sync_state SET acked_seq = ?, rewinds = rewinds + 1", (max(seq, 0),))
+        log.warning("event=scanlog_ack_rewound from_seq=%d to_seq=%d action=none; the server lost records "
+                    "(restored or emptied database): resending what this card still holds", acked, seq)
+        return max(seq, 0)
 
     def mark_success(self, at: datetime | None = None) -> None:
         """Note a completed sync cycle (the daemon's "server unreachable" check reads it)."""
         with self._lock:
-            self._db.execute("UPDATE sync_state SET last_success_at = ?", (_wall(at or datetime.now(UTC)),))
+            self._conn().execute("UPDATE sync_state SET last_success_at = ?", (_wall(at or datetime.now(UTC)),))
 
     # -- integrity and retention -------------------------------------------------------------
     def verify_chain(self) -> int:
@@ -265,7 +371,7 @@ class ScanLog:
         last_seq: int | None = None
         n = 0
         with self._lock:
-            cursor = self._db.execute(f"SELECT {', '.join(COLUMNS)} FROM records ORDER BY seq")
+            cursor = self._conn().execute(f"SELECT {', '.join(COLUMNS)} FROM records ORDER BY seq")
             for row in cursor:
                 rec = row_to_wire(row)
                 if last_seq is not None and rec["seq"] != last_seq + 1:
@@ -280,19 +386,28 @@ class ScanLog:
 
     def prune(self, *, retention_days: int, min_free_mb: int, now: datetime | None = None,
               chunk: int = 5000) -> PruneResult:
-        """Delete acknowledged records older than ``retention_days``; when free space is below
-        ``min_free_mb`` delete the oldest acknowledged ones first. Unacknowledged records are
-        never deleted: if space is still short, ``disk_low`` is set and logged.
+        """Delete acknowledged records, always the oldest by sequence first, never from the middle:
+        those before the first record still within ``retention_days`` (a wall clock that went back
+        and forth cannot punch holes), then more of the oldest while free space is below
+        ``min_free_mb``. Unacknowledged records are never deleted: if space is still short,
+        ``disk_low`` is set and logged.
 
         The newest record is always kept (it anchors the hash chain).
         """
         cutoff = _wall((now or datetime.now(UTC)) - timedelta(days=retention_days))
         deleted = 0
         with self._lock:
-            deleted += self._delete("wall_time < ?", (cutoff,))
+            db = self._conn()
+            first_kept = db.execute("SELECT seq FROM records WHERE wall_time >= ? ORDER BY seq LIMIT 1",
+                                    (cutoff,)).fetchone()
+            keep_from = first_kept[0] if first_kept else None
+            while True:
+                n = self._delete_oldest(chunk, before=keep_from)
+                deleted += n
+                if n < chunk:
+                    break
             while self._free_mb() < min_free_mb:
-                n = self._delete("seq IN (SELECT seq FROM records WHERE seq <= "
-                                 "(SELECT acked_seq FROM sync_state) ORDER BY seq LIMIT ?)", (chunk,))
+                n = self._delete_oldest(chunk)
                 if n == 0:
                     break
                 deleted += n
@@ -309,18 +424,21 @@ class ScanLog:
             log.info("event=scanlog_pruned deleted=%d free_mb=%.1f", deleted, free)
         return PruneResult(deleted=deleted, free_mb=free, disk_low=low)
 
-    def _delete(self, where: str, params: tuple) -> int:
-        with immediate_transaction(self._db):
-            cur = self._db.execute(
-                f"DELETE FROM records WHERE {where} AND seq <= (SELECT acked_seq FROM sync_state) "
-                "AND seq < (SELECT MAX(seq) FROM records)", params)
+    def _delete_oldest(self, limit: int, *, before: int | None = None) -> int:
+        """Delete up to ``limit`` of the oldest acknowledged records (only seqs below ``before``)."""
+        with immediate_transaction(self._conn()) as db:
+            cur = db.execute(
+                "DELETE FROM records WHERE seq IN (SELECT seq FROM records WHERE seq <= "
+                "(SELECT acked_seq FROM sync_state) AND seq < (SELECT MAX(seq) FROM records) AND seq < ? "
+                "ORDER BY seq LIMIT ?)", (before if before is not None else 2**63 - 1, limit))
         if cur.rowcount:
-            self._db.execute("PRAGMA incremental_vacuum")
+            db.execute("PRAGMA incremental_vacuum")
         return cur.rowcount
 
     def _free_mb(self) -> float:
-        page_size = self._db.execute("PRAGMA page_size").fetchone()[0]
-        freelist = self._db.execute("PRAGMA freelist_count").fetchone()[0]
+        db = self._conn()
+        page_size = db.execute("PRAGMA page_size").fetchone()[0]
+        freelist = db.execute("PRAGMA freelist_count").fetchone()[0]
         return (self._free_bytes(self.path) + page_size * freelist) / 1e6
 
     def health(self) -> dict[str, Any]:
@@ -331,7 +449,8 @@ class ScanLog:
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            if self._db is not None:
+                self._db.close()
 
     def __enter__(self) -> ScanLog:
         return self

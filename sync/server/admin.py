@@ -310,7 +310,8 @@ def admin_routes(app: FastAPI, settings: ServerSettings, store: SQLStorage) -> N
         await require(request, Permission.VIEW)
         devices = await run_in_threadpool(store.fleet)
         revoked = await run_in_threadpool(store.revocations)
-        return [{**asdict(d), "revoked": d.device_id in revoked} for d in devices]
+        # with records lost for good (pruned on the device before a restored server held them) and chain forks
+        return [{**asdict(d), "open_forks": d.open_forks, "revoked": d.device_id in revoked} for d in devices]
 
     @app.get("/admin/api/audit")
     async def api_audit(request: Request, limit: int = Query(200, ge=1, le=10_000)) -> list[dict]:

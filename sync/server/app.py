@@ -32,17 +32,23 @@ from sync.server.ingest import IngestError, ingest_body, verify_signature
 from sync.server.published import published_version
 from sync.server.settings import ServerSettings
 from sync.server.storage import SQLStorage, StorageError, open_storage
-from sync.wire.envelope import sign_envelope
+from sync.wire.envelope import EnvelopeError, open_envelope, sign_envelope
 from sync.wire.errors import CheckpointError
 from sync.wire.protocol import (
     API,
     CBOR_MEDIA_TYPE,
+    ENROLLMENT_KIND,
     ENVELOPE_MEDIA_TYPE,
+    HEADER_DEVICE,
     HEADER_SIGNATURE,
     MAX_SEQ,
+    EnrollmentClaim,
     EnrollRequest,
     EnrollResult,
     ErrorBody,
+    ReadmitRequest,
+    b64,
+    push_answer_signing_bytes,
     unb64,
 )
 from sync.wire.sealed import HolderOpener
@@ -73,6 +79,23 @@ def _default_risk_updates(settings: ServerSettings):
         # re-read per request: `checkpoint risk publish` runs in another process
         return RiskPublisher(directory, key).updates_for(device_version)
     return updates_for
+
+
+def enrollment_certificate(settings: ServerSettings, device_id: str, public_key: bytes) -> str | None:
+    """A publisher-signed statement that ``public_key`` is enrolled for ``device_id`` (None without a
+    publisher key). The device keeps it and re-admits itself with it after a server restore."""
+    if settings.publisher_key is None:
+        return None
+    claim = EnrollmentClaim(device_id=device_id, public_key=b64(public_key)).model_dump_json().encode()
+    return b64(sign_envelope(ENROLLMENT_KIND, 1, claim, settings.publisher_key))
+
+
+def read_enrollment_certificate(settings: ServerSettings, certificate: str) -> EnrollmentClaim:
+    """The claim of a certificate this server's publisher key signed; raises EnvelopeError/ValueError."""
+    if settings.publisher_key is None:
+        raise EnvelopeError("this server has no publisher key: re-admit the device with a token")
+    env = open_envelope(unb64(certificate), ENROLLMENT_KIND, [settings.publisher_key.public_key()])
+    return EnrollmentClaim.model_validate_json(env.payload)
 
 
 def create_app(settings: ServerSettings, storage: SQLStorage | None = None, *, serve: Serve = "all") -> FastAPI:
@@ -155,7 +178,9 @@ def _device_routes(app: FastAPI, settings: ServerSettings, store: SQLStorage) ->
         if result.outcome is Outcome.ENROLLED:
             log.info("event=device_enrolled device=%s detail=%s", req.device_id, result.reason)
             acked = await run_in_threadpool(store.acked_seq, req.device_id)
-            return JSONResponse(EnrollResult(device_id=req.device_id, enrolled=True, acked_seq=acked).model_dump())
+            return JSONResponse(EnrollResult(device_id=req.device_id, enrolled=True, acked_seq=acked,
+                                             certificate=enrollment_certificate(settings, req.device_id, key))
+                                .model_dump())
         if result.outcome is Outcome.REFUSED:
             for limit in enroll_failures:
                 limiter.hit(limit, "enroll", client)
@@ -168,6 +193,54 @@ def _device_routes(app: FastAPI, settings: ServerSettings, store: SQLStorage) ->
         if result.outcome is Outcome.KEY_CONFLICT:
             return _error(409, "already_enrolled", "another key is enrolled for this device id")
         return _error(401, "unauthorized", "enrollment token refused")
+
+    @app.post(f"{API}/readmit")
+    async def readmit(request: Request) -> Response:
+        """A device this server no longer knows (database restored or emptied) proves with its
+        enrollment certificate and a request signed by the certified key that it is the enrolled
+        one. A revoked device stays out; another key enrolled under the id wins."""
+        body = await request.body()  # capped by the guard
+        client = request.client.host if request.client else "-"
+        try:
+            req = ReadmitRequest.model_validate_json(body)
+            claim = read_enrollment_certificate(settings, req.certificate)
+            key = unb64(claim.public_key)
+            signature = unb64(request.headers.get(HEADER_SIGNATURE, ""))
+        except (ValidationError, ValueError, CheckpointError) as exc:
+            log.warning("event=readmit_refused client=%s error=%s action=none; a certificate this server did not "
+                        "sign", client, exc)
+            return _error(401, "unauthorized", "readmission refused")
+        if (claim.device_id != req.device_id or request.headers.get(HEADER_DEVICE) != req.device_id
+                or not verify_signature(key, signature, request.method, request.url.path, body)):
+            log.warning("event=readmit_refused device=%s client=%s reason=not signed by the certified key "
+                        "action=none", req.device_id, client)
+            return _error(401, "unauthorized", "readmission refused")
+        if await run_in_threadpool(store.revocation, req.device_id) is not None:
+            log.warning("event=readmit_refused device=%s reason=revoked action=re-admit it with 'checkpoint "
+                        "server readmit' if that was a mistake", req.device_id)
+            return _error(401, "unauthorized", "readmission refused")
+        if not await run_in_threadpool(store.enroll, req.device_id, key):
+            log.warning("event=readmit_refused device=%s reason=another key enrolled action=issue the device "
+                        "a token ('checkpoint server token') if it was re-provisioned", req.device_id)
+            return _error(409, "already_enrolled", "another key is enrolled for this device id")
+        await run_in_threadpool(store.audit, f"device:{req.device_id}", "readmit", req.device_id, "readmitted",
+                                "enrollment certificate", client)
+        acked = await run_in_threadpool(store.acked_seq, req.device_id)
+        log.warning("event=device_readmitted device=%s acked_seq=%d action=none; the device proved its enrolled "
+                    "key (server database restored or emptied?) and resends what this server lacks",
+                    req.device_id, acked)
+        return JSONResponse(EnrollResult(device_id=req.device_id, enrolled=True, acked_seq=acked,
+                                         certificate=req.certificate).model_dump())
+
+    @app.get(f"{API}/enrollment")
+    async def enrollment(request: Request) -> Response:
+        """The enrollment certificate of the signing device (devices enrolled before certificates)."""
+        device_id = authenticate(request, b"")
+        key = await run_in_threadpool(store.device_key, device_id)
+        acked = await run_in_threadpool(store.acked_seq, device_id)
+        return JSONResponse(EnrollResult(device_id=device_id, enrolled=True, acked_seq=acked,
+                                         certificate=enrollment_certificate(settings, device_id, key or b""))
+                            .model_dump())
 
     @app.post(f"{API}/push")
     async def push(request: Request) -> Response:
@@ -183,6 +256,9 @@ def _device_routes(app: FastAPI, settings: ServerSettings, store: SQLStorage) ->
             return _error(exc.status, exc.error, exc.detail, acked_seq=acked)
         log.info("event=push_ingested device=%s stored=%d duplicates=%d acked_seq=%d", device_id,
                  result.stored, result.duplicates, result.acked_seq)
+        if settings.publisher_key is not None:  # only this server can say what it holds
+            signature = settings.publisher_key.sign(push_answer_signing_bytes(result, body))
+            result = result.model_copy(update={"signature": b64(signature)})
         return Response(result.model_dump_json(), media_type="application/json")
 
     @app.get(f"{API}/time")

@@ -13,14 +13,15 @@ from sync.server.storage import DeviceSummary
 _STYLE = """<style>
 body{{font-family:system-ui,sans-serif;margin:2em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:.3em .7em;text-align:right}}th{{background:#eee}}
-td:first-child,td:last-child{{text-align:left}}h2{{margin-top:1.5em}}.gap{{background:#fdd}}.stale{{color:#a60}}
+td:first-child,td:nth-last-child(-n+3){{text-align:left}}h2{{margin-top:1.5em}}.gap{{background:#fdd}}.stale{{color:#a60}}
 .revoked{{color:#999;text-decoration:line-through}}form.inline{{display:inline}}
 </style>"""
 
 PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="30">
 <title>Checkpoint fleet</title>""" + _STYLE + """</head><body>{who}<h1>Checkpoint fleet</h1><p>{summary}</p>
 <table><thead><tr><th>Device</th><th>Last seen (UTC)</th><th>Records</th><th>Acked seq</th>
-<th>PASS</th><th>REFUSE</th><th>CHECK</th><th>Gaps</th>{action_head}</tr></thead><tbody>{rows}</tbody></table>
+<th>PASS</th><th>REFUSE</th><th>CHECK</th><th>Gaps</th><th>Lost for good</th><th>Chain</th>{action_head}</tr></thead>
+<tbody>{rows}</tbody></table>
 {enroll}<h2>Published lists</h2><table><thead><tr><th>List</th><th>Version</th><th>Details</th></tr></thead>
 <tbody>{published}</tbody></table>
 <p><small>Rendered {now}. JSON: <a href="/admin/api/fleet">/admin/api/fleet</a></small></p></body></html>"""
@@ -62,6 +63,25 @@ def render_audit(entries: list[AuditEntry]) -> str:
     return AUDIT.format(rows=rows or "<tr><td colspan=8>nothing yet</td></tr>")
 
 
+def chain_text(d: DeviceSummary) -> str:
+    """The device's chain epochs: one line per fork, open ones with what the operator does."""
+    if not d.forks:
+        return "one chain"
+    parts = []
+    for f in d.forks:
+        state = (f"resolved by {f.resolved_by}" if f.resolved_at else
+                 f"OPEN: log went back (restored card?); review, then checkpoint server resolve-fork "
+                 f"--device-id {d.device_id}")
+        parts.append(f"epoch {f.epoch} from seq {f.base_seq + 1} ({f.started_at}): {state}")
+    return "; ".join(parts)
+
+
+def lost_text(d: DeviceSummary) -> str:
+    """Records the device pruned before the server held them (a server restored from a backup)."""
+    return "; ".join(f"seq {r.first_seq}-{r.last_seq}: {r.missing} pruned on the device before upload"
+                     for r in d.lost_ranges) or "none"
+
+
 def render_dashboard(devices: list[DeviceSummary], now: datetime,
                      published: dict[str, tuple[int | None, str]] | None = None, *, user: str = "",
                      role: str = "", csrf_token: str = "", may_operate: bool = False, may_audit: bool = False,
@@ -84,15 +104,19 @@ def render_dashboard(devices: list[DeviceSummary], now: datetime,
         if d.last_seen:
             age = (now - datetime.fromisoformat(d.last_seen.replace("Z", "+00:00"))).total_seconds()
             stale = " class='stale'" if age > 6 * 3600 else ""
+        flagged = d.held_beyond_gap or d.lost_for_good or d.open_forks
         rows.append(
-            f"<tr{' class=gap' if d.held_beyond_gap else ''}>"
+            f"<tr{' class=gap' if flagged else ''}>"
             f"<td{' class=revoked' if d.device_id in revoked else ''}>{escape(d.device_id)}</td>"
             f"<td{stale}>{escape(d.last_seen or 'never')}</td><td>{d.records}</td><td>{d.acked_seq}</td>"
             + "".join(f"<td>{d.verdicts.get(k, 0)}</td>" for k in ("PASS", "REFUSE", "CHECK"))
-            + f"<td>{escape(gap)}</td>{action}</tr>")
+            + f"<td>{escape(gap)}</td><td>{escape(lost_text(d))}</td><td>{escape(chain_text(d))}</td>{action}</tr>")
     total = sum(d.records for d in devices)
     gaps = sum(1 for d in devices if d.held_beyond_gap)
-    summary = f"{len(devices)} devices, {total} records, {gaps} with gaps"
+    lost_total = sum(d.lost_for_good for d in devices)
+    forked = sum(1 for d in devices if d.open_forks)
+    summary = (f"{len(devices)} devices, {total} records, {gaps} with gaps, {lost_total} records lost for good, "
+               f"{forked} with an open chain fork")
     lists = "".join(f"<tr><td>{escape(name)}</td><td>{'-' if version is None else version}</td>"
                     f"<td>{escape(details)}</td></tr>" for name, (version, details) in (published or {}).items())
     who = ""
@@ -110,6 +134,6 @@ def render_dashboard(devices: list[DeviceSummary], now: datetime,
                   + "</p>")
     return PAGE.format(who=who, enroll=enroll, action_head="<th>Access</th>" if may_operate else "",
                        summary=escape(summary),
-                       rows="".join(rows) or "<tr><td colspan=8>no devices</td></tr>",
+                       rows="".join(rows) or "<tr><td colspan=10>no devices</td></tr>",
                        published=lists or "<tr><td colspan=3>nothing published</td></tr>",
                        now=escape(now.isoformat(timespec="seconds")))

@@ -39,8 +39,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-#: device endpoints that need no signature
-UNSIGNED_DEVICE_PATHS = frozenset({f"{API}/health", f"{API}/enroll"})
+#: device endpoints the guard lets through without an enrolled key (readmit checks its own proof)
+UNSIGNED_DEVICE_PATHS = frozenset({f"{API}/health", f"{API}/enroll", f"{API}/readmit"})
 _DEVICE_ID = re.compile(DEVICE_ID_PATTERN)
 _HEADER_DEVICE = HEADER_DEVICE.lower().encode()
 

@@ -20,11 +20,12 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
-from sync.server.storage import Storage
+from sync.server.storage import DeviceState, StaleEpoch, Storage
 from sync.wire.errors import CheckpointError
 from sync.wire.identifiers import IdentifierKey, keyed_certificate
 from sync.wire.protocol import (
     GENESIS,
+    MAX_SEQ,
     RECORD_DOMAIN,
     WIRE_FIELDS,
     PushResult,
@@ -68,11 +69,19 @@ def ingest_body(storage: Storage, opener: HolderOpener, device_id: str, body: by
         raise IngestError(422, "bad_batch", str(exc)[:500]) from None
     if batch["device_id"] != device_id:
         raise IngestError(422, "bad_batch", "batch device_id differs from the signing device")
-    return ingest(storage, opener, device_id, batch["records"], id_key)
+    return ingest(storage, opener, device_id, batch["records"], id_key, pruned_through=batch.get("pruned_through"))
 
 
 def _as_dict(rec: WireRecord | Mapping[str, Any]) -> Mapping[str, Any]:
     return rec.__dict__ if isinstance(rec, WireRecord) else rec
+
+
+class _Fork(Exception):
+    """A chain-valid record differs from the one held under its seq: the device's log went back."""
+
+    def __init__(self, seq: int):
+        super().__init__(seq)
+        self.seq = seq
 
 
 @dataclass
@@ -82,17 +91,23 @@ class _Counts:
     last_seq: int = 0
 
 
-def _checked_rows(opener: HolderOpener, device_id: str, recs: list[Mapping[str, Any]], held: dict[int, bytes],
-                  counts: _Counts, id_key: IdentifierKey | None = None) -> Iterator[tuple]:
+def _checked_rows(opener: HolderOpener, device_id: str, epoch: int, recs: list[Mapping[str, Any]],
+                  links: dict[int, tuple[bytes, bytes]], counts: _Counts,
+                  id_key: IdentifierKey | None = None) -> Iterator[tuple]:
     """Check each record in order and yield the storage rows of those not held yet.
 
-    Raises IngestError at the first bad record; the storage consumes this inside its transaction
-    (PostgreSQL streams the rows into COPY while the next ones are checked), so an error rolls back
-    everything, and nothing of a refused batch is stored.
+    ``links`` are the held ``(prev_hash, hash)`` of seqs ``lo-1 .. hi+1`` of the device's chain:
+    the batch must follow the record before it and lead to the record held after it (a batch that
+    fills a gap is checked at both ends, whichever arrived first).
+    Raises IngestError at the first bad record, _Fork at the first chain-valid record that differs
+    from a held one; the storage consumes this inside its transaction (PostgreSQL streams the rows
+    into COPY while the next ones are checked), so an error rolls back everything, and nothing of a
+    refused batch is stored.
     """
     lo = recs[0]["seq"]
-    stored_prev = held.pop(lo - 1, None)  # what is left in ``held`` are seqs of this batch
-    prev = stored_prev if lo > 1 else GENESIS
+    before = links.get(lo - 1)
+    held = {seq: digest for seq, (_prev, digest) in links.items()}
+    prev = before[1] if before is not None else (GENESIS if lo == 1 else None)
     aad_prefix = f"{device_id}\x00".encode()  # + str(seq) = sync.wire.sealed.holder_aad(device_id, seq)
     open_sealed = opener.batch_opener()
     sha256 = hashlib.sha256
@@ -125,10 +140,7 @@ def _checked_rows(opener: HolderOpener, device_id: str, recs: list[Mapping[str, 
         stored_hash = held.get(seq) if held else None
         if stored_hash is not None:
             if stored_hash != digest:
-                log.error("event=ingest_conflict device=%s seq=%d action=the device log differs from what the "
-                          "server holds (restored or swapped SD card?); investigate before re-enrolling",
-                          device_id, seq)
-                raise IngestError(409, "conflict", f"{device_id} seq {seq} differs from the stored record")
+                raise _Fork(seq)
             counts.duplicates += 1
             continue
         holder = sealed = None
@@ -146,32 +158,70 @@ def _checked_rows(opener: HolderOpener, device_id: str, recs: list[Mapping[str, 
                 counts.undecryptable += 1
                 log.warning("event=ingest_holder_undecryptable device=%s seq=%d error=%s action=kept sealed; "
                             "check the device's server_encryption_key", device_id, seq, exc)
-        yield (device_id, seq, wall, float(mono), boot, bool(trusted), fmt, kind, holder, sealed, decision, reason,
-               pol, risk, prev_hash, digest)
+        yield (device_id, epoch, seq, wall, float(mono), boot, bool(trusted), fmt, kind, holder, sealed, decision,
+               reason, pol, risk, prev_hash, digest)
+    after = links.get(expected_seq)
+    if after is not None and prev is not None and after[0] != prev:
+        raise IngestError(409, "chain_broken", f"{device_id} seq {expected_seq - 1} does not lead to the held "
+                          f"seq {expected_seq}")
     counts.last_seq = expected_seq - 1
 
 
+def acked_answer(storage: Storage, device_id: str, state: DeviceState, **counts: int) -> PushResult:
+    """The answer naming what the server holds: acked seq, the hash there (the device's proof), epoch."""
+    acked = state.acked_seq
+    held = storage.links(device_id, acked, acked).get(acked) if acked else None
+    return PushResult(device_id=device_id, acked_seq=acked, acked_hash=held[1].hex() if held else None,
+                      epoch=state.epoch, **counts)
+
+
+#: forks (or concurrent forks) one batch may cause before it is refused for a retry
+MAX_FORKS_PER_BATCH = 3
+
+
 def ingest(storage: Storage, opener: HolderOpener, device_id: str,
-           records: list[WireRecord] | list[Mapping[str, Any]], id_key: IdentifierKey | None = None) -> PushResult:
+           records: list[WireRecord] | list[Mapping[str, Any]], id_key: IdentifierKey | None = None, *,
+           pruned_through: int | None = None) -> PushResult:
     """Store a batch idempotently and answer with the highest contiguous seq now held.
 
-    Refuses the whole batch (IngestError) if its seqs are not contiguous, a link or hash does not
-    match, or a record differs from the one the server already holds under that seq.
+    Refuses the whole batch (IngestError) if its seqs are not contiguous, or a link or hash does
+    not match. A record that differs from the one held under its seq while following the chain
+    (the device's log went back: a restored card) starts a new chain epoch after the last record
+    both agree on; what the server held stays, and the fork is flagged for an operator.
     """
     if not records:
-        return PushResult(device_id=device_id, acked_seq=storage.acked_seq(device_id))
+        return acked_answer(storage, device_id, storage.device_state(device_id))
     recs = records if isinstance(records[0], dict) else [_as_dict(r) for r in records]
     lo = recs[0]["seq"]
     hi = lo + len(recs) - 1  # if the seqs are not contiguous the rows generator refuses the batch
     if recs[-1]["seq"] != hi:  # refused before ``hi`` reaches a query (it could pass the 63-bit range)
         raise IngestError(422, "not_contiguous", f"{device_id} batch of {len(recs)} records from seq {lo} "
                           f"ends at {recs[-1]['seq']}, not {hi}")
-    held = storage.hashes(device_id, lo - 1, hi)
-    counts = _Counts()
-    stored, acked = storage.insert(device_id, _checked_rows(opener, device_id, recs, held, counts, id_key),
-                                   datetime.now(UTC).isoformat(timespec="seconds"), span=(lo, hi))
-    if counts.last_seq != hi:  # a storage back-end that did not read every row
-        raise RuntimeError(f"storage stopped reading the batch at seq {counts.last_seq} of {hi}")
-    written = len(recs) - counts.duplicates
-    return PushResult(device_id=device_id, acked_seq=acked, stored=stored,
-                      duplicates=counts.duplicates + written - stored, undecryptable=counts.undecryptable)
+    if pruned_through is not None and pruned_through != lo - 1:
+        raise IngestError(422, "bad_batch", f"{device_id} pruned_through {pruned_through} must be the seq "
+                          f"before the batch ({lo - 1})")
+    state = storage.device_state(device_id)
+    for _attempt in range(MAX_FORKS_PER_BATCH):
+        counts = _Counts()
+        links = storage.links(device_id, lo - 1, min(hi + 1, MAX_SEQ))
+        rows = _checked_rows(opener, device_id, state.epoch, recs, links, counts, id_key)
+        try:
+            stored, acked = storage.insert(device_id, rows, datetime.now(UTC).isoformat(timespec="seconds"),
+                                           span=(lo, hi), epoch=state.epoch, pruned_through=pruned_through)
+        except _Fork as fork:
+            epoch = storage.start_epoch(device_id, after=state.epoch, base_seq=fork.seq - 1)
+            log.error("event=chain_forked device=%s seq=%d epoch=%d action=the device log went back (restored or "
+                      "swapped SD card): both versions are kept; review them, then 'checkpoint server "
+                      "resolve-fork %s'", device_id, fork.seq, epoch, device_id)
+            state = storage.device_state(device_id)
+            continue
+        except StaleEpoch:
+            state = storage.device_state(device_id)
+            continue
+        if counts.last_seq != hi:  # a storage back-end that did not read every row
+            raise RuntimeError(f"storage stopped reading the batch at seq {counts.last_seq} of {hi}")
+        written = len(recs) - counts.duplicates
+        return acked_answer(storage, device_id, DeviceState(state.epoch, acked), stored=stored,
+                            duplicates=counts.duplicates + written - stored, undecryptable=counts.undecryptable)
+    raise IngestError(409, "conflict", f"{device_id} chain forked {MAX_FORKS_PER_BATCH} times by one batch: "
+                      "retry later")

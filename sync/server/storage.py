@@ -6,19 +6,45 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sync.server.security_store import SecurityQueries
 from sync.wire.errors import CheckpointError
 
 #: columns of the server's ``records`` table, in row-tuple order
-RECORD_COLUMNS = ("device_id", "seq", "wall_time", "monotonic", "boot_id", "clock_trusted", "format", "kind",
+RECORD_COLUMNS = ("device_id", "epoch", "seq", "wall_time", "monotonic", "boot_id", "clock_trusted", "format", "kind",
                   "holder_hash", "holder_enc", "decision", "reason", "policy_version", "risk_version",
                   "prev_hash", "hash")
 
 
+_T = TypeVar("_T")
+
+
 class StorageError(CheckpointError, RuntimeError):
     """The server database is unreachable or refused a write."""
+
+
+@dataclass(frozen=True)
+class LostRange:
+    """Records a device reported pruned before the server held them: gone for good."""
+
+    epoch: int
+    first_seq: int
+    last_seq: int
+    missing: int
+    noted_at: str
+
+
+@dataclass(frozen=True)
+class ChainFork:
+    """The device's log went backwards (restored card): from ``epoch`` on, its records after
+    ``base_seq`` are filed apart from the ones the server held before."""
+
+    epoch: int
+    base_seq: int
+    started_at: str
+    resolved_at: str | None = None
+    resolved_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -30,6 +56,26 @@ class DeviceSummary:
     records: int
     held_beyond_gap: int
     verdicts: dict[str, int]
+    epoch: int = 0
+    lost_for_good: int = 0
+    lost_ranges: tuple[LostRange, ...] = ()
+    forks: tuple[ChainFork, ...] = ()
+
+    @property
+    def open_forks(self) -> int:
+        return sum(1 for f in self.forks if f.resolved_at is None)
+
+
+@dataclass(frozen=True)
+class DeviceState:
+    """Where a device's current chain stands on the server."""
+
+    epoch: int
+    acked_seq: int
+
+
+class StaleEpoch(StorageError):
+    """Another request forked the device's chain while this batch was being checked: retry it."""
 
 
 class Storage(Protocol):
@@ -43,24 +89,38 @@ class Storage(Protocol):
 
     def device_key(self, device_id: str) -> bytes | None: ...
 
-    def hashes(self, device_id: str, lo: int, hi: int) -> dict[int, bytes]:
-        """Stored record hashes with ``lo <= seq <= hi``."""
+    def links(self, device_id: str, lo: int, hi: int) -> dict[int, tuple[bytes, bytes]]:
+        """``seq -> (prev_hash, hash)`` of the device's current chain (across its epochs), ``lo <= seq <= hi``."""
 
-    def insert(self, device_id: str, rows: Iterable[tuple], seen_at: str, *,
-               span: tuple[int, int]) -> tuple[int, int]:
+    def device_state(self, device_id: str) -> DeviceState: ...
+
+    def insert(self, device_id: str, rows: Iterable[tuple], seen_at: str, *, span: tuple[int, int],
+               epoch: int = 0, pruned_through: int | None = None) -> tuple[int, int]:
         """Store rows (RECORD_COLUMNS order) once each, in one transaction; return (newly stored, acked_seq).
 
         ``rows`` may be a generator that checks records as it goes: it is read to the end inside the
         transaction, and an exception from it rolls everything back and propagates. ``span`` is the
         (first, last) seq of the whole batch: afterwards the server holds every seq in it.
+        ``epoch`` is the device's chain epoch the rows belong to (StaleEpoch if it is no longer the
+        current one). ``pruned_through``: the device no longer has records up to it; what the
+        server lacks of them is noted as lost for good and acked_seq moves past them.
         """
+
+    def start_epoch(self, device_id: str, *, after: int, base_seq: int) -> int:
+        """Fork the device's chain after ``base_seq`` unless epoch ``after`` is no longer current;
+        return the current epoch."""
+
+    def resolve_forks(self, device_id: str, *, by: str) -> int:
+        """Mark the device's open forks reviewed by an operator; return how many."""
 
     def acked_seq(self, device_id: str) -> int: ...
 
     def fleet(self) -> list[DeviceSummary]: ...
 
-    def records(self, device_id: str) -> list[dict[str, Any]]:
-        """Every stored record of a device in seq order (audits and tests)."""
+    def records(self, device_id: str, *, epoch: int | None = None) -> list[dict[str, Any]]:
+        """Every stored record of a device in (epoch, seq) order (audits and tests)."""
+
+    def chain_records(self, device_id: str) -> list[dict[str, Any]]: ...
 
     def close(self) -> None: ...
 
@@ -111,7 +171,47 @@ def advance_acked(acked: int, span: tuple[int, int], seqs_after: Callable[[int, 
         start = new
 
 
-SEQS_AFTER = "SELECT seq FROM records WHERE device_id=? AND seq > ? ORDER BY seq LIMIT ?"
+SEQS_AFTER = "SELECT seq FROM records WHERE device_id=? AND epoch=? AND seq > ? ORDER BY seq LIMIT ?"
+#: what a device's chain needs beside its records: epochs after a fork, ranges gone for good
+CHAIN_SCHEMA = """
+CREATE TABLE IF NOT EXISTS epochs (
+    device_id TEXT NOT NULL, epoch INTEGER NOT NULL, base_seq BIGINT NOT NULL, started_at TEXT NOT NULL,
+    resolved_at TEXT, resolved_by TEXT, PRIMARY KEY (device_id, epoch));
+CREATE TABLE IF NOT EXISTS lost_records (
+    device_id TEXT NOT NULL, epoch INTEGER NOT NULL, first_seq BIGINT NOT NULL, last_seq BIGINT NOT NULL,
+    missing BIGINT NOT NULL, noted_at TEXT NOT NULL, PRIMARY KEY (device_id, epoch, first_seq));
+"""
+
+
+def chain_slices(epochs: list[tuple[int, int]], lo: int, hi: int) -> list[tuple[int, int, int]]:
+    """``(epoch, first, last)`` pieces of seqs ``lo..hi`` along a device's current chain.
+
+    ``epochs`` are ``(epoch, base_seq)`` newest first (epoch 0 has base 0): each epoch holds the
+    seqs after its base up to the next epoch's base; the ones before are its parent's.
+    """
+    out = []
+    upper = hi
+    for epoch, base in epochs:
+        first = max(lo, base + 1)
+        if first <= upper:
+            out.append((epoch, first, upper))
+        upper = min(upper, base)
+        if upper < lo:
+            break
+    return out
+
+
+def note_lost(run: Callable[[str, tuple], list[tuple]], device_id: str, epoch: int, acked: int,
+              pruned_through: int, chain: dict[int, tuple[bytes, bytes]], noted_at: str) -> int:
+    """Record seqs ``acked+1..pruned_through`` the device pruned and the server lacks; the new acked."""
+    if pruned_through <= acked:
+        return acked
+    missing = pruned_through - acked - sum(1 for s in chain if acked < s <= pruned_through)
+    if missing:
+        run("INSERT INTO lost_records (device_id, epoch, first_seq, last_seq, missing, noted_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (device_id, epoch, acked + 1, pruned_through, missing, noted_at))
+    return pruned_through
 
 
 class SQLStorage(SecurityQueries):
@@ -147,34 +247,94 @@ class SQLStorage(SecurityQueries):
             rows = self._all("SELECT public_key FROM devices WHERE device_id=?", (device_id,))
         return bytes(rows[0][0]) if rows else None
 
-    def hashes(self, device_id: str, lo: int, hi: int) -> dict[int, bytes]:
+    def _epochs(self, device_id: str, run: Callable[[str, tuple], list[tuple]] | None = None) -> list[tuple[int, int]]:
+        rows = (run or self._all)("SELECT epoch, base_seq FROM epochs WHERE device_id=? ORDER BY epoch DESC",
+                                  (device_id,))
+        return [*((int(e), int(b)) for e, b in rows), (0, 0)]
+
+    def _links(self, run: Callable[[str, tuple], list[tuple]], device_id: str, lo: int,
+               hi: int) -> dict[int, tuple[bytes, bytes]]:
+        out: dict[int, tuple[bytes, bytes]] = {}
+        for epoch, first, last in chain_slices(self._epochs(device_id, run), max(lo, 1), hi):
+            for seq, prev, digest in run("SELECT seq, prev_hash, hash FROM records WHERE device_id=? AND epoch=? "
+                                         "AND seq BETWEEN ? AND ?", (device_id, epoch, first, last)):
+                out[int(seq)] = (bytes(prev), bytes(digest))
+        return out
+
+    def links(self, device_id: str, lo: int, hi: int) -> dict[int, tuple[bytes, bytes]]:
         with self._lock:
-            rows = self._all("SELECT seq, hash FROM records WHERE device_id=? AND seq BETWEEN ? AND ?",
-                             (device_id, lo, hi))
-        return {seq: bytes(h) for seq, h in rows}
+            return self._links(self._all, device_id, lo, hi)
+
+    def device_state(self, device_id: str) -> DeviceState:
+        with self._lock:
+            rows = self._all("SELECT epoch, acked_seq FROM devices WHERE device_id=?", (device_id,))
+        return DeviceState(int(rows[0][0]), int(rows[0][1])) if rows else DeviceState(0, 0)
 
     def acked_seq(self, device_id: str) -> int:
+        return self.device_state(device_id).acked_seq
+
+    def start_epoch(self, device_id: str, *, after: int, base_seq: int) -> int:
         with self._lock:
-            rows = self._all("SELECT acked_seq FROM devices WHERE device_id=?", (device_id,))
-        return rows[0][0] if rows else 0
+            return self._run_in_transaction(lambda run: self._start_epoch(run, device_id, after, base_seq))
+
+    @staticmethod
+    def _start_epoch(run: Callable[[str, tuple], list[tuple]], device_id: str, after: int, base_seq: int) -> int:
+        current = int(run("SELECT epoch FROM devices WHERE device_id=?", (device_id,))[0][0])
+        if current != after:
+            return current
+        new = current + 1
+        run("INSERT INTO epochs (device_id, epoch, base_seq, started_at) VALUES (?, ?, ?, ?)",
+            (device_id, new, base_seq, datetime.now(UTC).isoformat(timespec="seconds")))
+        run("UPDATE devices SET epoch=?, acked_seq=? WHERE device_id=?", (new, base_seq, device_id))
+        return new
+
+    def resolve_forks(self, device_id: str, *, by: str) -> int:
+        with self._lock:
+            open_forks = self._all("SELECT COUNT(*) FROM epochs WHERE device_id=? AND resolved_at IS NULL",
+                                   (device_id,))[0][0]
+            self._exec("UPDATE epochs SET resolved_at=?, resolved_by=? WHERE device_id=? AND resolved_at IS NULL",
+                       (datetime.now(UTC).isoformat(timespec="seconds"), by, device_id))
+        return int(open_forks)
+
+    def _run_in_transaction(self, work: Callable[[Callable[[str, tuple], list[tuple]]], _T]) -> _T:
+        raise NotImplementedError
+
+    def chain_records(self, device_id: str) -> list[dict[str, Any]]:
+        """The device's current chain in seq order: its epochs' records, each from its fork on."""
+        with self._lock:
+            epochs = self._epochs(device_id)
+        out: list[dict[str, Any]] = []
+        for epoch, first, last in reversed(chain_slices(epochs, 1, 2**63 - 1)):
+            out.extend(r for r in self.records(device_id, epoch=epoch) if first <= r["seq"] <= last)
+        return out
 
     def fleet(self) -> list[DeviceSummary]:
         with self._lock:
-            devices = self._all("SELECT device_id, enrolled_at, last_seen, acked_seq, records FROM devices "
+            devices = self._all("SELECT device_id, enrolled_at, last_seen, acked_seq, records, epoch FROM devices "
                                 "ORDER BY device_id")
             out = []
-            for device_id, enrolled, seen, acked, n in devices:
+            for device_id, enrolled, seen, acked, n, epoch in devices:
                 verdicts = dict(self._all("SELECT decision, COUNT(*) FROM records WHERE device_id=? "
                                           "GROUP BY decision", (device_id,)))
-                beyond = self._all("SELECT COUNT(*) FROM records WHERE device_id=? AND seq > ?",
-                                   (device_id, acked))[0][0]
-                out.append(DeviceSummary(device_id, enrolled, seen, acked, n, beyond, verdicts))
+                beyond = self._all("SELECT COUNT(*) FROM records WHERE device_id=? AND epoch=? AND seq > ?",
+                                   (device_id, epoch, acked))[0][0]
+                lost = tuple(LostRange(*row) for row in self._all(
+                    "SELECT epoch, first_seq, last_seq, missing, noted_at FROM lost_records WHERE device_id=? "
+                    "ORDER BY epoch, first_seq", (device_id,)))
+                forks = tuple(ChainFork(*row) for row in self._all(
+                    "SELECT epoch, base_seq, started_at, resolved_at, resolved_by FROM epochs WHERE device_id=? "
+                    "ORDER BY epoch", (device_id,)))
+                out.append(DeviceSummary(device_id, enrolled, seen, acked, n, beyond, verdicts, epoch=epoch,
+                                         lost_for_good=sum(r.missing for r in lost), lost_ranges=lost, forks=forks))
         return out
 
-    def records(self, device_id: str) -> list[dict[str, Any]]:
+    def records(self, device_id: str, *, epoch: int | None = None) -> list[dict[str, Any]]:
+        """Every stored record of a device (of one epoch, if given) in (epoch, seq) order."""
+        where, params = ("device_id=?", (device_id,)) if epoch is None else \
+            ("device_id=? AND epoch=?", (device_id, epoch))
         with self._lock:
-            rows = self._all(f"SELECT {', '.join(RECORD_COLUMNS)} FROM records WHERE device_id=? ORDER BY seq",
-                             (device_id,))
+            rows = self._all(f"SELECT {', '.join(RECORD_COLUMNS)} FROM records WHERE {where} ORDER BY epoch, seq",
+                             params)
         out = []
         for r in rows:
             rec = dict(zip(RECORD_COLUMNS, r, strict=True))

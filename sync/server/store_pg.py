@@ -13,19 +13,38 @@ import psycopg
 from psycopg.adapt import PyFormat
 
 from sync.server.security_store import security_schema
-from sync.server.storage import RECORD_COLUMNS, SEQS_AFTER, Replayable, SQLStorage, StorageError, advance_acked
+from sync.server.storage import (
+    CHAIN_SCHEMA,
+    RECORD_COLUMNS,
+    SEQS_AFTER,
+    Replayable,
+    SQLStorage,
+    StaleEpoch,
+    StorageError,
+    advance_acked,
+    note_lost,
+)
 
 log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
     device_id TEXT PRIMARY KEY, public_key BYTEA NOT NULL, enrolled_at TEXT NOT NULL,
-    last_seen TEXT, acked_seq BIGINT NOT NULL DEFAULT 0, records BIGINT NOT NULL DEFAULT 0);
+    last_seen TEXT, acked_seq BIGINT NOT NULL DEFAULT 0, records BIGINT NOT NULL DEFAULT 0,
+    epoch INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS records (
-    device_id TEXT NOT NULL, seq BIGINT NOT NULL, wall_time TEXT NOT NULL, monotonic DOUBLE PRECISION NOT NULL,
+    device_id TEXT NOT NULL, epoch INTEGER NOT NULL DEFAULT 0, seq BIGINT NOT NULL, wall_time TEXT NOT NULL,
+    monotonic DOUBLE PRECISION NOT NULL,
     boot_id TEXT NOT NULL, clock_trusted BOOLEAN NOT NULL, format TEXT, kind TEXT, holder_hash BYTEA,
     holder_enc BYTEA, decision TEXT NOT NULL, reason TEXT NOT NULL, policy_version TEXT, risk_version TEXT,
-    prev_hash BYTEA NOT NULL, hash BYTEA NOT NULL, PRIMARY KEY (device_id, seq));
+    prev_hash BYTEA NOT NULL, hash BYTEA NOT NULL, PRIMARY KEY (device_id, epoch, seq));
+""" + CHAIN_SCHEMA
+#: a database made before chain epochs: records keyed (device_id, seq), devices without an epoch
+ADD_CHAIN_EPOCHS = """
+ALTER TABLE devices ADD COLUMN IF NOT EXISTS epoch INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE records ADD COLUMN IF NOT EXISTS epoch INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE records DROP CONSTRAINT IF EXISTS records_pkey;
+ALTER TABLE records ADD PRIMARY KEY (device_id, epoch, seq);
 """
 
 
@@ -41,8 +60,8 @@ def split_schema(url: str) -> tuple[str, str | None]:
 
 
 #: PostgreSQL types of RECORD_COLUMNS, for binary COPY
-COPY_TYPES = ("text", "int8", "text", "float8", "text", "bool", "text", "text", "bytea", "bytea", "text", "text",
-              "text", "text", "bytea", "bytea")
+COPY_TYPES = ("text", "int4", "int8", "text", "float8", "text", "bool", "text", "text", "bytea", "bytea", "text",
+              "text", "text", "text", "bytea", "bytea")
 _COLS = ", ".join(RECORD_COLUMNS)
 _T = TypeVar("_T")
 
@@ -66,6 +85,18 @@ class PostgresStorage(SQLStorage):
             self._db.close()
             raise StorageError("the PostgreSQL database has no checkpoint tables: run 'checkpoint server init "
                                "--db URL' once (or check the URL and its schema)")
+        self._add_chain_epochs()
+
+    def _add_chain_epochs(self) -> None:
+        """Upgrade a database made before chain epochs (records keyed by device and seq alone)."""
+        assert self._db is not None
+        pk = self._db.execute("SELECT COUNT(*) FROM information_schema.key_column_usage WHERE "
+                              "table_schema = current_schema() AND table_name = 'records' AND "
+                              "constraint_name = 'records_pkey'").fetchone()[0]
+        if pk == 2:
+            with self._db.transaction():
+                self._db.execute(ADD_CHAIN_EPOCHS)
+        self._db.execute(CHAIN_SCHEMA)
 
     def _connect(self, *, create: bool = False) -> psycopg.Connection:
         try:
@@ -100,7 +131,10 @@ class PostgresStorage(SQLStorage):
         raise AssertionError("unreachable")
 
     def _all(self, sql: str, params: tuple = ()) -> list[tuple]:
-        return self._run(lambda db: db.execute(sql.replace("?", "%s"), params).fetchall())
+        def query(db: psycopg.Connection) -> list[tuple]:
+            cur = db.execute(sql.replace("?", "%s"), params)
+            return cur.fetchall() if cur.description else []
+        return self._run(query)
 
     def _exec(self, sql: str, params: tuple = ()) -> None:
         self._run(lambda db: db.execute(sql.replace("?", "%s"), params))
@@ -133,19 +167,33 @@ class PostgresStorage(SQLStorage):
         cur.execute(f"INSERT INTO records ({_COLS}) SELECT {_COLS} FROM incoming ON CONFLICT DO NOTHING")
         return cur.rowcount
 
-    def insert(self, device_id: str, rows: Iterable[tuple], seen_at: str, *,
-               span: tuple[int, int]) -> tuple[int, int]:
+    def _run_in_transaction(self, work: Callable[[Callable[[str, tuple], list[tuple]]], _T]) -> _T:
+        def in_transaction(db: psycopg.Connection) -> _T:
+            with db.transaction():
+                return work(self._all)
+        return self._run(in_transaction)
+
+    def insert(self, device_id: str, rows: Iterable[tuple], seen_at: str, *, span: tuple[int, int],
+               epoch: int = 0, pruned_through: int | None = None) -> tuple[int, int]:
         replayable = Replayable(rows)
 
         def work(db: psycopg.Connection) -> tuple[int, int]:
             with db.transaction(), db.cursor() as cur:
-                stored = self._insert_rows(db, cur, replayable)
-                cur.execute("SELECT acked_seq FROM devices WHERE device_id=%s FOR UPDATE", (device_id,))
-                found = cur.fetchone()
-                if found is None:
+                def run(sql: str, params: tuple) -> list[tuple]:
+                    cur.execute(sql.replace("?", "%s"), params)
+                    return cur.fetchall() if cur.description else []
+                found = run("SELECT epoch, acked_seq FROM devices WHERE device_id=? FOR UPDATE", (device_id,))
+                if not found:
                     raise StorageError(f"device {device_id!r} is not enrolled")
-                acked = advance_acked(found[0], span, lambda after, limit: [r[0] for r in cur.execute(
-                    SEQS_AFTER.replace("?", "%s"), (device_id, after, limit)).fetchall()])
+                current, acked = found[0]
+                if current != epoch:
+                    raise StaleEpoch(f"device {device_id} chain forked to epoch {current} meanwhile")
+                if pruned_through is not None:
+                    acked = note_lost(run, device_id, epoch, acked, pruned_through,
+                                      self._links(run, device_id, acked + 1, pruned_through), seen_at)
+                stored = self._insert_rows(db, cur, replayable)
+                acked = advance_acked(acked, span, lambda after, limit: [r[0] for r in run(
+                    SEQS_AFTER, (device_id, epoch, after, limit))])
                 cur.execute("UPDATE devices SET acked_seq=%s, last_seen=%s, records=records+%s WHERE device_id=%s",
                             (acked, seen_at, stored, device_id))
             return stored, acked

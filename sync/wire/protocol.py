@@ -5,7 +5,13 @@
   idempotent, so a replayed request can do no harm; no timestamp is signed because a device with
   an untrusted clock must still be able to sync (that is how it gets the server's time).
 * ``POST /v1/push`` carries a ``PushBatch`` of scan records in device order; the server answers
-  ``PushResult.acked_seq``: the highest sequence number up to which it holds every record.
+  ``PushResult.acked_seq``: the highest sequence number up to which it holds every record (or knows
+  it gone for good), and ``acked_hash``, the hash of the record at that seq. The device believes
+  an acknowledgement only up to what it sent and only when the hash is its own record's: a server
+  that lost data answers with less, and the device resends what it still has.
+* A device log that went backwards (a restored card) forks its chain: the server keeps what it
+  holds and files the device's new records under a new chain *epoch* linked at the last record
+  both agree on, and flags the fork for an operator.
 * Records are hash-chained: ``hash = SHA-256(DOMAIN || prev_hash || canonical(fields))``; the
   first record of a device has ``prev_hash = GENESIS``.
 """
@@ -24,6 +30,7 @@ from typing_extensions import TypedDict  # pydantic needs this one before Python
 API = "/v1"
 RECORD_DOMAIN = b"checkpoint-scanlog-v1\x00"
 REQUEST_DOMAIN = b"checkpoint-sync-request-v1\x00"
+ANSWER_DOMAIN = b"checkpoint-push-answer-v1\x00"
 GENESIS = bytes(32)
 MAX_BATCH = 10_000
 #: sequence numbers are signed 64-bit integers in both server databases
@@ -57,6 +64,7 @@ _Reason = Annotated[str, Field(max_length=48, pattern=_PRINTABLE)]
 _Version = Annotated[str | None, Field(max_length=64, pattern=_PRINTABLE)]
 _Hash = Annotated[str, Field(min_length=64, max_length=64)]
 _DeviceId = Annotated[str, Field(min_length=1, max_length=128)]
+_PrunedThrough = Annotated[int | None, Field(ge=0, le=2**63 - 1)]
 
 
 class WireRecord(_Wire):
@@ -81,6 +89,9 @@ class WireRecord(_Wire):
 class PushBatch(_Wire):
     device_id: _DeviceId
     records: Annotated[list[WireRecord], Field(max_length=MAX_BATCH)]
+    #: the device no longer holds records up to this seq (pruned): what the server lacks of them is
+    #: gone for good, and the first record of this batch starts the chain the server checks
+    pruned_through: _PrunedThrough = None
 
 
 class WireRecordDict(TypedDict, total=False):
@@ -103,10 +114,11 @@ class WireRecordDict(TypedDict, total=False):
     hash: Required[_Hash]
 
 
-class PushBatchDict(TypedDict):
+class PushBatchDict(TypedDict, total=False):
     __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
-    device_id: _DeviceId
-    records: Annotated[list[WireRecordDict], Field(max_length=MAX_BATCH)]
+    device_id: Required[_DeviceId]
+    records: Required[Annotated[list[WireRecordDict], Field(max_length=MAX_BATCH)]]
+    pruned_through: _PrunedThrough
 
 
 _PUSH_ADAPTER = TypeAdapter(PushBatchDict)
@@ -124,6 +136,14 @@ def parse_push(body: bytes) -> PushBatchDict:
 class PushResult(_Wire):
     device_id: str
     acked_seq: int
+    #: hex hash of the device's record at ``acked_seq`` (None at 0, or when the server holds no
+    #: record there because the device reported it pruned): the proof the device checks
+    acked_hash: str | None = None
+    #: the device's chain epoch the server files new records under (0 until a fork)
+    epoch: int = 0
+    #: base64 Ed25519 signature by the publisher key over ``push_answer_signing_bytes``: only the
+    #: server can say what it holds, and only about this request
+    signature: str | None = None
     stored: int = 0
     duplicates: int = 0
     conflicts: int = 0
@@ -140,6 +160,27 @@ class EnrollResult(_Wire):
     device_id: str
     enrolled: bool
     acked_seq: int = 0
+    #: base64 of an ``enrollment`` envelope signed by the publisher key binding the device id to
+    #: its public key: after a server restore the device re-admits itself with it (``/v1/readmit``)
+    certificate: str | None = None
+
+
+class ReadmitRequest(_Wire):
+    """A device the server no longer knows proves it is the enrolled one: its request is signed by
+    the key the certificate (signed by this server's publisher key) binds to its id."""
+
+    device_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")
+    certificate: str = Field(min_length=1, max_length=4096)
+
+
+ENROLLMENT_KIND = "enrollment"
+
+
+class EnrollmentClaim(_Wire):
+    """The payload of an enrollment certificate."""
+
+    device_id: str
+    public_key: str
 
 
 class ErrorBody(_Wire):
@@ -198,6 +239,12 @@ def record_hash(prev_hash: bytes, fields: bytes) -> bytes:
 def request_signing_bytes(method: str, path: str, body: bytes) -> bytes:
     """What the device signs for one request: method, path with query, SHA-256 of the body."""
     return REQUEST_DOMAIN + f"{method.upper()}\x00{path}\x00".encode() + hashlib.sha256(body).digest()
+
+
+def push_answer_signing_bytes(result: PushResult, request_body: bytes) -> bytes:
+    """What the server signs in a push answer: who, acked seq, its hash, epoch, and the request's SHA-256."""
+    claim = json.dumps([result.device_id, result.acked_seq, result.acked_hash, result.epoch], separators=(",", ":"))
+    return ANSWER_DOMAIN + claim.encode() + b"\x00" + hashlib.sha256(request_body).digest()
 
 
 def b64(data: bytes) -> str:

@@ -104,6 +104,60 @@ def bench_drain(tmp: Path, key: X25519PrivateKey, n: int, batch_size: int = 5000
     return fill_s, drain_s
 
 
+def bench_recovery(tmp: Path, key: X25519PrivateKey, unsent: int, backup_age: int,
+                   batch_size: int = 5000) -> float:
+    """Seconds for a device with ``unsent`` records waiting to converge with a server whose
+    database was just restored from a backup ``backup_age`` records old (it resends those too).
+
+    The device has had ``2 * backup_age`` records acknowledged; the backup was taken halfway.
+    """
+    import shutil
+    import sqlite3
+
+    from edge.device.sync_client import SyncClient
+    from sync.server.app import create_app
+    from sync.server.enrollment import issue_token
+    from sync.server.runner import ServerThread
+    from sync.server.settings import ServerSettings
+    from sync.server.storage import open_storage
+
+    db_path = tmp / "recovery-server.sqlite"
+    publisher = Ed25519PrivateKey.generate()
+    settings = ServerSettings(db_url=f"sqlite:///{db_path}", encryption_key=key, publisher_key=publisher)
+    storage = open_storage(settings.db_url, create=True)
+    token = issue_token(storage, "bench-1")
+    storage.close()
+    log = _log(tmp / "recovery-device.sqlite", key, synchronous="NORMAL")
+    device_key = Ed25519PrivateKey.generate()
+
+    def client(url: str) -> SyncClient:
+        return SyncClient(url, log, device_key, publisher_keys=[publisher.public_key()], batch_size=batch_size,
+                          timeout_s=60)
+    with ServerThread(create_app(settings)) as srv:
+        client(srv.url).enroll(token)
+        fill_backlog(log, backup_age)
+        client(srv.url).push()
+        src, dst = sqlite3.connect(db_path), sqlite3.connect(tmp / "recovery-backup.sqlite")
+        src.backup(dst)
+        src.close()
+        dst.close()
+        fill_backlog(log, backup_age)
+        client(srv.url).push()
+    fill_backlog(log, unsent)
+    for extra in ("-wal", "-shm"):
+        Path(f"{db_path}{extra}").unlink(missing_ok=True)
+    shutil.copy(tmp / "recovery-backup.sqlite", db_path)
+    with ServerThread(create_app(settings)) as srv:
+        start = time.perf_counter()
+        client(srv.url).sync_until_done(deadline_s=3600)
+        seconds = time.perf_counter() - start
+        storage = srv._server.config.app.state.storage
+        if storage.acked_seq("bench-1") != log.head_seq or log.pending():
+            raise RuntimeError("recovery benchmark did not converge")
+    log.close()
+    return seconds
+
+
 def bench_ingest(db_url: str, key: X25519PrivateKey, bodies: list[bytes], n: int) -> tuple[float, float]:
     """(records/s wall clock, this process's CPU µs per record) through the server's push path minus
     HTTP: look up the device key, verify the request signature, parse and validate the JSON batch,
@@ -149,15 +203,21 @@ def _pg_ingest(key: X25519PrivateKey, bodies: list[bytes], n: int) -> tuple[floa
 
 def run(quick: bool = False, **_opts) -> dict[str, float | int | str]:
     """Figures: appends_per_s (median of runs; disk_fdatasync_per_s beside it tells disk from code),
-    backlog_1m_s (or the quick size, scaled), ingest_sqlite_per_s, ingest_pg_per_s (medians of runs)."""
+    backlog_1m_s (or the quick size, scaled), recovery_converge_s (after a server restore),
+    ingest_sqlite_per_s, ingest_pg_per_s (medians of runs)."""
     key = X25519PrivateKey.generate()
     backlog = 50_000 if quick else 1_000_000
+    recovery_unsent, recovery_backup_age = (10_000, 5_000) if quick else (100_000, 50_000)
     ingest_n = 50_000 if quick else 200_000
     with tempfile.TemporaryDirectory(prefix="bench-sync-") as d:
         tmp = Path(d)
         appends = bench_appends(tmp, key, 300 if quick else 2000, runs=3 if quick else 5)
         fsyncs = bench_fdatasync(tmp, 300 if quick else 2000, runs=3 if quick else 5)
         fill_s, drain_s = bench_drain(tmp, key, backlog)
+        recovery = []
+        for r in range(1 if quick else 3):
+            (tmp / f"recovery-{r}").mkdir()
+            recovery.append(bench_recovery(tmp / f"recovery-{r}", key, recovery_unsent, recovery_backup_age))
         src = _log(tmp / "ingest-src.sqlite", key, synchronous="NORMAL")
         fill_backlog(src, ingest_n)
         bodies = []
@@ -181,6 +241,12 @@ def run(quick: bool = False, **_opts) -> dict[str, float | int | str]:
         "backlog_fill_s": round(fill_s, 2),
         "backlog_drain_s": round(drain_s, 2),
         "backlog_1m_s": round(drain_s * 1_000_000 / backlog, 2),
+        # a server database restored from a backup ``recovery_backup_age`` records old, while the
+        # device has ``recovery_unsent`` records waiting: time until both agree again (SQLite server)
+        "recovery_unsent_records": recovery_unsent,
+        "recovery_backup_age_records": recovery_backup_age,
+        "recovery_converge_s": round(median(recovery), 2),
+        "recovery_runs": len(recovery),
         "ingest_records": ingest_n,
         "ingest_runs": runs,
         "ingest_sqlite_per_s": round(median(ingest_sqlite), 1),
