@@ -51,6 +51,7 @@ class Reason(StrEnum):
     UNKNOWN_CODE = "unknown_code"
     RISK_NOT_COVERED = "risk_not_covered"
     RISK_LIST_DAMAGED = "risk_list_damaged"
+    ISSUER_COUNTRY_MISMATCH = "issuer_country_mismatch"
 
 
 #: reason -> (Vietnamese, English). Short enough for a lamp-side screen.
@@ -92,6 +93,8 @@ MESSAGES: dict[Reason, tuple[str, str]] = {
                               "Risk list does not cover this pass format or issuer: check by hand"),
     Reason.RISK_LIST_DAMAGED: ("Danh sách nguy cơ trên thẻ nhớ bị hỏng hoặc bị sửa: kiểm tra thủ công",
                                "Risk list on the card is damaged or edited: check by hand"),
+    Reason.ISSUER_COUNTRY_MISMATCH: ("Quốc gia cấp thẻ khác quốc gia của khóa ký",
+                                     "Pass names another issuing country than its signing key"),
 }
 
 

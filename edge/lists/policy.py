@@ -176,7 +176,8 @@ class Policy(_Model):
                 return Reason.INSUFFICIENT_VACCINATION
             enough = v.doses >= self.doses_required or (
                 self.accept_completed_series and v.series_doses > 0 and v.doses >= v.series_doses)
-            waited = v.last_dose is None or v.last_dose + timedelta(days=self.days_after_last_dose) <= today
+            # subtracting dates never overflows; adding days to a signed 9999-12-31 would
+            waited = v.last_dose is None or (today - v.last_dose).days >= self.days_after_last_dose
             return Reason.OK if enough and waited and v.doses > 0 else Reason.INSUFFICIENT_VACCINATION
         if evidence == "tested":
             t = cred.test
@@ -192,7 +193,7 @@ class Policy(_Model):
             return Reason.RECOVERY_NOT_VALID
         if (r.valid_from and today < r.valid_from) or (r.valid_until and today > r.valid_until):
             return Reason.RECOVERY_NOT_VALID
-        if r.first_positive and today > r.first_positive + timedelta(days=self.recovery_validity_days):
+        if r.first_positive and (today - r.first_positive).days > self.recovery_validity_days:
             return Reason.RECOVERY_NOT_VALID
         return Reason.OK if (r.first_positive or r.valid_until) else Reason.RECOVERY_NOT_VALID
 

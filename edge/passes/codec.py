@@ -6,6 +6,9 @@ base45, deeply nested CBOR) costs bounded time and memory and ends in ``PassReje
 
 from __future__ import annotations
 
+import io
+import math
+import re
 import zlib
 from typing import Any
 
@@ -85,16 +88,154 @@ def inflate(data: bytes, fmt: str, *, required: bool = False) -> bytes:
         raise PassRejected(Reason.TOO_LARGE, f"inflates beyond {MAX_INFLATED_BYTES} bytes", format=fmt)
     if not inflater.eof:
         raise PassRejected(Reason.MALFORMED, "truncated zlib stream", format=fmt)
+    if inflater.unused_data:
+        # bytes after the stream change the text, not the pass: one pass must have one text
+        raise PassRejected(Reason.MALFORMED, f"{len(inflater.unused_data)} byte(s) after the zlib stream",
+                           format=fmt)
     return out
 
 
-def cbor_loads(data: bytes, fmt: str, what: str = "CBOR") -> Any:
-    """Decode one CBOR item: bounded depth, no duplicate map keys."""
+#: every CBOR tag that cbor2 would turn into a Python object by itself (dates, big integers, decimal
+#: fractions, bigfloats, shared references, rationals, regular expressions, MIME, UUIDs, sets,
+#: IP addresses, string references, self-describe): refused while decoding, before any of that
+#: work is done. Other tags decode as ``cbor2.CBORTag`` and are refused by ``bounded``.
+SEMANTIC_TAGS = (0, 1, 2, 3, 4, 5, 25, 28, 29, 30, 35, 36, 37, 52, 54, 100, 256, 258, 260, 261, 1004, 55799)
+
+
+class _TagRefused(Exception):
+    """Raised inside cbor2 for a semantic tag; ``cbor_decode`` turns it into a refusal."""
+
+
+def _refuse_tag(tag: int):
+    def refuse(_decoder: Any) -> Any:
+        raise _TagRefused(tag)
+    return refuse
+
+
+_NO_SEMANTIC_TAGS = {tag: _refuse_tag(tag) for tag in SEMANTIC_TAGS}
+
+
+def cbor_decode(data: bytes, fmt: str, what: str = "CBOR") -> Any:
+    """Exactly one CBOR item, as cbor2 decodes it but with no semantic tag, no duplicate map key,
+    bounded depth and no byte after the item (one pass, one encoding of its end).
+
+    Not yet safe to read: ``bounded`` checks what cbor2 still lets through (map key types,
+    floats, simple values, unknown tags)."""
     if len(data) > MAX_INFLATED_BYTES:
         raise PassRejected(Reason.TOO_LARGE, f"{what} of {len(data)} bytes", format=fmt)
+    stream = io.BytesIO(data)
     try:
-        return cbor2.loads(data, max_depth=MAX_CBOR_DEPTH, allow_duplicate_keys=False)
+        item = cbor2.CBORDecoder(stream, max_depth=MAX_CBOR_DEPTH, allow_duplicate_keys=False,
+                                 semantic_decoders=_NO_SEMANTIC_TAGS).decode()
     except RecursionError:
         raise PassRejected(Reason.MALFORMED, f"{what} nested too deeply", format=fmt) from None
-    except (cbor2.CBORError, ValueError, TypeError, OverflowError, MemoryError) as exc:
-        raise PassRejected(Reason.MALFORMED, f"bad {what}: {str(exc)[:120]}", format=fmt) from None
+    except (cbor2.CBORError, ValueError, TypeError, OverflowError, MemoryError, EOFError) as exc:
+        raise PassRejected(Reason.MALFORMED, _cbor_problem(exc, what), format=fmt) from None
+    if stream.tell() != len(data):
+        raise PassRejected(Reason.MALFORMED, f"{len(data) - stream.tell()} byte(s) after the {what} item",
+                           format=fmt)
+    return item
+
+
+#: how cbor2 reports a failed semantic tag (it keeps only the tag number)
+_SEMANTIC_TAG_ERROR = re.compile(r"semantic tag (\d{1,6})\b")
+
+
+def _cbor_problem(exc: BaseException, what: str) -> str:
+    """What was wrong, in our words: library messages may quote the attacker's bytes."""
+    cause = exc.__cause__ or exc.__context__
+    text = str(exc)
+    tag = _SEMANTIC_TAG_ERROR.search(text)
+    if isinstance(cause, _TagRefused) or tag:
+        number = cause.args[0] if isinstance(cause, _TagRefused) else tag.group(1)  # type: ignore[union-attr]
+        return f"{what} uses CBOR tag {number}, which no pass may hold"
+    if "uplicate" in text:
+        return f"{what} has a duplicate map key"
+    if "depth" in text:
+        return f"{what} nested too deeply"
+    return f"{what} is not well-formed CBOR ({type(exc).__name__})"
+
+
+#: the largest magnitude an integer may have (CBOR's own integers stay below 2**64; bignums are refused)
+MAX_INT = 2**64
+
+
+def bounded(item: Any, fmt: str, what: str, *, json: bool = False, top_tags: frozenset[int] = frozenset()) -> Any:
+    """``item`` (from ``cbor_decode``) if it holds only plain, bounded values; MALFORMED otherwise.
+
+    Plain: text, bytes, integers below 2**64 in magnitude, finite floats, true / false / null,
+    arrays and maps whose keys are text or integers (never floats, booleans or anything else,
+    so ``1``, ``1.0`` and ``True`` can never name the same key). ``json`` narrows this to what
+    a JSON document holds (text keys, no bytes, no floats): the DCC payload has only text and
+    integers. A tag is allowed only around the whole item, and only one of ``top_tags``.
+    The item is checked in place (nothing copied) and returned as it is.
+    """
+    inner = item
+    if type(item) is cbor2.CBORTag:
+        if item.tag not in top_tags:
+            raise PassRejected(Reason.MALFORMED, f"{what} uses CBOR tag {_small(item.tag)}", format=fmt)
+        inner = item.value
+    try:
+        _check(inner, json, 0)
+    except _Unplain as exc:
+        raise PassRejected(Reason.MALFORMED, f"{what}: {exc.args[0]}", format=fmt) from None
+    return item
+
+
+class _Unplain(Exception):
+    pass
+
+
+def _check(value: Any, json: bool, depth: int) -> None:
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return
+    if kind is int:
+        if -MAX_INT <= value < MAX_INT:
+            return
+        raise _Unplain("an integer is out of range")
+    if kind is dict or kind is cbor2.frozendict:
+        if depth >= MAX_CBOR_DEPTH:
+            raise _Unplain("nested too deeply")
+        for key, inner in value.items():
+            key_kind = type(key)
+            if key_kind is not str and (json or key_kind is not int):
+                raise _Unplain(f"a map key is {_kind_name(key_kind)}, not {'text' if json else 'text or an integer'}")
+            _check(inner, json, depth + 1)
+        return
+    if kind is list or kind is tuple:
+        if depth >= MAX_CBOR_DEPTH:
+            raise _Unplain("nested too deeply")
+        for inner in value:
+            _check(inner, json, depth + 1)
+        return
+    if kind is bytes and not json:
+        return
+    if kind is float and not json:
+        if math.isfinite(value):
+            return
+        raise _Unplain("a number is not finite")
+    if kind is cbor2.CBORTag:
+        raise _Unplain(f"CBOR tag {_small(value.tag)} is not allowed here")
+    raise _Unplain(f"{_kind_name(kind)} is not allowed here")
+
+
+_KIND_NAMES = {float: "a float", bytes: "a byte string", bool: "a boolean", type(None): "null", str: "text",
+               int: "an integer", tuple: "an array", list: "an array", dict: "a map", cbor2.frozendict: "a map",
+               cbor2.CBORSimpleValue: "a CBOR simple value", type(cbor2.undefined): "undefined",
+               cbor2.CBORTag: "a tagged item"}
+
+
+def _kind_name(kind: type) -> str:
+    return _KIND_NAMES.get(kind, "a value of an unsupported type")
+
+
+def _small(number: int) -> str:
+    """A tag number for a message (tags are at most 2**64 - 1: bounded, but still kept short)."""
+    return str(number) if number < 10**6 else "(large)"
+
+
+def cbor_loads(data: bytes, fmt: str, what: str = "CBOR", *, json: bool = False,
+               top_tags: frozenset[int] = frozenset()) -> Any:
+    """Decode one CBOR item to plain, bounded values (``cbor_decode`` then ``bounded``)."""
+    return bounded(cbor_decode(data, fmt, what), fmt, what, json=json, top_tags=top_tags)

@@ -14,7 +14,7 @@ import cbor2
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
 from edge.passes.codec import cbor_loads
 from edge.verdict import PassRejected, Reason
@@ -88,6 +88,8 @@ def raw_to_der(signature: bytes) -> bytes:
     return b"".join((bytes((0x30, len(r) + len(s) + 4, 0x02, len(r))), r, bytes((0x02, len(s))), s))
 
 
+#: the one tag a COSE_Sign1 may carry, around the whole message
+_SIGN1_TAGS = frozenset({COSE_SIGN1_TAG})
 #: the map types cbor2 decodes to (an empty unprotected header comes back as a frozendict)
 _MAP_TYPES = (dict, cbor2.frozendict)
 
@@ -100,10 +102,8 @@ def _header_map(value: Any, fmt: str, which: str) -> Mapping:
 
 def parse_sign1(data: bytes, fmt: str) -> Sign1:
     """Parse a (tagged or untagged) COSE_Sign1 from CBOR bytes; MALFORMED on any structural defect."""
-    obj = cbor_loads(data, fmt, "COSE")
-    if isinstance(obj, cbor2.CBORTag):
-        if obj.tag != COSE_SIGN1_TAG:
-            raise PassRejected(Reason.MALFORMED, f"CBOR tag {obj.tag} is not COSE_Sign1", format=fmt)
+    obj = cbor_loads(data, fmt, "COSE", top_tags=_SIGN1_TAGS)
+    if type(obj) is cbor2.CBORTag:
         obj = obj.value
     if type(obj) not in (list, tuple) or len(obj) != 4:
         raise PassRejected(Reason.MALFORMED, "COSE_Sign1 must be a 4-element array", format=fmt)
@@ -115,8 +115,8 @@ def parse_sign1(data: bytes, fmt: str) -> Sign1:
     unprotected = _header_map(unprotected, fmt, "unprotected")
     alg = protected.get(HDR_ALG, unprotected.get(HDR_ALG))
     kid = protected.get(HDR_KID, unprotected.get(HDR_KID))
-    if alg is not None and (not isinstance(alg, int) or isinstance(alg, bool)):
-        raise PassRejected(Reason.UNSUPPORTED_ALGORITHM, f"alg {alg!r} is not an integer", format=fmt)
+    if alg is not None and type(alg) is not int:  # never a bool, float or text (bounded ints only)
+        raise PassRejected(Reason.UNSUPPORTED_ALGORITHM, "alg is not an integer", format=fmt)
     if kid is not None and not isinstance(kid, bytes):
         raise PassRejected(Reason.MALFORMED, "kid is not a byte string", format=fmt)
     return Sign1(protected_bytes, alg, kid, payload, signature)
@@ -125,7 +125,8 @@ def parse_sign1(data: bytes, fmt: str) -> Sign1:
 def check_alg(alg: int | None, fmt: str, allowed: frozenset[int]) -> int:
     """Return ``alg`` if this format supports it, else UNSUPPORTED_ALGORITHM."""
     if alg not in allowed:
-        raise PassRejected(Reason.UNSUPPORTED_ALGORITHM, f"algorithm {alg!r} is not accepted", format=fmt)
+        # ``alg`` is None or an integer below 2**64 (``bounded``): short to print
+        raise PassRejected(Reason.UNSUPPORTED_ALGORITHM, f"algorithm {alg} is not accepted", format=fmt)
     return alg
 
 
@@ -164,6 +165,36 @@ def verify_matched(key: PublicKey, alg: int, signature: bytes, to_be_signed: byt
     except (InvalidSignature, ValueError):
         return False
     return True
+
+
+#: the hash each curve is normally used with (ES256 / ES384 / ES512)
+_CURVE_HASHES = {"secp256r1": hashes.SHA256(), "secp384r1": hashes.SHA384(), "secp521r1": hashes.SHA512()}
+
+
+def verifies_outside_algorithm(key: PublicKey, alg: int, signature: bytes, to_be_signed: bytes) -> str | None:
+    """The kind of ``key`` (e.g. "P-384 (secp384r1)") when the signature verifies with it although
+    ``alg`` does not allow that key: the header and the key disagree, the pass is not forged.
+    None when it does not verify that way either. Only asked after every allowed check failed."""
+    if alg == ES256 and isinstance(key, ec.EllipticCurvePublicKey):
+        size = (key.curve.key_size + 7) // 8
+        if len(signature) != 2 * size:
+            return None
+        r, s = (int.from_bytes(signature[:size], "big"), int.from_bytes(signature[size:], "big"))
+        der = encode_dss_signature(r, s)
+        for digest in {_SHA256, _CURVE_HASHES.get(key.curve.name, _SHA256)}:
+            try:
+                key.verify(der, to_be_signed, ec.ECDSA(digest))
+            except InvalidSignature:
+                continue
+            return f"EC {key.curve.name}"
+        return None
+    if alg == PS256 and isinstance(key, rsa.RSAPublicKey):
+        try:
+            key.verify(signature, to_be_signed, _PSS_AUTO, _SHA256)
+        except (InvalidSignature, ValueError):
+            return None
+        return f"RSA-{key.key_size}"
+    return None
 
 
 def sign1(payload: bytes, key: PrivateKey, alg: int, kid: bytes) -> bytes:

@@ -1,25 +1,28 @@
 """EU Digital COVID Certificate (``HC1:``): prefix -> base45 -> zlib -> COSE_Sign1 -> CWT -> DCC payload.
 
-ES256 and PS256; the DSC is looked up by kid (protected header wins, every certificate with the
-kid is tried), must be valid when the DCC was issued and now, and its DCC key-usage OIDs (if
-any) must cover the certificate type. The payload (claim -260/1) is checked against the DCC
-JSON schema shipped in ``dcc_schema.json``.
+Every CBOR item is read as plain, bounded values before anything looks at it (``codec.bounded``:
+no tags, big numbers or odd map keys). ES256 and PS256; the DSC is looked up by kid (protected
+header wins, every certificate with the kid is tried), must be valid when the DCC was issued and
+now, and its DCC key-usage OIDs (if any) must cover the certificate type; a country-code ``iss``
+must be the DSC's country. The payload (claim -260/1) is checked against the official JSON schema
+of its own version (``schemas/``); every entry is read and the one that counts decides; the EU
+value sets are a separate, last stage.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-import cbor2
 import jsonschema
 
-from edge.passes.codec import b45decode, cbor_loads, inflate, strip_prefix
+from edge.passes.codec import b45decode, bounded, cbor_decode, inflate, strip_prefix
 from edge.passes.cose import ES256, PS256, Sign1, check_alg, parse_sign1
 from edge.passes.credential import Credential, PassFormat, PassKind, Recovery, TestResult, Vaccination
 from edge.passes.cwt import CLAIM_EXP, CLAIM_HCERT, CLAIM_IAT, CLAIM_ISS
@@ -65,122 +68,122 @@ def _bad(detail: str) -> PassRejected:
     return PassRejected(Reason.SCHEMA_INVALID, detail, format=FMT)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _time(value: Any, what: str) -> datetime:
-    if type(value) is int and 0 <= value < 2**40:  # the usual case first: an integer NumericDate
-        return datetime.fromtimestamp(value, UTC)
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    if isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value < 2**40:
-        return datetime.fromtimestamp(value, UTC)
-    raise _bad(f"CWT {what} is not a timestamp")
-
-
-_SCALARS = (str, int, float, bool, type(None))
-
-
-def plain(value: Any) -> Any:
-    """CBOR-decoded data as JSON-like Python (dicts, lists, ISO strings for dates)."""
+    """A CWT NumericDate (RFC 8392: an integer or a float; some issuers sign fractions) as an aware
+    datetime; SCHEMA_INVALID unless it lies inside datetime's range (years 1 to 9999)."""
     kind = type(value)
-    if kind in _SCALARS:
-        return value
-    if kind is dict or isinstance(value, Mapping):
-        return {k if type(k) is str else str(k): plain(v) for k, v in value.items()}
-    if kind is list or kind is tuple:
-        return [plain(v) for v in value]
-    if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, cbor2.CBORTag):
-        return plain(value.value)
-    return value
+    if kind is int or kind is float:  # never bool: ``bounded`` has already refused non-finite floats
+        try:
+            return _EPOCH + timedelta(seconds=value)
+        except (OverflowError, ValueError):
+            raise _bad(f"CWT {what} lies outside the years 1 to 9999") from None
+    raise _bad(f"CWT {what} is not a NumericDate")
 
 
-def _is_map(value: Any) -> bool:
-    return type(value) is dict or isinstance(value, Mapping)
-
-
-def _raw_claims(msg: Sign1) -> tuple[Mapping, Mapping]:
-    claims = cbor_loads(msg.payload, FMT, "CWT")
-    hcert = claims.get(CLAIM_HCERT) if _is_map(claims) else None
-    if not _is_map(hcert) or not _is_map(hcert.get(1)):
-        raise PassRejected(Reason.MALFORMED, "CWT is not a claims map with a DCC payload (claim -260/1)",
-                           format=FMT)
+def _raw_claims(msg: Sign1) -> tuple[dict, dict]:
+    """The CWT claims and the DCC payload, each checked once by ``bounded``: every claim a plain
+    value, the payload a JSON document (text keys, text and integers only)."""
+    claims = cbor_decode(msg.payload, FMT, "CWT")
+    if type(claims) is not dict:
+        raise PassRejected(Reason.MALFORMED, "CWT is not a claims map", format=FMT)
+    hcert = None
+    for key, value in claims.items():
+        key_kind = type(key)
+        if key_kind is int and key == CLAIM_HCERT:
+            hcert = value
+        elif key_kind is int or key_kind is str:
+            bounded(value, FMT, "CWT claim")
+        else:
+            raise PassRejected(Reason.MALFORMED, "CWT claim key is neither an integer nor text", format=FMT)
+    if type(hcert) is not dict or type(hcert.get(1)) is not dict:
+        raise PassRejected(Reason.MALFORMED, "CWT has no DCC payload (claim -260/1)", format=FMT)
+    for key, value in hcert.items():
+        if type(key) is not int:
+            raise PassRejected(Reason.MALFORMED, "health certificate claim key is not an integer", format=FMT)
+        bounded(value, FMT, "DCC payload" if key == 1 else "health certificate claim", json=key == 1)
     return claims, hcert[1]
 
 
-def read_claims(msg: Sign1) -> tuple[Mapping, dict]:
-    """The CWT claims map and the DCC payload (claim -260, key 1) as plain JSON-like data."""
-    claims, dcc = _raw_claims(msg)
-    return claims, plain(dcc)
+def read_claims(msg: Sign1) -> tuple[dict, dict]:
+    """The CWT claims map and the DCC payload (claim -260, key 1), both plain and bounded."""
+    return _raw_claims(msg)
 
 
-def _schema() -> dict:
-    return json.loads(resources.files("edge.passes").joinpath("dcc_schema.json").read_text(encoding="utf-8"))
+#: (major, minor) of ``ver`` -> the schema file of that release (see schemas/SOURCES.md)
+SCHEMA_FILES = {(1, 0): "dcc-1.1.0.json", (1, 1): "dcc-1.1.0.json", (1, 2): "dcc-1.2.1.json",
+                (1, 3): "dcc-1.3.1.json"}
+#: the newest schema: for 1.3.2 and later versions, and for a ``ver`` that names no release
+NEWEST_SCHEMA = "dcc-1.3.2.json"
+_VERSION = re.compile(r"(\d{1,3})\.(\d{1,3})\.(\d{1,3})")
 
 
-@lru_cache(maxsize=1)
-def schema_validator() -> jsonschema.protocols.Validator:
-    """The reference DCC schema validator (jsonschema; built once): explains failures."""
-    schema = _schema()
-    cls = jsonschema.validators.validator_for(schema)
-    return cls(schema)  # like upstream test runs: "format" is annotation only; dates are parsed later
+def schema_file(version: Any) -> str:
+    """The schema a payload of DCC schema version ``version`` is checked against."""
+    match = _VERSION.fullmatch(version) if type(version) is str else None
+    if match is None:
+        return NEWEST_SCHEMA  # whose own "ver" pattern then names the defect
+    major, minor, patch = (int(part) for part in match.groups())
+    if (major, minor) == (1, 3) and patch >= 2:
+        return NEWEST_SCHEMA
+    return SCHEMA_FILES.get((major, minor), NEWEST_SCHEMA)
 
 
-@lru_cache(maxsize=1)
-def _compiled_schema() -> Any:
+@lru_cache(maxsize=8)
+def _schema(name: str) -> dict:
+    return json.loads(resources.files("edge.passes").joinpath("schemas", name).read_text(encoding="utf-8"))
+
+
+@lru_cache(maxsize=8)
+def schema_validator(name: str = NEWEST_SCHEMA) -> jsonschema.protocols.Validator:
+    """The reference validator (jsonschema) of one schema file: only asked to explain a failure."""
+    schema = _schema(name)
+    return jsonschema.validators.validator_for(schema)(schema)  # "format" is an annotation, as upstream
+
+
+@lru_cache(maxsize=8)
+def _compiled_schema(name: str = NEWEST_SCHEMA) -> Any:
     """The same schema compiled by jsonschema-rs (the fast path, Rust; ~10x fastjsonschema).
 
     Same draft (2020-12) and the same format rule as the reference validator: annotation only.
     """
     import jsonschema_rs
 
-    return jsonschema_rs.validator_for(_schema(), validate_formats=False)
+    return jsonschema_rs.validator_for(_schema(name), validate_formats=False)
 
 
-def _fast_verdict(payload: Any) -> bool | None:
-    """The compiled validator's yes/no, or None when the payload holds a value it cannot see as
-    JSON (CBOR dates, tags, byte strings, non-text map keys): the caller then converts first."""
-    try:
-        return bool(_compiled_schema().is_valid(payload))
-    except (ValueError, TypeError, OverflowError):
-        return None
+def compile_schemas() -> None:
+    """Compile every schema now (the daemon's warm-up), not on the first pass of each version."""
+    for name in {*SCHEMA_FILES.values(), NEWEST_SCHEMA}:
+        _compiled_schema(name)
 
 
 def validate_payload(dcc: Any) -> None:
-    """SCHEMA_INVALID naming the first violation, if the DCC payload breaks the schema.
-
-    The compiled validator decides; jsonschema is only asked for the explanation of a failure.
-    """
-    if _fast_verdict(dcc):
+    """SCHEMA_INVALID naming the first violation, if the DCC payload breaks the schema of its own
+    version (``ver``). The compiled validator decides; jsonschema only explains a failure."""
+    name = schema_file(dcc.get("ver") if type(dcc) is dict else None)
+    if _compiled_schema(name).is_valid(dcc):
+        # before 1.3 the schema itself lets v, t and r stand side by side; the HCERT spec (and
+        # upstream's own test runner) admit exactly one group per certificate
+        if ("v" in dcc) + ("t" in dcc) + ("r" in dcc) != 1:
+            raise _bad("a certificate holds exactly one of v, t and r")
         return
-    dcc = plain(dcc)
-    if _fast_verdict(dcc):
-        return
-    error = jsonschema.exceptions.best_match(schema_validator().iter_errors(dcc))
+    error = jsonschema.exceptions.best_match(schema_validator(name).iter_errors(dcc))
     if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path) or "(root)"
-        raise _bad(f"{where}: {error.message[:160]}")
+        where = "/".join(str(p) for p in error.absolute_path)[:80] or "(root)"
+        raise _bad(f"{where}: {error.validator} rule of schema {name} not met")
     # only the compiled validator objects: ECMA-262 patterns, whose "$" (unlike Python's) does not
-    # match before a final newline
-    try:
-        rs_error = next(iter(_compiled_schema().iter_errors(dcc)), None)
-    except (ValueError, TypeError, OverflowError):
-        rs_error = None
-    raise _bad(f"payload breaks the DCC schema: {str(rs_error)[:160]}" if rs_error else "payload breaks the DCC schema")
+    # match before a final newline. Its message quotes the value: only the path is kept
+    error = next(iter(_compiled_schema(name).iter_errors(dcc)), None)
+    where = "/".join(str(p) for p in error.instance_path)[:80] if error is not None else "(root)"
+    raise _bad(f"{where or '(root)'}: pattern rule of schema {name} not met")
 
 
-def checked_payload(msg: Sign1) -> tuple[Mapping, Mapping]:
-    """The CWT claims and the schema-checked DCC payload, each decoded once.
-
-    A payload of plain JSON types is checked as decoded (no copy); one holding CBOR-only values
-    (dates, tags, byte strings, non-text keys) is checked, and returned, as its ``plain`` view,
-    exactly like ``read_claims`` + ``validate_payload``.
-    """
+def checked_payload(msg: Sign1) -> tuple[dict, dict]:
+    """The CWT claims and the DCC payload, bounded and checked against its version's schema."""
     claims, dcc = _raw_claims(msg)
-    if _fast_verdict(dcc):
-        return claims, dcc
-    dcc = plain(dcc)
     validate_payload(dcc)
     return claims, dcc
 
@@ -205,41 +208,110 @@ def revocation_keys(issuer: str, uci: str, msg: Sign1) -> tuple[bytes, bytes, by
             _sha256(sig).digest()[:16])
 
 
-def _day(value: Any) -> date | None:
+def _day(value: Any, where: str) -> date | None:
+    """An ISO date (a date-time's date part); SCHEMA_INVALID naming the field, never its value."""
+    if not value:
+        return None
     try:
-        return date.fromisoformat(str(value)[:10]) if value else None
-    except ValueError:
-        raise _bad(f"{value!r} is not a date") from None
+        return date.fromisoformat(value[:10])
+    except (ValueError, TypeError):
+        raise _bad(f"{where} is not a date") from None
 
 
-def _credential(claims: Mapping, dcc: dict, msg: Sign1, key: TrustedKey) -> Credential:
-    group = "v" if "v" in dcc else "t" if "t" in dcc else "r"  # the schema admits exactly one
-    entry = dcc[group][0]
-    issuer = claims.get(CLAIM_ISS)
-    issuer = issuer if isinstance(issuer, str) else key.issuer
+def _instant(value: Any, where: str) -> datetime:
+    """An ISO date-time as an aware UTC datetime (no zone: UTC), inside datetime's range."""
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    except (ValueError, TypeError, OverflowError):
+        raise _bad(f"{where} is not an ISO 8601 date-time") from None
+
+
+def _vaccination(entries: list[dict]) -> tuple[int, Vaccination]:
+    """The dose that counts: the latest (by date, then dose number) of every entry."""
+    read = [((_day(e["dt"], f"v/{i}/dt") or date.min, e["dn"]), i) for i, e in enumerate(entries)]
+    (last_dose, _), index = max(read)
+    entry = entries[index]
+    return index, Vaccination(entry["dn"], entry["sd"], last_dose, entry.get("mp"))
+
+
+def _test(entries: list[dict]) -> tuple[int, TestResult]:
+    """The test that counts: the latest sample of every entry."""
+    taken, index = max((_instant(e["sc"], f"t/{i}/sc"), i) for i, e in enumerate(entries))
+    entry = entries[index]
+    return index, TestResult(taken, entry["tr"] == TEST_NOT_DETECTED, entry.get("tt"))
+
+
+def _recovery(entries: list[dict], now: datetime | None) -> tuple[int, Recovery]:
+    """The recovery that counts: one valid today if any entry is (the longest-running of them),
+    else the one valid until the latest day."""
+    today = now.date() if now is not None else None
+    read = []
+    for i, e in enumerate(entries):
+        statement = Recovery(_day(e["fr"], f"r/{i}/fr"), _day(e["df"], f"r/{i}/df"), _day(e["du"], f"r/{i}/du"))
+        valid_now = (today is not None and (statement.valid_from or date.min) <= today
+                     <= (statement.valid_until or date.max))
+        read.append(((valid_now, statement.valid_until or date.min), i, statement))
+    _, index, statement = max(read, key=lambda item: (item[0], -item[1]))
+    return index, statement
+
+
+def _credential(claims: Mapping, dcc: dict, msg: Sign1, key: TrustedKey, now: datetime | None) -> Credential:
+    """The pass as the policy reads it: every entry read, the one that counts decides."""
+    group = "v" if "v" in dcc else "t" if "t" in dcc else "r"  # the schema admits exactly one group
+    entries = dcc[group]
     vaccination = test = recovery = None
     if group == "v":
-        vaccination = Vaccination(int(entry["dn"]), int(entry["sd"]), _day(entry["dt"]), entry.get("mp"))
+        index, vaccination = _vaccination(entries)
     elif group == "t":
-        try:
-            taken = datetime.fromisoformat(entry["sc"].replace("Z", "+00:00"))
-        except ValueError:
-            raise _bad("test sample time is not ISO-8601") from None
-        taken = taken if taken.tzinfo else taken.replace(tzinfo=UTC)
-        test = TestResult(taken, entry["tr"] == TEST_NOT_DETECTED, entry.get("tt"))
+        index, test = _test(entries)
     else:
-        recovery = Recovery(_day(entry["fr"]), _day(entry["df"]), _day(entry["du"]))
-    uci = entry["ci"]
-    risk_keys = revocation_keys(issuer, uci, msg)
+        index, recovery = _recovery(entries, now)
+    issuer = issuer_of(claims, key)
+    # every certificate identifier in the pass meets the risk and revocation lists, not only the
+    # one that counts: a listed one anywhere refuses the pass
+    risk_keys: list[bytes] = []
+    for uci in dict.fromkeys([entries[index]["ci"], *(e["ci"] for e in entries)]):
+        risk_keys.extend(k for k in revocation_keys(issuer, uci, msg) if k not in risk_keys)
     return Credential(
-        format=PassFormat.HC1, kind=KIND_BY_GROUP[group], pass_id=uci, issuer=issuer, kid=key.kid,
+        format=PassFormat.HC1, kind=KIND_BY_GROUP[group], pass_id=entries[index]["ci"], issuer=issuer, kid=key.kid,
         # a DCC carries no citizen id: its holder stands in logs for its certificate, the UCI hash
         # (``sync.wire.identifiers.certificate_hash``) that the publisher lists for a listed
         # citizen; never an unkeyed hash of name and birth date, which enumeration reverses
         holder_hash=risk_keys[0], issued_at=_time(claims.get(CLAIM_IAT), "iat"),
         expires_at=_time(claims.get(CLAIM_EXP), "exp"), vaccination=vaccination, test=test, recovery=recovery,
-        risk_keys=risk_keys,
+        risk_keys=tuple(risk_keys),
     )
+
+
+#: what an ``iss`` naming a country looks like (ISO 3166-1 alpha-2; the HCERT spec's "MAY hold")
+_COUNTRY_CODE = re.compile(r"[A-Z]{2}")
+
+
+def check_issuer_country(claims: Mapping, key: TrustedKey) -> None:
+    """ISSUER_COUNTRY_MISMATCH when the CWT ``iss`` claim names another country than the signing
+    certificate: a document signer of one country must not issue another country's passes.
+
+    The HCERT spec makes ``iss`` optional and says it MAY hold the issuing country's code: an
+    absent ``iss``, or one that names no country (an authority's name), is not compared; nor is
+    a certificate whose subject names no country (test signers). Either way the pass is read as
+    the certificate's country's (``issuer_of``), never as the one it claims."""
+    issuer = claims.get(CLAIM_ISS)
+    if key.country is None or type(issuer) is not str or not _COUNTRY_CODE.fullmatch(issuer):
+        return
+    if issuer != key.country:
+        raise PassRejected(Reason.ISSUER_COUNTRY_MISMATCH,
+                           f"iss claim names another country than the signing certificate's {key.country[:8]}",
+                           format=FMT)
+
+
+def issuer_of(claims: Mapping, key: TrustedKey) -> str:
+    """The issuing country a pass is read (and its revocation keys computed) as: the signing
+    certificate's, the ``iss`` claim only for a certificate that names no country."""
+    if key.country is not None:
+        return key.country
+    issuer = claims.get(CLAIM_ISS)
+    return issuer if type(issuer) is str else key.issuer
 
 
 def read_hc1(text: str, trust: TrustStore, now: datetime | None = None) -> Credential:
@@ -247,11 +319,12 @@ def read_hc1(text: str, trust: TrustStore, now: datetime | None = None) -> Crede
     msg = decode_hc1(text)
     key = verify_signature(msg, trust)
     claims, dcc = checked_payload(msg)
-    credential = _credential(claims, dcc, msg, key)
+    check_issuer_country(claims, key)
+    credential = _credential(claims, dcc, msg, key, now)
     usage = USAGE_BY_KIND[credential.kind]
     if not key.allows_usage(usage):
-        raise PassRejected(Reason.ISSUER_KEY_USAGE, f"DSC may sign {sorted(key.usages)}, not {usage!r}",
+        raise PassRejected(Reason.ISSUER_KEY_USAGE, f"DSC may sign {sorted(key.usages)}, not {usage}",
                            format=FMT)
     check_key_period(key, credential.issued_at, now, FMT)
-    check_codes(dcc)  # last: a definite refusal above outranks this doubt
+    check_codes(dcc)  # last: a definite refusal above outranks this doubt (a separate stage)
     return credential

@@ -36,7 +36,7 @@ def warm_up() -> None:
     _read_hc1()
     from edge.passes import hc1
 
-    hc1._compiled_schema()
+    hc1.compile_schemas()
 
 
 def read_pass(text: str, trust: TrustStore, now: datetime | None = None) -> Credential:

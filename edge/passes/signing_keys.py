@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from edge.passes.cose import Sign1, verify_matched
+from edge.passes.cose import Sign1, verifies_outside_algorithm, verify_matched
 from edge.passes.trust import TrustedKey, TrustStore
 from edge.verdict import PassRejected, Reason
 
@@ -12,7 +12,9 @@ from edge.verdict import PassRejected, Reason
 def find_signer(msg: Sign1, trust: TrustStore, source: str, fmt: str) -> TrustedKey:
     """The first trusted key of ``source`` whose signature check passes.
 
-    UNKNOWN_ISSUER when no key has the kid, BAD_SIGNATURE when none of them verifies.
+    UNKNOWN_ISSUER when no key has the kid; UNSUPPORTED_ALGORITHM when the signature verifies
+    only with a key the algorithm does not allow (an ES256 header over a P-384 key: not forged,
+    but not ES256 either); BAD_SIGNATURE when none of them verifies.
     """
     candidates = [k for k in trust.candidates(msg.kid) if k.source == source]
     if not candidates:
@@ -23,6 +25,13 @@ def find_signer(msg: Sign1, trust: TrustStore, source: str, fmt: str) -> Trusted
     for key in candidates:
         if msg.alg in key.algorithms and verify_matched(key.public_key, msg.alg, msg.signature, tbs):
             return key
+    for key in candidates:
+        if msg.alg not in key.algorithms:
+            other = verifies_outside_algorithm(key.public_key, msg.alg, msg.signature, tbs)
+            if other is not None:
+                raise PassRejected(Reason.UNSUPPORTED_ALGORITHM,
+                                   f"signature verifies with a {other} key, which algorithm {msg.alg} does not allow",
+                                   format=fmt)
     raise PassRejected(Reason.BAD_SIGNATURE, f"none of {len(candidates)} key(s) with this kid verifies",
                        format=fmt)
 

@@ -73,6 +73,8 @@ class TrustedKey:
     algorithm: str | None = None
     #: DSC only: strict DER parsing rejected an extension, so the usages were read leniently
     read_leniently: bool = field(default=False, compare=False)
+    #: DSC only: the country (C) its certificate's subject names, None when it names none
+    country: str | None = None
     #: COSE algorithm ids this key's type, curve and size fit (worked out once, at load)
     algorithms: frozenset[int] = field(default=frozenset(), init=False, repr=False, compare=False)
 
@@ -110,10 +112,11 @@ class TrustedKey:
             raise TrustError(f"not a usable X.509 DER certificate: {exc}") from None
         usages, lenient = _dsc_usages(cert, der)
         countries = cert.subject.get_attributes_for_oid(x509.NameOID.COUNTRY_NAME)
-        issuer = str(countries[0].value) if countries else cert.subject.rfc4514_string()
+        country = str(countries[0].value) if countries else None
+        issuer = country or cert.subject.rfc4514_string()
         return cls(kid=kid or kid_for(der), issuer=issuer, source=SOURCE_DSC, public_key=public_key,  # type: ignore[arg-type]
                    der=der, not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
-                   usages=usages, read_leniently=lenient)
+                   usages=usages, read_leniently=lenient, country=country)
 
     def to_record(self) -> dict:
         record: dict = {"src": self.source, "kid": self.kid, "der": self.der}
