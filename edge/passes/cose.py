@@ -172,7 +172,7 @@ _CURVE_HASHES = {"secp256r1": hashes.SHA256(), "secp384r1": hashes.SHA384(), "se
 
 
 def verifies_outside_algorithm(key: PublicKey, alg: int, signature: bytes, to_be_signed: bytes) -> str | None:
-    """The kind of ``key`` (e.g. "P-384 (secp384r1)") when the signature verifies with it although
+    """The kind of ``key`` (e.g. "EC secp384r1") when the signature verifies with it although
     ``alg`` does not allow that key: the header and the key disagree, the pass is not forged.
     None when it does not verify that way either. Only asked after every allowed check failed."""
     if alg == ES256 and isinstance(key, ec.EllipticCurvePublicKey):
@@ -181,7 +181,7 @@ def verifies_outside_algorithm(key: PublicKey, alg: int, signature: bytes, to_be
             return None
         r, s = (int.from_bytes(signature[:size], "big"), int.from_bytes(signature[size:], "big"))
         der = encode_dss_signature(r, s)
-        for digest in {_SHA256, _CURVE_HASHES.get(key.curve.name, _SHA256)}:
+        for digest in (_SHA256, _CURVE_HASHES.get(key.curve.name, _SHA256)):
             try:
                 key.verify(der, to_be_signed, ec.ECDSA(digest))
             except InvalidSignature:
