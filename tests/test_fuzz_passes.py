@@ -114,3 +114,19 @@ def test_mutated_valid_pass(data) -> None:
         raw[at] = data.draw(st.integers(0, 255))
     cut = data.draw(st.integers(1, len(raw)))
     _reason(_wrap("CP1:", bytes(raw[:cut])))  # any reason but INTERNAL_ERROR
+
+
+@pytest.mark.parametrize("algorithm", ["ES256", "PS256"])
+def test_hostile_signed_dccs_all_get_a_reason(algorithm: str) -> None:
+    """Signed DCCs with tags, big numbers, odd keys, times past 9999, trailing bytes (the same
+    generator ``checkpoint bench verify`` times): none escapes as internal_error."""
+    from edge.devtools.hc1_issuer import DocumentSigner
+    from edge.devtools.hostile import NOW as HOSTILE_NOW
+    from edge.devtools.hostile import hostile_passes, verifier_for
+
+    signer = DocumentSigner.generate("VN", algorithm, not_before=HOSTILE_NOW - timedelta(days=30))
+    verifier = verifier_for(signer)
+    seed = {"ES256": 1, "PS256": 2}[algorithm]
+    reasons = {verifier.verify(text).reason for text in hostile_passes(signer, 400, seed=seed)}
+    assert Reason.INTERNAL_ERROR not in reasons
+    assert {Reason.MALFORMED, Reason.SCHEMA_INVALID, Reason.OK} <= reasons  # the run reached every stage

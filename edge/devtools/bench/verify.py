@@ -7,6 +7,10 @@ and the ratio of the two (the machine is shared, so ratios are steadier than rat
 The peer figure is the usual Python DCC pipeline (base45 + zlib + pycose 1.1) on the same HC1
 vectors, run in its own venv (pycose 1.1 needs cbor2 < 6) as a subprocess; if that venv cannot
 be made, the reason is printed instead.
+
+The hostile run (``edge.devtools.hostile``: signed DCCs with tags, big numbers, odd keys, times
+past 9999, trailing bytes) prints the worst time any one input took, to show that every input
+gets its verdict in bounded time, and how many inputs escaped as ``internal_error`` (must be 0).
 """
 
 from __future__ import annotations
@@ -161,10 +165,32 @@ def _peer(vectors: dict[str, tuple[str, str]], seconds: float, runs: int) -> tup
     return json.loads(proc.stdout), ""
 
 
+def _hostile(count: int) -> dict[str, object]:
+    """Worst and median ms per input over ``count`` hostile signed DCCs (ES256 and PS256 halves)."""
+    from edge.devtools.hc1_issuer import DocumentSigner
+    from edge.devtools.hostile import NOW, hostile_passes, verifier_for
+    from edge.verdict import Reason
+
+    times, escaped = [], 0
+    for seed, algorithm in enumerate(("ES256", "PS256")):
+        signer = DocumentSigner.generate("VN", algorithm, not_before=NOW - timedelta(days=30))
+        verifier = verifier_for(signer)
+        texts = list(hostile_passes(signer, count // 2, seed=seed))
+        verifier.verify(texts[0])  # imports and schema compiles are start-up, not an input's cost
+        for text in texts:
+            start = time.perf_counter()
+            verdict = verifier.verify(text)
+            times.append(time.perf_counter() - start)
+            escaped += verdict.reason is Reason.INTERNAL_ERROR
+    return {"hostile_inputs": len(times), "hostile_worst_ms_per_input": round(max(times) * 1000, 3),
+            "hostile_median_ms_per_input": round(median(times) * 1000, 3), "hostile_internal_errors": escaped}
+
+
 def run(quick: bool = False, **_: object) -> dict[str, object]:
     """Full verifications/s per format (median of runs) and the peer pipeline's rate on the same HC1 vectors."""
     seconds, runs = (0.3, 3) if quick else (1.0, 5)
     figures: dict[str, object] = {}
+    figures.update(_hostile(600 if quick else 4000))
     verifier, text = _cp1()
     figures["cp1_per_s"] = round(_rate(verifier, text, seconds, runs), 1)
     if not DGC.exists():
