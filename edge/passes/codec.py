@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import math
 import re
+import threading
 import zlib
 from typing import Any
 
@@ -115,18 +116,23 @@ def _refuse_tag(tag: int):
 _NO_SEMANTIC_TAGS = {tag: _refuse_tag(tag) for tag in SEMANTIC_TAGS}
 
 
-def cbor_decode(data: bytes, fmt: str, what: str = "CBOR") -> Any:
-    """Exactly one CBOR item, as cbor2 decodes it but with no semantic tag, no duplicate map key,
-    bounded depth and no byte after the item (one pass, one encoding of its end).
+def cbor_decode(data: bytes, fmt: str, what: str = "CBOR", *, exact: bool = False) -> Any:
+    """One CBOR item, as cbor2 decodes it but with no semantic tag, no duplicate map key and
+    bounded depth. ``exact``: nothing may follow the item (the unsigned outer message: bytes after
+    it would give one pass many texts); signed content (headers, claims) is covered by its signature.
 
     Not yet safe to read: ``bounded`` checks what cbor2 still lets through (map key types,
     floats, simple values, unknown tags)."""
     if len(data) > MAX_INFLATED_BYTES:
         raise PassRejected(Reason.TOO_LARGE, f"{what} of {len(data)} bytes", format=fmt)
-    stream = io.BytesIO(data)
     try:
-        item = cbor2.CBORDecoder(stream, max_depth=MAX_CBOR_DEPTH, allow_duplicate_keys=False,
-                                 semantic_decoders=_NO_SEMANTIC_TAGS).decode()
+        if not exact:
+            return cbor2.loads(data, max_depth=MAX_CBOR_DEPTH, allow_duplicate_keys=False,
+                               semantic_decoders=_NO_SEMANTIC_TAGS)
+        stream = io.BytesIO(data)
+        decoder = _exact_decoder()
+        decoder.fp = stream
+        item = decoder.decode()
     except RecursionError:
         raise PassRejected(Reason.MALFORMED, f"{what} nested too deeply", format=fmt) from None
     except (cbor2.CBORError, ValueError, TypeError, OverflowError, MemoryError, EOFError) as exc:
@@ -135,6 +141,19 @@ def cbor_decode(data: bytes, fmt: str, what: str = "CBOR") -> Any:
         raise PassRejected(Reason.MALFORMED, f"{len(data) - stream.tell()} byte(s) after the {what} item",
                            format=fmt)
     return item
+
+
+_DECODERS = threading.local()
+
+
+def _exact_decoder() -> cbor2.CBORDecoder:
+    """This thread's decoder (made once: building one per message costs more than decoding)."""
+    decoder = getattr(_DECODERS, "decoder", None)
+    if decoder is None:
+        decoder = _DECODERS.decoder = cbor2.CBORDecoder(io.BytesIO(), max_depth=MAX_CBOR_DEPTH,
+                                                        allow_duplicate_keys=False,
+                                                        semantic_decoders=_NO_SEMANTIC_TAGS)
+    return decoder
 
 
 #: how cbor2 reports a failed semantic tag (it keeps only the tag number)
@@ -156,14 +175,10 @@ def _cbor_problem(exc: BaseException, what: str) -> str:
     return f"{what} is not well-formed CBOR ({type(exc).__name__})"
 
 
-#: the largest magnitude an integer may have (CBOR's own integers stay below 2**64; bignums are refused)
-MAX_INT = 2**64
-
-
 def bounded(item: Any, fmt: str, what: str, *, json: bool = False, top_tags: frozenset[int] = frozenset()) -> Any:
     """``item`` (from ``cbor_decode``) if it holds only plain, bounded values; MALFORMED otherwise.
 
-    Plain: text, bytes, integers below 2**64 in magnitude, finite floats, true / false / null,
+    Plain: text, bytes, integers (below 2**64 in magnitude: no bignum decodes), finite floats, true / false / null,
     arrays and maps whose keys are text or integers (never floats, booleans or anything else,
     so ``1``, ``1.0`` and ``True`` can never name the same key). ``json`` narrows this to what
     a JSON document holds (text keys, no bytes, no floats): the DCC payload has only text and
@@ -176,48 +191,52 @@ def bounded(item: Any, fmt: str, what: str, *, json: bool = False, top_tags: fro
             raise PassRejected(Reason.MALFORMED, f"{what} uses CBOR tag {_small(item.tag)}", format=fmt)
         inner = item.value
     try:
-        _check(inner, json, 0)
-    except _Unplain as exc:
+        check_plain(inner, json, 0)
+    except NotPlain as exc:
         raise PassRejected(Reason.MALFORMED, f"{what}: {exc.args[0]}", format=fmt) from None
     return item
 
 
-class _Unplain(Exception):
-    pass
+class NotPlain(ValueError):
+    """A value ``check_plain`` refuses; its message names the kind of value, never the value."""
 
 
-def _check(value: Any, json: bool, depth: int) -> None:
+#: values that need no look inside. Integers need no range check: CBOR's own stay below 2**64 in
+#: magnitude and bignums (tags 2 and 3) never decode
+_LEAVES = frozenset({str, int, bool, type(None), bytes})
+_JSON_LEAVES = frozenset({str, int, bool, type(None)})
+
+
+def check_plain(value: Any, json: bool = False, depth: int = 0) -> None:
+    """NotPlain unless ``value`` is plain and bounded (see ``bounded``, which wraps this)."""
     kind = type(value)
-    if kind is str or kind is bool or value is None:
-        return
-    if kind is int:
-        if -MAX_INT <= value < MAX_INT:
-            return
-        raise _Unplain("an integer is out of range")
+    leaves = _JSON_LEAVES if json else _LEAVES
     if kind is dict or kind is cbor2.frozendict:
         if depth >= MAX_CBOR_DEPTH:
-            raise _Unplain("nested too deeply")
+            raise NotPlain("nested too deeply")
         for key, inner in value.items():
             key_kind = type(key)
             if key_kind is not str and (json or key_kind is not int):
-                raise _Unplain(f"a map key is {_kind_name(key_kind)}, not {'text' if json else 'text or an integer'}")
-            _check(inner, json, depth + 1)
+                raise NotPlain(f"a map key is {_kind_name(key_kind)}, not {'text' if json else 'text or an integer'}")
+            if type(inner) not in leaves:
+                check_plain(inner, json, depth + 1)
         return
     if kind is list or kind is tuple:
         if depth >= MAX_CBOR_DEPTH:
-            raise _Unplain("nested too deeply")
+            raise NotPlain("nested too deeply")
         for inner in value:
-            _check(inner, json, depth + 1)
+            if type(inner) not in leaves:
+                check_plain(inner, json, depth + 1)
         return
-    if kind is bytes and not json:
+    if kind in leaves:
         return
     if kind is float and not json:
         if math.isfinite(value):
             return
-        raise _Unplain("a number is not finite")
+        raise NotPlain("a number is not finite")
     if kind is cbor2.CBORTag:
-        raise _Unplain(f"CBOR tag {_small(value.tag)} is not allowed here")
-    raise _Unplain(f"{_kind_name(kind)} is not allowed here")
+        raise NotPlain(f"CBOR tag {_small(value.tag)} is not allowed here")
+    raise NotPlain(f"{_kind_name(kind)} is not allowed here")
 
 
 _KIND_NAMES = {float: "a float", bytes: "a byte string", bool: "a boolean", type(None): "null", str: "text",

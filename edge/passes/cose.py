@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
-from edge.passes.codec import cbor_loads
+from edge.passes.codec import bounded, cbor_decode, cbor_loads
 from edge.verdict import PassRejected, Reason
 
 COSE_SIGN1_TAG = 18
@@ -102,7 +102,7 @@ def _header_map(value: Any, fmt: str, which: str) -> Mapping:
 
 def parse_sign1(data: bytes, fmt: str) -> Sign1:
     """Parse a (tagged or untagged) COSE_Sign1 from CBOR bytes; MALFORMED on any structural defect."""
-    obj = cbor_loads(data, fmt, "COSE", top_tags=_SIGN1_TAGS)
+    obj = bounded(cbor_decode(data, fmt, "COSE", exact=True), fmt, "COSE", top_tags=_SIGN1_TAGS)
     if type(obj) is cbor2.CBORTag:
         obj = obj.value
     if type(obj) not in (list, tuple) or len(obj) != 4:

@@ -20,7 +20,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-from edge.passes.codec import b45decode, bounded, cbor_decode, inflate, strip_prefix
+from edge.passes.codec import NotPlain, b45decode, cbor_decode, check_plain, inflate, strip_prefix
 from edge.passes.cose import ES256, PS256, Sign1, check_alg, parse_sign1
 from edge.passes.credential import Credential, PassFormat, PassKind, Recovery, TestResult, Vaccination
 from edge.passes.cwt import CLAIM_EXP, CLAIM_HCERT, CLAIM_IAT, CLAIM_ISS
@@ -67,12 +67,16 @@ def _bad(detail: str) -> PassRejected:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+#: 9999-12-31T23:59:59Z, the last second a datetime can hold
+_MAX_TIMESTAMP = 253402300799
 
 
 def _time(value: Any, what: str) -> datetime:
     """A CWT NumericDate (RFC 8392: an integer or a float; some issuers sign fractions) as an aware
     datetime; SCHEMA_INVALID unless it lies inside datetime's range (years 1 to 9999)."""
     kind = type(value)
+    if kind is int and 0 <= value <= _MAX_TIMESTAMP:  # the usual case, C-fast
+        return datetime.fromtimestamp(value, UTC)
     if kind is int or kind is float:  # never bool: ``bounded`` has already refused non-finite floats
         try:
             return _EPOCH + timedelta(seconds=value)
@@ -82,26 +86,29 @@ def _time(value: Any, what: str) -> datetime:
 
 
 def _raw_claims(msg: Sign1) -> tuple[dict, dict]:
-    """The CWT claims and the DCC payload, each checked once by ``bounded``: every claim a plain
-    value, the payload a JSON document (text keys, text and integers only)."""
+    """The CWT claims and the DCC payload, each value checked once (``codec.check_plain``): every
+    claim plain CBOR, the payload a JSON document (text keys, text and integers only)."""
     claims = cbor_decode(msg.payload, FMT, "CWT")
     if type(claims) is not dict:
         raise PassRejected(Reason.MALFORMED, "CWT is not a claims map", format=FMT)
     hcert = None
-    for key, value in claims.items():
-        key_kind = type(key)
-        if key_kind is int and key == CLAIM_HCERT:
-            hcert = value
-        elif key_kind is int or key_kind is str:
-            bounded(value, FMT, "CWT claim")
-        else:
-            raise PassRejected(Reason.MALFORMED, "CWT claim key is neither an integer nor text", format=FMT)
-    if type(hcert) is not dict or type(hcert.get(1)) is not dict:
-        raise PassRejected(Reason.MALFORMED, "CWT has no DCC payload (claim -260/1)", format=FMT)
-    for key, value in hcert.items():
-        if type(key) is not int:
-            raise PassRejected(Reason.MALFORMED, "health certificate claim key is not an integer", format=FMT)
-        bounded(value, FMT, "DCC payload" if key == 1 else "health certificate claim", json=key == 1)
+    try:
+        for key, value in claims.items():
+            key_kind = type(key)
+            if key_kind is int and key == CLAIM_HCERT:
+                hcert = value
+            elif key_kind is int or key_kind is str:
+                check_plain(value)
+            else:  # a float or boolean key must never stand for an integer claim
+                raise NotPlain("a claim key is neither an integer nor text")
+        if type(hcert) is not dict or type(hcert.get(1)) is not dict:
+            raise PassRejected(Reason.MALFORMED, "CWT has no DCC payload (claim -260/1)", format=FMT)
+        for key, value in hcert.items():
+            if type(key) is not int:
+                raise NotPlain("a health certificate claim key is not an integer")
+            check_plain(value, key == 1)
+    except NotPlain as exc:
+        raise PassRejected(Reason.MALFORMED, f"CWT: {exc.args[0]}", format=FMT) from None
     return claims, hcert[1]
 
 
@@ -120,6 +127,9 @@ _VERSION = re.compile(r"(\d{1,3})\.(\d{1,3})\.(\d{1,3})")
 
 def schema_file(version: Any) -> str:
     """The schema a payload of DCC schema version ``version`` is checked against."""
+    known = _SCHEMA_BY_VERSION.get(version) if type(version) is str else None
+    if known is not None:
+        return known
     match = _VERSION.fullmatch(version) if type(version) is str else None
     if match is None:
         return NEWEST_SCHEMA  # whose own "ver" pattern then names the defect
@@ -127,6 +137,12 @@ def schema_file(version: Any) -> str:
     if (major, minor) == (1, 3) and patch >= 2:
         return NEWEST_SCHEMA
     return SCHEMA_FILES.get((major, minor), NEWEST_SCHEMA)
+
+
+#: the versions issuers use, looked up without a regular expression (the common case)
+_SCHEMA_BY_VERSION = {"1.0.0": "dcc-1.1.0.json", "1.0.1": "dcc-1.1.0.json", "1.1.0": "dcc-1.1.0.json",
+                      "1.2.0": "dcc-1.2.1.json", "1.2.1": "dcc-1.2.1.json", "1.3.0": "dcc-1.3.1.json",
+                      "1.3.1": "dcc-1.3.1.json", "1.3.2": NEWEST_SCHEMA}
 
 
 @lru_cache(maxsize=8)
@@ -218,6 +234,9 @@ def _instant(value: Any, where: str) -> datetime:
 
 def _vaccination(entries: list[dict]) -> tuple[int, Vaccination]:
     """The dose that counts: the latest (by date, then dose number) of every entry."""
+    if len(entries) == 1:  # the usual case (1.3 allows no other)
+        entry = entries[0]
+        return 0, Vaccination(entry["dn"], entry["sd"], _day(entry["dt"], "v/0/dt"), entry.get("mp"))
     read = [((_day(e["dt"], f"v/{i}/dt") or date.min, e["dn"]), i) for i, e in enumerate(entries)]
     (last_dose, _), index = max(read)
     entry = entries[index]
@@ -259,9 +278,10 @@ def _credential(claims: Mapping, dcc: dict, msg: Sign1, key: TrustedKey, now: da
     issuer = issuer_of(claims, key)
     # every certificate identifier in the pass meets the risk and revocation lists, not only the
     # one that counts: a listed one anywhere refuses the pass
-    risk_keys: list[bytes] = []
-    for uci in dict.fromkeys([entries[index]["ci"], *(e["ci"] for e in entries)]):
-        risk_keys.extend(k for k in revocation_keys(issuer, uci, msg) if k not in risk_keys)
+    risk_keys = list(revocation_keys(issuer, entries[index]["ci"], msg))
+    for i, entry in enumerate(entries):
+        if i != index:
+            risk_keys.extend(k for k in revocation_keys(issuer, entry["ci"], msg) if k not in risk_keys)
     return Credential(
         format=PassFormat.HC1, kind=KIND_BY_GROUP[group], pass_id=entries[index]["ci"], issuer=issuer, kid=key.kid,
         # a DCC carries no citizen id: its holder stands in logs for its certificate, the UCI hash

@@ -37,7 +37,7 @@ from sync.wire.risk.types import RiskStatus
 
 DGC = dgc_testdata_dir() / "common/2DCode/raw"
 VECTORS = {"hc1_es256": "CO3", "hc1_ps256": "CO1"}
-PEER_VENV = Path(__file__).resolve().parents[2] / "var" / "peer-venv"
+PEER_VENV = Path(__file__).resolve().parents[3] / "var" / "peer-venv"  # the checkout's var/, not the package
 PEER_PACKAGES = ["pycose==1.1.0", "cbor2<6", "base45", "cryptography"]
 
 
