@@ -109,6 +109,11 @@ class TrustConfig(_Section):
     path: Path = Path("trust.cpenv")
 
 
+class ValueSetsConfig(_Section):
+    #: signed EU value-set list; absent: the sets shipped with the software are used
+    path: Path = Path("valuesets.cpenv")
+
+
 class RiskConfig(_Section):
     path: Path = Path("risk")
 
@@ -135,6 +140,8 @@ class AnswerLimits(_Section):
     enrollment: int = Field(default=16 * 1024, ge=1024)
     trust: int = Field(default=16 * 1024 * 1024, ge=1024)
     policy: int = Field(default=1024 * 1024, ge=1024)
+    #: EU value-set list (the EU's sets are tens of kilobytes)
+    valuesets: int = Field(default=4 * 1024 * 1024, ge=1024)
     #: risk snapshot or deltas in one answer
     risk: int = Field(default=128 * 1024 * 1024, ge=1024)
 
@@ -226,6 +233,7 @@ class Config(_Section):
     light: LightConfig = LightConfig()
     policy: PolicyConfig = PolicyConfig()
     trust: TrustConfig = TrustConfig()
+    valuesets: ValueSetsConfig = ValueSetsConfig()
     risk: RiskConfig = RiskConfig()
     lists: ListsConfig = ListsConfig()
     scanlog: ScanLogConfig = ScanLogConfig()

@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "risk": "edge.cli.risk:risk",
     "policy": "edge.cli.policy:policy",
     "trust": "edge.cli.trust:trust",
+    "valuesets": "edge.cli.valuesets:valuesets",
     "provision": "edge.cli.provision:provision",
     "log": "edge.cli.log:log",
 }

@@ -27,6 +27,7 @@ from edge.lists.risk_store import RiskStore
 from edge.lists.version_floor import RollbackError, VersionFloor
 from edge.passes.reader import warm_up as warm_up_readers
 from edge.passes.trust import TrustError, TrustStore, load_trust_file
+from edge.passes.valuesets import ValueSets, ValueSetsError, load_valuesets_file, shipped
 from edge.scan.camera import FrameSource, make_source
 from edge.scan.clock import Clock, FixedClock, NoRtc, SysfsRtc, SystemClock, boot_id
 from edge.scan.debounce import Debouncer
@@ -104,7 +105,25 @@ def build_verifier(config: Config, clock: Clock) -> Verifier:
     publisher = [load_ed25519_public(config.resolve(config.keys.publisher_public_key))]
     floor = open_floor(config)
     trust, policy = load_device_lists(config, publisher, floor)
-    return Verifier(trust=trust, risk=open_risk_store(config, publisher, floor), policy=policy, clock=clock)
+    return Verifier(trust=trust, risk=open_risk_store(config, publisher, floor), policy=policy, clock=clock,
+                    value_sets=load_value_sets(config, publisher, floor))
+
+
+def load_value_sets(config: Config, publisher_keys: list[Ed25519PublicKey], floor: VersionFloor) -> ValueSets:
+    """The installed EU value sets; the shipped ones (logged with what to do) when the installed
+    file is unusable or older than one installed before: a damaged list costs CHECKs for new
+    codes, never a stopped device, and the next sync installs the list again."""
+    path = config.resolve(config.valuesets.path)
+    try:
+        sets = load_valuesets_file(path, publisher_keys)
+        if sets.version:
+            floor.check("valuesets", sets.version, f"value-set list {path}")
+            floor.raise_to("valuesets", sets.version)  # rebuilds a lost floor file from a list that verifies
+        return sets
+    except (ValueSetsError, RollbackError) as exc:
+        log.error("event=valuesets_unusable error=%r action=using the shipped value sets until sync installs "
+                  "a good list", str(exc))
+        return shipped()
 
 
 def build_sync_client(config: Config, *, scanlog: ScanLog, clock: Clock, publisher_keys: list[Ed25519PublicKey],
@@ -117,6 +136,7 @@ def build_sync_client(config: Config, *, scanlog: ScanLog, clock: Clock, publish
                       clock=clock, batch_size=s.batch_size, timeout_s=s.timeout_s,
                       backoff_max_s=s.backoff_max_s, interval_s=s.interval_s,
                       trust_path=config.resolve(config.trust.path), policy_path=config.resolve(config.policy.path),
+                      valuesets_path=config.resolve(config.valuesets.path),
                       risk_store=risk_store, on_installed=on_installed, request_deadline_s=s.request_deadline_s,
                       limits=s.max_answer_bytes, certificate_path=config.resolve(config.keys.enrollment_certificate),
                       spool_dir=config.device.data_dir)
@@ -208,12 +228,14 @@ class LiveVerifier:
             self.lists_refused = None
             if trust.issued_at is not None:  # signed, checked at every load: the time is at least this
                 self._clock.note_signed_time(trust.issued_at, "trust_list")
+            value_sets = load_value_sets(config, self._keys, self.floor)
             if self.current is None:
-                self.current = Verifier(trust=trust, risk=self.risk, policy=policy, clock=self._clock)
-                log.info("event=verifier_ready trust_version=%s policy_version=%s risk_version=%s",
-                         trust.version, policy.version, self.risk_version)
+                self.current = Verifier(trust=trust, risk=self.risk, policy=policy, clock=self._clock,
+                                        value_sets=value_sets)
+                log.info("event=verifier_ready trust_version=%s policy_version=%s risk_version=%s "
+                         "valuesets_version=%s", trust.version, policy.version, self.risk_version, value_sets.version)
             else:
-                self.current.install(trust=trust, policy=policy, risk=self.risk)
+                self.current.install(trust=trust, policy=policy, risk=self.risk, value_sets=value_sets)
 
 
 class Appliance:

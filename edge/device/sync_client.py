@@ -33,6 +33,7 @@ from edge.device.transport import Answer, BoundedTransport, TransportError
 from edge.lists.policy import CheckpointIdentity, parse_policy_envelope
 from edge.lists.version_floor import ListKind, VersionFloor
 from edge.passes.trust import TrustStore
+from edge.passes.valuesets import ValueSets
 from edge.scan.clock import Clock
 from edge.scan.scanlog import ScanLog
 from sync.wire.envelope import EnvelopeError, open_envelope
@@ -105,6 +106,10 @@ def _validate_policy(blob: bytes, keys: list[Ed25519PublicKey], checkpoint: Chec
     return parse_policy_envelope(blob, keys, checkpoint).version
 
 
+def _validate_valuesets(blob: bytes, keys: list[Ed25519PublicKey], _checkpoint: CheckpointIdentity) -> int:
+    return ValueSets.from_envelope(blob, keys).version
+
+
 class SyncClient:
     """Store-and-forward sync of one device with the central server."""
 
@@ -114,6 +119,7 @@ class SyncClient:
                  batch_size: int = 500, timeout_s: float = 10.0, backoff_base_s: float = 1.0,
                  backoff_max_s: float = 300.0, interval_s: float = 60.0,
                  trust_path: Path | None = None, policy_path: Path | None = None, risk_store: Any = None,
+                 valuesets_path: Path | None = None,
                  on_installed: InstalledCallback | None = None, rng: Callable[[], float] = random.random,
                  request_deadline_s: float = 120.0, limits: AnswerLimits | None = None,
                  certificate_path: Path | None = None, spool_dir: Path | None = None):
@@ -122,7 +128,7 @@ class SyncClient:
         self.device_id = scanlog.device_id
         self._key = device_key
         self.publisher_keys = list(publisher_keys or [])
-        if (trust_path or policy_path) and (checkpoint is None or floor is None):
+        if (trust_path or policy_path or valuesets_path) and (checkpoint is None or floor is None):
             raise ValueError("a client that installs trust lists or policies needs the device's checkpoint "
                              "(policies are for named checkpoints) and its anti-rollback floor")
         self.checkpoint = checkpoint
@@ -134,6 +140,7 @@ class SyncClient:
         self.backoff_max_s = backoff_max_s
         self.interval_s = interval_s
         self.trust_path, self.policy_path, self.risk_store = trust_path, policy_path, risk_store
+        self.valuesets_path = valuesets_path
         self.on_installed = on_installed
         self.request_deadline_s = request_deadline_s
         self.limits = limits or AnswerLimits()
@@ -318,13 +325,14 @@ class SyncClient:
 
     # -- downloads -------------------------------------------------------------------------------
     def download(self) -> tuple[list[tuple[str, int]], list[str]]:
-        """Fetch server time, trust list, policy and risk updates; install each only once verified."""
+        """Fetch server time, trust list, policy, value sets and risk updates; install each only once verified."""
         installed: list[tuple[str, int]] = []
         errors: list[str] = []
         if not self.publisher_keys:
             return installed, errors
         for name, step in (("time", self._download_time), ("trust", self._download_trust),
-                           ("policy", self._download_policy), ("risk", self._download_risk)):
+                           ("policy", self._download_policy), ("valuesets", self._download_valuesets),
+                           ("risk", self._download_risk)):
             try:
                 installed.extend(step())
             except SyncError:
@@ -408,6 +416,10 @@ class SyncClient:
 
     def _download_policy(self) -> list[tuple[str, int]]:
         return self._download_envelope("policy", self.policy_path, _validate_policy)
+
+    def _download_valuesets(self) -> list[tuple[str, int]]:
+        """The EU value sets as the publisher last sealed them (new codes stop being unknown_code)."""
+        return self._download_envelope("valuesets", self.valuesets_path, _validate_valuesets)
 
     def _download_risk(self) -> list[tuple[str, int]]:
         store = self.risk_store

@@ -24,8 +24,8 @@ from sync.wire.fsutil import write_atomic
 
 log = logging.getLogger(__name__)
 
-ListKind = Literal["trust", "policy", "risk"]
-KINDS: tuple[ListKind, ...] = ("trust", "policy", "risk")
+ListKind = Literal["trust", "policy", "risk", "valuesets"]
+KINDS: tuple[ListKind, ...] = ("trust", "policy", "risk", "valuesets")
 #: no list version is anywhere near this; a larger one in the file means the file is not ours
 MAX_VERSION = 2**53
 _WRITE_LOCK = threading.Lock()

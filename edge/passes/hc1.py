@@ -26,7 +26,7 @@ from edge.passes.credential import Credential, PassFormat, PassKind, Recovery, T
 from edge.passes.cwt import CLAIM_EXP, CLAIM_HCERT, CLAIM_IAT, CLAIM_ISS
 from edge.passes.signing_keys import check_key_period, find_signer
 from edge.passes.trust import SOURCE_DSC, TrustedKey, TrustStore
-from edge.passes.valuesets import unknown_codes
+from edge.passes.valuesets import ValueSets, unknown_codes
 from edge.verdict import PassRejected, Reason
 
 PREFIX = "HC1:"
@@ -193,10 +193,10 @@ def checked_payload(msg: Sign1) -> tuple[dict, dict]:
     return claims, dcc
 
 
-def check_codes(dcc: Mapping) -> None:
-    """UNKNOWN_CODE (a CHECK, not a REFUSE: the shipped value sets may predate the pass) when a
-    coded field uses a code the EU value sets do not define."""
-    unknown = unknown_codes(dcc)
+def check_codes(dcc: Mapping, value_sets: ValueSets | None = None) -> None:
+    """UNKNOWN_CODE (a CHECK, not a REFUSE: the installed value sets may predate the pass) when a
+    coded field uses a code the EU value sets do not define. A stage apart from the schema."""
+    unknown = unknown_codes(dcc, value_sets)
     if unknown:
         raise PassRejected(Reason.UNKNOWN_CODE, "; ".join(unknown)[:200], format=FMT)
 
@@ -323,8 +323,10 @@ def issuer_of(claims: Mapping, key: TrustedKey) -> str:
     return issuer if type(issuer) is str else key.issuer
 
 
-def read_hc1(text: str, trust: TrustStore, now: datetime | None = None) -> Credential:
-    """Decode, authenticate and schema-check an EU DCC; PassRejected with a reason on any defect."""
+def read_hc1(text: str, trust: TrustStore, now: datetime | None = None,
+             value_sets: ValueSets | None = None) -> Credential:
+    """Decode, authenticate and schema-check an EU DCC; PassRejected with a reason on any defect.
+    ``value_sets``: the installed EU value sets (the shipped ones when None)."""
     msg = decode_hc1(text)
     key = verify_signature(msg, trust)
     claims, dcc = checked_payload(msg)
@@ -335,5 +337,5 @@ def read_hc1(text: str, trust: TrustStore, now: datetime | None = None) -> Crede
         raise PassRejected(Reason.ISSUER_KEY_USAGE, f"DSC may sign {sorted(key.usages)}, not {usage}",
                            format=FMT)
     check_key_period(key, credential.issued_at, now, FMT)
-    check_codes(dcc)  # last: a definite refusal above outranks this doubt (a separate stage)
+    check_codes(dcc, value_sets)  # last: a definite refusal above outranks this doubt (a separate stage)
     return credential

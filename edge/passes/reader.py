@@ -10,6 +10,7 @@ from edge.passes import cp1
 from edge.passes.credential import Credential
 from edge.passes.limits import MAX_TEXT_CHARS
 from edge.passes.trust import TrustStore
+from edge.passes.valuesets import ValueSets
 from edge.verdict import PassRejected, Reason
 
 
@@ -23,7 +24,7 @@ def format_of(text: str) -> str | None:
 
 
 @functools.cache
-def _read_hc1() -> Callable[[str, TrustStore, datetime | None], Credential]:
+def _read_hc1() -> Callable[[str, TrustStore, datetime | None, ValueSets | None], Credential]:
     """``hc1.read_hc1``, imported on first use (it pulls in the schema libraries), then kept."""
     from edge.passes import hc1
 
@@ -39,8 +40,10 @@ def warm_up() -> None:
     hc1.compile_schemas()
 
 
-def read_pass(text: str, trust: TrustStore, now: datetime | None = None) -> Credential:
-    """Decode and authenticate any supported pass; PassRejected names what is wrong."""
+def read_pass(text: str, trust: TrustStore, now: datetime | None = None,
+              value_sets: ValueSets | None = None) -> Credential:
+    """Decode and authenticate any supported pass; PassRejected names what is wrong.
+    ``value_sets``: the installed EU value sets (the shipped ones when None)."""
     if not isinstance(text, str):
         raise PassRejected(Reason.MALFORMED, f"expected text, got {type(text).__name__}")
     if len(text) > MAX_TEXT_CHARS:
@@ -49,5 +52,5 @@ def read_pass(text: str, trust: TrustStore, now: datetime | None = None) -> Cred
     if fmt == cp1.FMT:
         return cp1.read_cp1(text, trust, now)
     if fmt == "HC1":
-        return _read_hc1()(text, trust, now)
+        return _read_hc1()(text, trust, now, value_sets)
     raise PassRejected(Reason.NOT_A_PASS, "no known pass prefix")

@@ -16,6 +16,7 @@ from edge.lists.policy import Policy
 from edge.passes.credential import Credential
 from edge.passes.reader import read_pass
 from edge.passes.trust import TrustStore
+from edge.passes.valuesets import ValueSets
 from edge.scan.clock import Clock
 from edge.verdict import Decision, PassRejected, Reason, Verdict, decision_for, refuse_or_check
 from sync.wire.risk.types import RiskLookup, RiskStatus
@@ -33,13 +34,15 @@ class _State:
     trust: TrustStore
     risk: RiskLookup | None
     policy: Policy
+    value_sets: ValueSets | None = None
 
 
 class Verifier:
     """Verifies scanned QR texts into Verdicts; thread-safe, hot-swappable inputs."""
 
-    def __init__(self, *, trust: TrustStore, risk: RiskLookup | None, policy: Policy, clock: Clock):
-        self._state = _State(trust, risk, policy)
+    def __init__(self, *, trust: TrustStore, risk: RiskLookup | None, policy: Policy, clock: Clock,
+                 value_sets: ValueSets | None = None):
+        self._state = _State(trust, risk, policy, value_sets)
         self._clock = clock
         self._lock = threading.Lock()
 
@@ -60,14 +63,21 @@ class Verifier:
     def policy(self) -> Policy:
         return self._state.policy
 
+    @property
+    def value_sets_version(self) -> int:
+        """Version of the EU value sets in use (0: the ones shipped with the software)."""
+        sets = self._state.value_sets
+        return 0 if sets is None else sets.version
+
     def install(self, *, trust: TrustStore | None = None, risk: RiskLookup | None = None,
-                policy: Policy | None = None) -> None:
-        """Atomically replace any of trust store, risk list and policy (others are kept)."""
+                policy: Policy | None = None, value_sets: ValueSets | None = None) -> None:
+        """Atomically replace any of trust store, risk list, policy and value sets (others are kept)."""
         with self._lock:
             old = self._state
-            self._state = _State(trust or old.trust, risk if risk is not None else old.risk, policy or old.policy)
-        log.info("event=verifier_installed trust_version=%s risk_version=%s policy_version=%s",
-                 self.trust_version, self.risk_version, self.policy_version)
+            self._state = _State(trust or old.trust, risk if risk is not None else old.risk, policy or old.policy,
+                                 value_sets or old.value_sets)
+        log.info("event=verifier_installed trust_version=%s risk_version=%s policy_version=%s valuesets_version=%s",
+                 self.trust_version, self.risk_version, self.policy_version, self.value_sets_version)
 
     def verify(self, text: str) -> Verdict:
         """The verdict for one scanned QR text. Never raises."""
@@ -82,7 +92,7 @@ class Verifier:
         now = self._clock.now()
         trusted = self._clock.trusted()
         try:
-            cred = read_pass(text, state.trust, now)
+            cred = read_pass(text, state.trust, now, state.value_sets)
         except PassRejected as exc:
             if exc.reason in _TIME_REASONS and not trusted:
                 return Verdict(Decision.CHECK, Reason.CLOCK_UNTRUSTED, format=exc.format, detail=exc.detail)

@@ -283,6 +283,7 @@ def _device_routes(app: FastAPI, settings: ServerSettings, store: SQLStorage) ->
 
     app.add_api_route(f"{API}/trust", _published("trust"), methods=["GET"])
     app.add_api_route(f"{API}/policy", _published("policy"), methods=["GET"])
+    app.add_api_route(f"{API}/valuesets", _published("valuesets"), methods=["GET"])
 
     @app.get(f"{API}/risk")
     async def risk(request: Request, have: int = Query(0, ge=0, le=MAX_SEQ)) -> Response:

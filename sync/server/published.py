@@ -9,7 +9,7 @@ import cbor2
 from sync.server.settings import ServerSettings
 
 #: envelopes an operator may upload through the admin API (the risk list has its own publisher)
-UPLOADABLE = ("trust", "policy")
+UPLOADABLE = ("trust", "policy", "valuesets")
 
 
 def published_version(path: Path) -> int | None:
@@ -22,11 +22,11 @@ def published_version(path: Path) -> int | None:
 
 
 def published_lists(settings: ServerSettings) -> dict[str, tuple[int | None, str]]:
-    """What the devices can download now: trust list, policy and risk list versions (dashboard)."""
+    """What the devices can download now: trust list, policy, value sets and risk list versions (dashboard)."""
     if settings.data_dir is None:
         return {}
     out: dict[str, tuple[int | None, str]] = {}
-    for kind in ("trust", "policy"):
+    for kind in ("trust", "policy", "valuesets"):
         path = settings.data_dir / "published" / f"{kind}.cpenv"
         version = published_version(path)
         out[kind] = (version, str(path) if version is not None else f"not published ({path})")
