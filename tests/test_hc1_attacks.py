@@ -272,3 +272,18 @@ def test_test_times_outside_the_calendar_are_refused(signer: DocumentSigner, sc:
     payload["t"] = [{"tg": "840539006", "tt": "LP6464-4", "sc": sc, "tr": "260415000", "co": "VN",
                      "is": entry["is"], "ci": entry["ci"]}]
     _refused(_verify(signer, _signed(signer, _claims(payload))), Reason.SCHEMA_INVALID)
+
+
+def test_cp1_times_past_9999_are_refused() -> None:
+    """Our own format had the same bound: 2**40 - 1 seconds overflowed datetime (internal_error)."""
+    from edge.passes.cp1 import CLAIM_CP1, K_HOLDER, K_KIND
+    from edge.passes.issuer import IssuerKey
+
+    key = IssuerKey.generate("HN", "EdDSA", not_before=NOW - timedelta(days=1))
+    claims = {1: "HN", 6: int(NOW.timestamp()), 4: 2 ** 40 - 1, 7: b"pass-1",
+              CLAIM_CP1: {K_KIND: "resident", K_HOLDER: bytes(16)}}
+    cose = sign1(cbor2.dumps(claims), key.private_key, key.alg_id, key.kid)
+    text = "CP1:" + base45.b45encode(zlib.compress(cose, 9)).decode()
+    verifier = Verifier(trust=TrustStore([key.trusted_key()]), risk=MemoryRiskList({}, published_at=NOW),
+                        policy=default_policy(), clock=FixedClock(NOW))
+    _refused(verifier.verify(text), Reason.SCHEMA_INVALID)

@@ -96,8 +96,9 @@ def read_cp1(text: str, trust: TrustStore, now: datetime | None = None) -> Crede
     claims = cbor_loads(msg.payload, FMT, "CWT")
     credential = _credential(claims, key.kid)
     if credential.issuer != key.issuer:
-        raise PassRejected(Reason.UNKNOWN_ISSUER,
-                           f"pass claims issuer {credential.issuer!r}, key belongs to {key.issuer!r}", format=FMT)
+        # the claimed issuer is the pass's text: not quoted
+        raise PassRejected(Reason.UNKNOWN_ISSUER, f"pass claims another issuer than its key's {key.issuer[:40]}",
+                           format=FMT)
     check_key_period(key, credential.issued_at, now, FMT)
     return credential
 
@@ -106,9 +107,13 @@ def _bad(detail: str) -> PassRejected:
     return PassRejected(Reason.SCHEMA_INVALID, detail, format=FMT)
 
 
+#: 9999-12-31T23:59:59Z: the last second a datetime holds (2**40 - 1 seconds overflowed it)
+_MAX_TIMESTAMP = 253402300799
+
+
 def _int(value: Any, what: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**40:
-        raise _bad(f"{what} must be a timestamp or small integer")
+    if type(value) is not int or not 0 <= value <= _MAX_TIMESTAMP:
+        raise _bad(f"{what} must be a timestamp (years 1970 to 9999) or a small integer")
     return value
 
 
