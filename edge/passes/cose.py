@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import cbor2
@@ -100,6 +101,13 @@ def _header_map(value: Any, fmt: str, which: str) -> Mapping:
     return value
 
 
+@lru_cache(maxsize=64)
+def _protected_header(protected_bytes: bytes, fmt: str) -> Mapping:
+    """The protected header map, read once per distinct header: an issuer's key signs every pass
+    with the same bytes. Bounded cache; a refusal raises and is not kept. Read-only: never mutated."""
+    return _header_map(cbor_loads(protected_bytes, fmt, "protected header"), fmt, "protected")
+
+
 def parse_sign1(data: bytes, fmt: str) -> Sign1:
     """Parse a (tagged or untagged) COSE_Sign1 from CBOR bytes; MALFORMED on any structural defect."""
     obj = bounded(cbor_decode(data, fmt, "COSE", exact=True), fmt, "COSE", top_tags=_SIGN1_TAGS)
@@ -110,8 +118,7 @@ def parse_sign1(data: bytes, fmt: str) -> Sign1:
     protected_bytes, unprotected, payload, signature = obj
     if not (type(protected_bytes) is bytes and type(payload) is bytes and type(signature) is bytes):
         raise PassRejected(Reason.MALFORMED, "COSE_Sign1 fields have the wrong types", format=fmt)
-    protected = _header_map(cbor_loads(protected_bytes, fmt, "protected header"), fmt, "protected") \
-        if protected_bytes else {}
+    protected = _protected_header(protected_bytes, fmt) if protected_bytes else {}
     unprotected = _header_map(unprotected, fmt, "unprotected")
     alg = protected.get(HDR_ALG, unprotected.get(HDR_ALG))
     kid = protected.get(HDR_KID, unprotected.get(HDR_KID))

@@ -9,8 +9,10 @@ vectors, run in its own venv (pycose 1.1 needs cbor2 < 6) as a subprocess; if th
 be made, the reason is printed instead.
 
 The hostile run (``edge.devtools.hostile``: signed DCCs with tags, big numbers, odd keys, times
-past 9999, trailing bytes) prints the worst time any one input took, to show that every input
-gets its verdict in bounded time, and how many inputs escaped as ``internal_error`` (must be 0).
+past 9999, trailing bytes) prints the worst time any one input took (CPU time of the verifying
+thread, and wall time), to show that every input gets its verdict in bounded time, and how many
+inputs escaped as ``internal_error`` (must be 0). It runs after the throughput figures so that
+its thousands of refusals do not colour them.
 """
 
 from __future__ import annotations
@@ -171,18 +173,22 @@ def _hostile(count: int) -> dict[str, object]:
     from edge.devtools.hostile import NOW, hostile_passes, verifier_for
     from edge.verdict import Reason
 
-    times, escaped = [], 0
+    times, cpu_times, escaped = [], [], 0
     for seed, algorithm in enumerate(("ES256", "PS256")):
         signer = DocumentSigner.generate("VN", algorithm, not_before=NOW - timedelta(days=30))
         verifier = verifier_for(signer)
         texts = list(hostile_passes(signer, count // 2, seed=seed))
         verifier.verify(texts[0])  # imports and schema compiles are start-up, not an input's cost
         for text in texts:
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.thread_time()
             verdict = verifier.verify(text)
+            cpu_times.append(time.thread_time() - cpu_start)
             times.append(time.perf_counter() - start)
             escaped += verdict.reason is Reason.INTERNAL_ERROR
-    return {"hostile_inputs": len(times), "hostile_worst_ms_per_input": round(max(times) * 1000, 3),
+    # wall time includes the scheduler (a shared machine preempts for tens of ms); CPU time is
+    # the work the input itself caused
+    return {"hostile_inputs": len(times), "hostile_worst_cpu_ms_per_input": round(max(cpu_times) * 1000, 3),
+            "hostile_worst_wall_ms_per_input": round(max(times) * 1000, 3),
             "hostile_median_ms_per_input": round(median(times) * 1000, 3), "hostile_internal_errors": escaped}
 
 
@@ -190,11 +196,11 @@ def run(quick: bool = False, **_: object) -> dict[str, object]:
     """Full verifications/s per format (median of runs) and the peer pipeline's rate on the same HC1 vectors."""
     seconds, runs = (0.3, 3) if quick else (1.0, 5)
     figures: dict[str, object] = {}
-    figures.update(_hostile(600 if quick else 4000))
     verifier, text = _cp1()
     figures["cp1_per_s"] = round(_rate(verifier, text, seconds, runs), 1)
     if not DGC.exists():
         figures["hc1_note"] = f"{DGC} missing: HC1 figures left out"
+        figures.update(_hostile(600 if quick else 4000))
         return figures
     peer_vectors = {}
     for label, name in VECTORS.items():
@@ -204,6 +210,7 @@ def run(quick: bool = False, **_: object) -> dict[str, object]:
         figures[f"{label}_signature_only_per_s"] = round(bare, 1)
         figures[f"{label}_of_signature_only"] = round(float(figures[f"{label}_per_s"]) / bare, 3)  # type: ignore[arg-type]
         peer_vectors[label] = (text, cert)
+    figures.update(_hostile(600 if quick else 4000))
     peer, why = _peer(peer_vectors, seconds, runs)
     if peer:
         figures["peer_hc1_per_s"] = round(median(peer.values()), 1)
