@@ -32,5 +32,5 @@ def test_hostile_figures_come_from_a_real_run() -> None:
     """The worst-case figure is measured on inputs that reach every stage, and none escapes."""
     figures = bench._hostile(60)
     assert figures["hostile_inputs"] == 60 and figures["hostile_internal_errors"] == 0
-    assert 0 < figures["hostile_worst_cpu_ms_per_input"] and 0 < figures["hostile_median_ms_per_input"]
+    assert figures["hostile_worst_cpu_ms_per_input"] > 0 and figures["hostile_median_ms_per_input"] > 0
     assert figures["hostile_worst_wall_ms_per_input"] >= figures["hostile_median_ms_per_input"]
