@@ -203,7 +203,7 @@ class NotPlain(ValueError):
 
 #: values that need no look inside. Integers need no range check: CBOR's own stay below 2**64 in
 #: magnitude and bignums (tags 2 and 3) never decode
-_LEAVES = frozenset({str, int, bool, type(None), bytes})
+PLAIN_LEAVES = _LEAVES = frozenset({str, int, bool, type(None), bytes})
 _JSON_LEAVES = frozenset({str, int, bool, type(None)})
 
 

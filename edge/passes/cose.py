@@ -89,8 +89,6 @@ def raw_to_der(signature: bytes) -> bytes:
     return b"".join((bytes((0x30, len(r) + len(s) + 4, 0x02, len(r))), r, bytes((0x02, len(s))), s))
 
 
-#: the one tag a COSE_Sign1 may carry, around the whole message
-_SIGN1_TAGS = frozenset({COSE_SIGN1_TAG})
 #: the map types cbor2 decodes to (an empty unprotected header comes back as a frozendict)
 _MAP_TYPES = (dict, cbor2.frozendict)
 
@@ -110,14 +108,18 @@ def _protected_header(protected_bytes: bytes, fmt: str) -> Mapping:
 
 def parse_sign1(data: bytes, fmt: str) -> Sign1:
     """Parse a (tagged or untagged) COSE_Sign1 from CBOR bytes; MALFORMED on any structural defect."""
-    obj = bounded(cbor_decode(data, fmt, "COSE", exact=True), fmt, "COSE", top_tags=_SIGN1_TAGS)
+    obj = cbor_decode(data, fmt, "COSE", exact=True)
     if type(obj) is cbor2.CBORTag:
+        if obj.tag != COSE_SIGN1_TAG:
+            raise PassRejected(Reason.MALFORMED, "COSE uses a CBOR tag other than COSE_Sign1's", format=fmt)
         obj = obj.value
     if type(obj) not in (list, tuple) or len(obj) != 4:
         raise PassRejected(Reason.MALFORMED, "COSE_Sign1 must be a 4-element array", format=fmt)
     protected_bytes, unprotected, payload, signature = obj
     if not (type(protected_bytes) is bytes and type(payload) is bytes and type(signature) is bytes):
         raise PassRejected(Reason.MALFORMED, "COSE_Sign1 fields have the wrong types", format=fmt)
+    if unprotected:  # the one part left to check: plain, bounded values only (``bounded``)
+        bounded(unprotected, fmt, "COSE unprotected header")
     protected = _protected_header(protected_bytes, fmt) if protected_bytes else {}
     unprotected = _header_map(unprotected, fmt, "unprotected")
     alg = protected.get(HDR_ALG, unprotected.get(HDR_ALG))

@@ -20,7 +20,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-from edge.passes.codec import NotPlain, b45decode, cbor_decode, check_plain, inflate, strip_prefix
+from edge.passes.codec import PLAIN_LEAVES, NotPlain, b45decode, cbor_decode, check_plain, inflate, strip_prefix
 from edge.passes.cose import ES256, PS256, Sign1, check_alg, parse_sign1
 from edge.passes.credential import Credential, PassFormat, PassKind, Recovery, TestResult, Vaccination
 from edge.passes.cwt import CLAIM_EXP, CLAIM_HCERT, CLAIM_IAT, CLAIM_ISS
@@ -98,7 +98,8 @@ def _raw_claims(msg: Sign1) -> tuple[dict, dict]:
             if key_kind is int and key == CLAIM_HCERT:
                 hcert = value
             elif key_kind is int or key_kind is str:
-                check_plain(value)
+                if type(value) not in PLAIN_LEAVES:
+                    check_plain(value)
             else:  # a float or boolean key must never stand for an integer claim
                 raise NotPlain("a claim key is neither an integer nor text")
         if type(hcert) is not dict or type(hcert.get(1)) is not dict:
@@ -278,10 +279,13 @@ def _credential(claims: Mapping, dcc: dict, msg: Sign1, key: TrustedKey, now: da
     issuer = issuer_of(claims, key)
     # every certificate identifier in the pass meets the risk and revocation lists, not only the
     # one that counts: a listed one anywhere refuses the pass
-    risk_keys = list(revocation_keys(issuer, entries[index]["ci"], msg))
-    for i, entry in enumerate(entries):
-        if i != index:
-            risk_keys.extend(k for k in revocation_keys(issuer, entry["ci"], msg) if k not in risk_keys)
+    risk_keys = revocation_keys(issuer, entries[index]["ci"], msg)
+    if len(entries) > 1:
+        more = list(risk_keys)
+        for i, entry in enumerate(entries):
+            if i != index:
+                more.extend(k for k in revocation_keys(issuer, entry["ci"], msg) if k not in more)
+        risk_keys = tuple(more)
     return Credential(
         format=PassFormat.HC1, kind=KIND_BY_GROUP[group], pass_id=entries[index]["ci"], issuer=issuer, kid=key.kid,
         # a DCC carries no citizen id: its holder stands in logs for its certificate, the UCI hash
@@ -289,7 +293,7 @@ def _credential(claims: Mapping, dcc: dict, msg: Sign1, key: TrustedKey, now: da
         # citizen; never an unkeyed hash of name and birth date, which enumeration reverses
         holder_hash=risk_keys[0], issued_at=_time(claims.get(CLAIM_IAT), "iat"),
         expires_at=_time(claims.get(CLAIM_EXP), "exp"), vaccination=vaccination, test=test, recovery=recovery,
-        risk_keys=tuple(risk_keys),
+        risk_keys=risk_keys,
     )
 
 
