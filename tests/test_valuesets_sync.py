@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import token_for
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.cli import main
 from edge.config import Config
-from edge.device.appliance import LiveVerifier
+from edge.device.appliance import LiveVerifier, checkpoint_identity, open_floor
 from edge.device.sync_client import SyncClient
 from edge.devtools.hc1_issuer import DocumentSigner, issue_hc1, vaccination_payload
 from edge.lists.policy import default_policy, sign_policy
@@ -24,9 +25,9 @@ from edge.verdict import Decision, Reason
 from sync.server.app import create_app
 from sync.server.runner import ServerThread
 from sync.server.settings import ServerSettings
+from sync.server.storage import open_storage
 from sync.wire.keyfiles import save_private_key, save_public_key
 
-TOKEN = "t0ken"
 NOW = datetime.now(UTC).replace(microsecond=0)
 NEW_VACCINE = "ORG-100099999"  # a marketing authorisation holder the shipped sets do not know
 
@@ -59,15 +60,19 @@ def world(tmp_path, scanlog, device_key, server_x25519, publisher_key):
     signer = DocumentSigner.generate("VN", "ES256", not_before=NOW - timedelta(days=30))
     (device_dir / "trust.cpenv").write_bytes(build_trust_envelope([signer.trusted_key()], publisher_key, version=1))
     (device_dir / "policy.cpenv").write_bytes(sign_policy(default_policy(version=1), publisher_key))
-    config = Config.model_validate({"device": {"id": "dev-1", "data_dir": str(device_dir)}})
-    verifier = LiveVerifier(config, FixedClock(NOW), [publisher_key.public_key()])
+    config = Config.model_validate({"device": {"id": "dev-1", "data_dir": str(device_dir),
+                                               "groups": ["hn-zone-1"]}})
+    floor = open_floor(config)
+    verifier = LiveVerifier(config, FixedClock(NOW), [publisher_key.public_key()], floor)
     settings = ServerSettings(db_url=f"sqlite:///{data / 'db.sqlite'}", encryption_key=server_x25519,
-                              publisher_key=publisher_key, data_dir=data, enroll_token=TOKEN)
+                              publisher_key=publisher_key, data_dir=data)
+    open_storage(settings.db_url, create=True).close()
     with ServerThread(create_app(settings)) as srv:
-        client = SyncClient(srv.url, scanlog, device_key, publisher_keys=[publisher_key.public_key()],
+        client = SyncClient(srv.url, scanlog, device_key, checkpoint=checkpoint_identity(config), floor=floor,
+                            publisher_keys=[publisher_key.public_key()],
                             valuesets_path=config.resolve(config.valuesets.path), on_installed=verifier.reload,
                             timeout_s=5)
-        client.enroll(TOKEN)
+        client.enroll(token_for(settings.db_url, scanlog.device_id))
         yield {"data": data, "client": client, "verifier": verifier, "signer": signer, "key_file": key_file,
                "tmp": tmp_path, "installed": config.resolve(config.valuesets.path)}
 
@@ -108,6 +113,13 @@ def test_older_or_forged_value_sets_are_never_installed(world, publisher_key):
     assert result.installed == [] and any(e.startswith("valuesets:") for e in result.errors)
     assert world["installed"].read_bytes() == good
     assert world["verifier"].current.value_sets_version == 5
+    # the installed file damaged, an older list served: the floor kept apart from the file (5) still
+    # bars it; only version 5 or newer may repair the file
+    world["installed"].write_bytes(b"damaged")
+    published.write_bytes(older.sign_envelope(publisher_key))
+    assert world["client"].run_once().installed == [] and world["installed"].read_bytes() == b"damaged"
+    published.write_bytes(good)
+    assert world["client"].run_once().installed == [("valuesets", 5)]
 
 
 def test_incomplete_list_cannot_be_sealed(tmp_path, publisher_key):
@@ -121,11 +133,18 @@ def test_incomplete_list_cannot_be_sealed(tmp_path, publisher_key):
     assert not (tmp_path / "v.cpenv").exists()
 
 
-def test_damaged_installed_list_falls_back_to_the_shipped_sets(tmp_path, publisher_key):
+def test_damaged_or_rolled_back_list_falls_back_to_the_shipped_sets(tmp_path, publisher_key):
     from edge.device.appliance import load_value_sets
 
     device_dir = tmp_path / "device"
     device_dir.mkdir()
-    (device_dir / "valuesets.cpenv").write_bytes(b"\x00damaged")
     config = Config.model_validate({"device": {"id": "dev-1", "data_dir": str(device_dir)}})
-    assert load_value_sets(config, [publisher_key.public_key()]) is shipped()
+    floor = open_floor(config)
+    path = config.resolve(config.valuesets.path)
+    path.write_bytes(b"\x00damaged")
+    assert load_value_sets(config, [publisher_key.public_key()], floor) is shipped()
+    path.write_bytes(ValueSets(shipped().sets, 7).sign_envelope(publisher_key))
+    assert load_value_sets(config, [publisher_key.public_key()], floor).version == 7
+    assert floor.get("valuesets") == 7  # the floor, kept apart from the list, remembers it
+    path.write_bytes(ValueSets(shipped().sets, 6).sign_envelope(publisher_key))  # an older signed list put back
+    assert load_value_sets(config, [publisher_key.public_key()], floor) is shipped()
