@@ -210,6 +210,9 @@ class Daemon:
         except CameraError as exc:
             log.error("event=camera_open_failed error=%s action=retrying with backoff", exc)
             return self._recover()
+        except Exception as exc:  # a broken camera back-end: the same recovery, never a traceback
+            log.error("event=camera_open_failed error=%r action=retrying with backoff", exc)
+            return self._recover()
         self._opened_at = self.monotonic()
         return True
 
@@ -223,7 +226,8 @@ class Daemon:
         while not self.stop_event.is_set():
             self.reopen_failures += 1
             if self.reopen_failures > self.camera.max_reopen_attempts:
-                log.error("event=camera_gave_up attempts=%d action=exiting so systemd restarts the service",
+                log.error("event=camera_gave_up attempts=%d action=exiting so systemd restarts the service; "
+                          "check the camera cable and [camera] in the config, 'checkpoint doctor' tests one frame",
                           self.reopen_failures - 1)
                 return False
             self.notifier.status(f"camera lost: reopen attempt {self.reopen_failures}")
@@ -237,7 +241,7 @@ class Daemon:
                 log.error("event=camera_reopen_failed attempt=%d error=%s", self.reopen_failures, exc)
                 continue
             except Exception as exc:  # a broken back-end must not kill the loop either
-                log.exception("event=camera_reopen_crashed attempt=%d error=%r", self.reopen_failures, exc)
+                log.error("event=camera_reopen_failed attempt=%d error=%r", self.reopen_failures, exc)
                 continue
             self._opened_at = self.monotonic()
             log.info("event=camera_reopened attempt=%d action=waiting for frames", self.reopen_failures)

@@ -39,6 +39,11 @@ class Picamera2Source(FrameSource):
         except ImportError as exc:
             raise CameraError(f"picamera2 is not importable ({exc}): apt install python3-picamera2 "
                               "and create the venv with --system-site-packages") from None
+        except Exception as exc:  # installed but broken: apt's compiled helpers meet another numpy, say
+            raise CameraError(f"event=picamera2_broken error={exc!r} action=picamera2 is installed but fails to "
+                              "import, usually apt's picamera2 built for the system numpy meeting another numpy in "
+                              "the venv: recreate the venv with scripts/bootstrap.sh (system site packages, the "
+                              "numpy constraint of this OS release) or sudo apt reinstall python3-picamera2") from None
         try:
             if not Picamera2.global_camera_info():
                 raise CameraError("picamera2 sees no camera: check the ribbon cable")
