@@ -6,6 +6,7 @@ the frame source, ``light.backend`` the lamp driver, ``clock.backend`` the clock
 
 from __future__ import annotations
 
+import difflib
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
@@ -172,6 +173,9 @@ class KeysConfig(_Section):
     server_encryption_key: Path = Path("keys/server_x25519.pub.pem")
     #: the server's signed statement that the device key is enrolled (re-admission after a server restore)
     enrollment_certificate: Path = Path("keys/enrollment_certificate.txt")
+    #: the fleet's one-time enrollment token: the sync client enrolls the device key with it as soon
+    #: as the server is reachable, then deletes it (so it sits in the writable data folder)
+    enroll_token: Path = Path("enroll.token")
 
 
 class StatusConfig(_Section):
@@ -254,12 +258,27 @@ class Config(_Section):
         return path if path.is_absolute() else self.device.data_dir / path
 
 
+def closest_key(loc: tuple[str | int, ...]) -> str | None:
+    """The known key nearest to a misspelt one (``camera.sorce`` -> ``camera.source``), or None."""
+    model: type[BaseModel] = Config
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    match = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
+    return ".".join([*(str(p) for p in loc[:-1]), match[0]]) if match else None
+
+
 def _explain(error: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid configuration"]
     for item in error.errors():
         where = ".".join(str(p) for p in item["loc"])
         if item["type"] == "extra_forbidden":
-            lines.append(f"  - unknown key '{where}': remove it or check its spelling")
+            guess = closest_key(item["loc"])
+            hint = f"did you mean '{guess}'?" if guess else "remove it or check its spelling"
+            lines.append(f"  - unknown key '{where}': {hint}")
         else:
             lines.append(f"  - {where}: {item['msg']}")
     return "\n".join(lines)

@@ -51,3 +51,31 @@ def test_missing_and_invalid_files(tmp_path: Path):
     bad.write_text("[device\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(bad)
+
+
+def test_misspelt_key_gets_a_did_you_mean(tmp_path: Path):
+    with pytest.raises(ConfigError) as err:
+        parse_config({"camera": {"sorce": "replay"}, "lihgt": {}, "sync": {"server_ulr": "x", "zzz": 1}})
+    text = str(err.value)
+    assert "unknown key 'camera.sorce': did you mean 'camera.source'?" in text
+    assert "unknown key 'lihgt': did you mean 'light'?" in text
+    assert "unknown key 'sync.server_ulr': did you mean 'sync.server_url'?" in text
+    assert "unknown key 'sync.zzz': remove it or check its spelling" in text
+
+
+def test_config_check_command(tmp_path: Path):
+    from click.testing import CliRunner
+
+    from edge.cli import main
+
+    good = tmp_path / "good.toml"
+    good.write_text('[device]\nid = "HN-CP-007"\n[camera]\nsource = "replay"\n')
+    result = CliRunner().invoke(main, ["config", "check", str(good)])
+    assert result.exit_code == 0 and "ok: device HN-CP-007, camera replay" in result.output
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[camera]\nfsp = 10\nwidth = -1\n')
+    result = CliRunner().invoke(main, ["config", "check", str(bad)])
+    assert result.exit_code == 1
+    assert "did you mean 'camera.fps'?" in result.output and "camera.width" in result.output
+    result = CliRunner().invoke(main, ["config", "check", str(tmp_path / "missing.toml")])
+    assert result.exit_code == 1 and "config file not found" in result.output

@@ -21,6 +21,8 @@ COMMANDS: dict[str, str] = {
     "status": "edge.cli.status:status_command",
     "screen": "edge.cli.screen:screen",
     "legend": "edge.cli.legend:legend",
+    "config": "edge.cli.config:config_group",
+    "doctor": "edge.cli.doctor:doctor",
     "bench": "edge.cli.bench:bench",
     "server": "edge.cli.server:server",
     "sync": "edge.cli.sync:sync",

@@ -75,6 +75,7 @@ def run_demo(workdir: Path, out: TextIO, *, db_url: str | None = None, serve: bo
         out.write(text + "\n")
         out.flush()
 
+    workdir = workdir.resolve()  # the device's config is read later from its own folder: no relative paths
     started = time.monotonic()
     now = demo_now()
     central = Central.create(workdir / "server", db_url=db_url)
@@ -95,7 +96,7 @@ def run_demo(workdir: Path, out: TextIO, *, db_url: str | None = None, serve: bo
         outcome = DemoOutcome(people, server_url=url)
         appliance = Appliance(config, light_stream=out, on_decision=outcome.events.append)
         assert appliance.sync is not None
-        appliance.sync.enroll(central.enroll_token)
+        appliance.sync.ensure_enrolled()  # with the bundle's token file, as a device on the road does
         first = appliance.sync.sync_until_done(deadline_s=30)
         say(f"[3/6] device enrolled its own key and synced: installed {first.installed}; "
             f"clock trusted: {appliance.clock.trusted()}")

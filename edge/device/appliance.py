@@ -139,7 +139,8 @@ def build_sync_client(config: Config, *, scanlog: ScanLog, clock: Clock, publish
                       valuesets_path=config.resolve(config.valuesets.path),
                       risk_store=risk_store, on_installed=on_installed, request_deadline_s=s.request_deadline_s,
                       limits=s.max_answer_bytes, certificate_path=config.resolve(config.keys.enrollment_certificate),
-                      spool_dir=config.device.data_dir)
+                      spool_dir=config.device.data_dir,
+                      enroll_token_path=config.resolve(config.keys.enroll_token))
 
 
 def build_sync_only(config: Config) -> SyncClient:

@@ -122,7 +122,8 @@ class SyncClient:
                  valuesets_path: Path | None = None,
                  on_installed: InstalledCallback | None = None, rng: Callable[[], float] = random.random,
                  request_deadline_s: float = 120.0, limits: AnswerLimits | None = None,
-                 certificate_path: Path | None = None, spool_dir: Path | None = None):
+                 certificate_path: Path | None = None, spool_dir: Path | None = None,
+                 enroll_token_path: Path | None = None):
         self.server_url = server_url.rstrip("/")
         self.scanlog = scanlog
         self.device_id = scanlog.device_id
@@ -150,6 +151,8 @@ class SyncClient:
         #: highest seq this client has sent (an acknowledgement may name no record beyond it)
         self._sent_through = 0
         self.rng = rng
+        #: the one-time provisioning token; while it exists the device is not enrolled yet
+        self.enroll_token_path = enroll_token_path
         self.last_success: float | None = None  # time.monotonic() of the last complete cycle
         self._started = time.monotonic()
         self._stop = threading.Event()
@@ -235,6 +238,35 @@ class SyncClient:
             self._enroll_result(self._request("GET", f"{API}/enrollment", kind="enrollment"))
         except SyncError as exc:
             log.warning("event=enrollment_certificate_unavailable error=%s action=none; retried next cycle", exc)
+
+    def ensure_enrolled(self) -> bool:
+        """Enroll with the provisioning token file if one is waiting; True when it enrolled now.
+
+        The one place the device enrolls: first boot only leaves the token in the data folder, and
+        every sync cycle (daemon or ``checkpoint sync``) calls this first, so a device that booted
+        offline enrolls as soon as a network appears, retried with the cycle's back-off. The token
+        is deleted once the server accepted the key (enrolling the same key again is harmless).
+        """
+        path = self.enroll_token_path
+        if path is None:
+            return False
+        try:
+            token = path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return False
+        if not token:
+            raise SyncError(f"enrollment token file {path} is empty: provision the device again")
+        try:
+            self.enroll(token)
+        except SyncError as exc:
+            if exc.status in (401, 409):
+                log.error("event=enroll_refused status=%s error=%s action=%s", exc.status, exc,
+                          "another key is enrolled for this device id: 'checkpoint server enroll --replace'"
+                          if exc.status == 409 else "the token is wrong or expired: provision the device again")
+            raise
+        path.unlink(missing_ok=True)
+        log.info("event=enroll_token_used path=%s", path)
+        return True
 
     # -- push ----------------------------------------------------------------------------------
     def push(self) -> int:
@@ -442,7 +474,11 @@ class SyncClient:
 
     # -- cycles ------------------------------------------------------------------------------------
     def run_once(self) -> SyncResult:
-        """One cycle: push all unsent batches, then download. Raises SyncError on a failed request."""
+        """One cycle: enroll if still needed, push all unsent batches, then download.
+
+        Raises SyncError on a failed request.
+        """
+        self.ensure_enrolled()
         try:
             pushed = self.push()
         except SyncError as exc:

@@ -101,16 +101,23 @@ class Central:
 
 
 def provision_device(root: Path, central: Central, server_url: str, frames: Path) -> Config:
-    """A device bundle whose camera is the replay of ``frames`` and whose lamps are the terminal."""
+    """A device bundle whose camera is the replay of ``frames`` and whose lamps are the terminal.
+
+    Paths in the written config are absolute (the config is read from its own folder later, by hand),
+    and the replay loops there, so ``checkpoint run`` on it keeps running; the returned Config, the
+    demo's own, plays the frames once.
+    """
     assert central.settings.data_dir is not None
+    root, frames = root.resolve(), frames.resolve()
     keys = ServerKeys.from_server_data(central.settings.data_dir)
     config = device_config(
         DEVICE_ID, checkpoint=CHECKPOINT_ID, server_url=server_url, etc_dir=root,
         data_dir=root,
-        overrides={"camera": {"source": "replay", "path": str(frames), "fps": 30.0, "loop": False},
+        overrides={"camera": {"source": "replay", "path": str(frames), "fps": 30.0, "loop": True},
                    "light": {"backend": "terminal", "verdict_hold_s": 1.0},
                    "sync": {"interval_s": 2.0, "timeout_s": 5.0}})
-    return write_bundle(root, config, keys, central.enroll_token)
+    written = write_bundle(root, config, keys, central.enroll_token)
+    return written.model_copy(update={"camera": written.camera.model_copy(update={"loop": False})})
 
 
 def render_frames(folder: Path, people: list[Traveller], seed: int = 7) -> int:
