@@ -5,12 +5,24 @@
 # (staff-screen page test) and a C compiler with kernel headers (python-evdev, the USB scanner
 # source, ships no wheels). Re-running is cheap: pip runs again only when pyproject.toml changed.
 #
-# Usage: scripts/bootstrap.sh [--dev]
+#   scripts/bootstrap.sh           the device install: what the daemon runs, nothing more
+#   scripts/bootstrap.sh --demo    + the central server, OpenCV and the tools (checkpoint demo, bench)
+#   scripts/bootstrap.sh --dev     + the test tools (scripts/test.sh)
+#
+# On a Raspberry Pi (apt's picamera2 or lgpio present) the venv sees the system site packages and
+# pip keeps the system numpy, with the constraints of this OS release (firmware_config/constraints/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+level=0 extras="" name=device
+case "${1:-}" in
+  --dev) level=2 extras="[dev]" name=dev ;;
+  --demo) level=1 extras="[demo]" name=demo ;;
+  "") ;;
+  *) echo "usage: scripts/bootstrap.sh [--demo|--dev]" >&2; exit 2 ;;
+esac
 want_dev=0
-[ "${1:-}" = "--dev" ] && want_dev=1
+[ $level = 2 ] && want_dev=1
 
 say() { printf 'bootstrap: %s\n' "$*" >&2; }
 
@@ -43,30 +55,36 @@ if command -v dpkg-query >/dev/null; then
   apt_install "${pkgs[@]}"
 fi
 
+# A Pi's camera and pin libraries come from the OS archive, never from PyPI: let the venv see them.
+system_python_packages=0
+for lib in picamera2 lgpio; do
+  compgen -G "/usr/lib/python3/dist-packages/${lib}*" >/dev/null && system_python_packages=1
+done
+constraints=()
+if [ $system_python_packages = 1 ]; then
+  codename=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")
+  if [ -f "firmware_config/constraints/$codename.txt" ]; then
+    constraints=(-c "firmware_config/constraints/$codename.txt")
+  else
+    say "no constraints for OS release '${codename:-unknown}' in firmware_config/constraints/: numpy is not pinned"
+  fi
+fi
+
 if [ ! -x .venv/bin/python ]; then
   say "creating .venv"
   venv_flags=()
-  # On a Pi, picamera2 and lgpio come from the OS archive (apt): let the venv see them.
-  [ -e /usr/lib/python3/dist-packages/picamera2 ] && venv_flags+=(--system-site-packages)
+  [ $system_python_packages = 1 ] && venv_flags+=(--system-site-packages)
   if ! "$PYTHON" -m venv "${venv_flags[@]}" .venv; then
     say "python3 -m venv failed. On Debian: sudo apt-get install python3-venv"
     exit 2
   fi
 fi
 
-# .venv/.installed holds "<pyproject digest> <extras>"; a dev install also serves the demo.
+# .venv/.installed holds "<pyproject digest> <level>": a dev install also serves the demo and the device.
 digest=$(sha256sum pyproject.toml | cut -c1-16)
-installed=$(cat .venv/.installed 2>/dev/null || true)
-if [ $want_dev = 1 ]; then
-  wanted="$digest dev"
-  [ "$installed" = "$wanted" ] && exit 0
-  extras="[dev]"
-else
-  wanted="$digest base"
-  [ "$installed" = "$wanted" ] || [ "$installed" = "$digest dev" ] && exit 0
-  extras=""
-fi
-say "installing the project and its dependencies into .venv (first run takes a minute)"
+read -r have_digest have_level < .venv/.installed 2>/dev/null || true
+[ "${have_digest:-}" = "$digest" ] && [ "${have_level:-}" -ge "$level" ] 2>/dev/null && exit 0
+say "installing the project ($name) and its dependencies into .venv (first run takes a minute)"
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}"
-echo "$wanted" > .venv/.installed
+.venv/bin/python -m pip install -q --disable-pip-version-check "${constraints[@]}" -e ".${extras}"
+echo "$digest $level" > .venv/.installed

@@ -3,5 +3,5 @@
 # Extra arguments go to `checkpoint demo` (e.g. --serve to keep the server up for a browser).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/bootstrap.sh
+scripts/bootstrap.sh --demo
 exec .venv/bin/checkpoint demo "$@"

@@ -55,3 +55,11 @@ def test_verify_check_catches_an_unknown_key(tmp_path):
     """Control: verify exits 0 on an unknown key, but prints; our check must see it."""
     result = _verify(tmp_path, UNIT.read_text().replace("[Service]\n", "[Service]\nWatchDogSec=5\n"))
     assert result.stdout + result.stderr != ""
+
+
+def test_bench_measures_the_daemon_with_the_units_environment():
+    from edge.devtools.bench.footprint import DAEMON_ENV
+
+    assignments = {a.split("=", 1)[0]: a.split("=", 1)[1]
+                   for line in settings(UNIT.read_text())["Environment"] for a in line.split()}
+    assert DAEMON_ENV.items() <= assignments.items()

@@ -10,7 +10,8 @@ already has, so the idle frames that take the invert pass cost no measurable ext
 (``checkpoint bench decode`` prints both). When zxing-cpp located a symbol but could not
 read it (checksum/format error, typically sensor noise on a low-contrast code), the second pass
 works on a crop around that symbol only: zxing-cpp again on a denoised crop, then pyzbar on the
-same crop where libzbar is installed (import guarded: the device runs without it).
+same crop where libzbar is installed (import guarded: the device runs without it). Only numpy and
+zxing-cpp are needed: the image steps are numpy (``edge.scan.greyimage``), not OpenCV.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 import zxingcpp
 
 from edge.config import DecoderConfig
+from edge.scan.greyimage import area_downscale, gaussian_blur
 
 log = logging.getLogger(__name__)
 
@@ -120,12 +121,12 @@ class Decoder:
             if image.size == 0:
                 raise ValueError(f"decoder.roi {self.roi} lies outside the {grey.shape[1]}x{grey.shape[0]} frame")
         if self.downscale < 1.0:
-            image = cv2.resize(image, None, fx=self.downscale, fy=self.downscale, interpolation=cv2.INTER_AREA)
+            image = area_downscale(image, self.downscale)
         return np.ascontiguousarray(image)
 
     def _second_pass(self, image: np.ndarray, unread: list, invert: bool) -> list[str]:
         crop = _crop_around(image, unread)
-        smooth = cv2.GaussianBlur(crop, (0, 0), 0.7)
+        smooth = gaussian_blur(crop, 0.7)
         texts = [r.text for r in zxingcpp.read_barcodes(smooth, formats=_QR, try_rotate=False,
                                                         try_invert=invert) if r.text]
         if texts:
@@ -175,6 +176,8 @@ def _crop_around(image: np.ndarray, results: list, margin: float = 0.2) -> np.nd
 
 def decode_file(decoder: Decoder, path: str) -> dict:
     """``{file, texts, ms}`` for one image file, or ``{file, error}`` when it cannot be read."""
+    import cv2  # reading PNG / JPEG files is a tool's job (the opencv extra), not the device's
+
     grey = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
     if grey is None:
         return {"file": path, "texts": [], "ms": None, "error": "not a readable image"}

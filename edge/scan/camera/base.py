@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge.scan.greyimage import bgr_to_grey
 from sync.wire.errors import CheckpointError
 
 Monotonic = Callable[[], float]
@@ -46,15 +47,10 @@ class Frame:
 
 
 def to_grey(image: np.ndarray) -> np.ndarray:
-    """A contiguous 2-D uint8 grey view/copy of a grey, BGR or BGRA image."""
-    import cv2
-
-    if image.ndim == 3:
-        code = cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY
-        image = cv2.cvtColor(image, code)
+    """A contiguous 2-D uint8 grey view/copy of a grey, BGR or BGRA image (numpy only: no OpenCV needed)."""
     if image.dtype != np.uint8:
         image = np.clip(image, 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(image)
+    return np.ascontiguousarray(bgr_to_grey(image))
 
 
 class FrameSource(ABC):

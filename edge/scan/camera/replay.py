@@ -1,4 +1,8 @@
-"""Replay a folder of images or a video file at a given fps, looping or not (demo, tests, benches)."""
+"""Replay a folder of images or a video file at a given fps, looping or not (demo, tests, benches).
+
+Raw grey frames (binary PGM, ``.npy``) are read with numpy alone, as a picamera2 device would see
+them; PNG, JPEG and videos need OpenCV (the ``opencv`` extra), imported only when one is replayed.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,34 @@ from pathlib import Path
 import numpy as np
 
 from edge.scan.camera.base import CameraError, EndOfStream, Frame, FrameSource, Monotonic
+from edge.scan.greyimage import GreyImageError, read_pgm
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp", ".npy"}
+OPENCV_ACTION = "install the opencv extra (pip install 'checkpoint-appliance[opencv]') or replay PGM frames"
+
+
+def _cv2(what: object):
+    try:
+        import cv2
+    except ImportError:
+        raise CameraError(f"event=replay_needs_opencv file={what} action={OPENCV_ACTION}") from None
+    return cv2
+
+
+def read_grey_file(path: Path):
+    """One image file as a 2-D uint8 grey array; PGM and .npy without OpenCV. None if unreadable."""
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".pgm":
+            return read_pgm(path)
+        if suffix == ".npy":
+            image = np.load(path, allow_pickle=False)
+            return image if image.ndim == 2 and image.dtype == np.uint8 else None
+    except (GreyImageError, ValueError, OSError):
+        if suffix == ".npy":
+            return None
+    cv2 = _cv2(path)  # a PGM that is not raw 8-bit grey (16-bit, ASCII) still reads through OpenCV
+    return cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
 
 
 class ReplaySource(FrameSource):
@@ -55,8 +85,7 @@ class ReplaySource(FrameSource):
         self._open = True
 
     def _open_video(self):
-        import cv2
-
+        cv2 = _cv2(self._path)
         video = cv2.VideoCapture(str(self._path))
         if not video.isOpened():
             raise CameraError(f"cannot read the video {self._path}: check the file")
@@ -81,9 +110,7 @@ class ReplaySource(FrameSource):
         item = items[self._index]
         if isinstance(item, np.ndarray):
             return item
-        import cv2
-
-        image = cv2.imread(str(item), cv2.IMREAD_GRAYSCALE)
+        image = read_grey_file(item)
         if image is None:
             raise CameraError(f"{item} is not an image: remove or replace it")
         return image

@@ -1,0 +1,100 @@
+"""Grey-image operations in numpy alone: the picamera2 path decodes without OpenCV (93 MB installed).
+
+The scan path needs only four small things from an image library: colour to grey, an area
+downscale, a light Gaussian blur for the second decode pass, and reading raw grey frames for
+replays. Each is a few lines of numpy, so a device on the Pi camera installs numpy and zxing-cpp and
+nothing heavier. The arithmetic follows OpenCV's (fixed-point BT.601 weights, a 5-tap kernel for
+sigma 0.7, reflect-101 borders) so a frame decodes the same with or without it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+#: OpenCV's fixed-point BT.601 weights for B, G, R (sum 1 << 14)
+_BGR_WEIGHTS = np.array([1868, 9617, 4899], dtype=np.uint32)
+
+
+class GreyImageError(ValueError):
+    """A file that is not a raw grey frame this module can read."""
+
+
+def bgr_to_grey(image: np.ndarray) -> np.ndarray:
+    """A 2-D uint8 grey image from a BGR or BGRA uint8 image (grey input is returned as is)."""
+    if image.ndim == 2:
+        return image
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise ValueError(f"expected a grey, BGR or BGRA image, got shape {image.shape}")
+    weighted = image[..., :3].astype(np.uint32) @ _BGR_WEIGHTS
+    return ((weighted + (1 << 13)) >> 14).astype(np.uint8)
+
+
+def area_downscale(image: np.ndarray, factor: float) -> np.ndarray:
+    """Shrink a grey image by ``factor`` (0 < factor <= 1), each output pixel the mean of its source block."""
+    if not 0 < factor <= 1:
+        raise ValueError(f"downscale factor must be in (0, 1], got {factor}")
+    height, width = image.shape
+    out_h, out_w = max(1, round(height * factor)), max(1, round(width * factor))
+    if (out_h, out_w) == (height, width):
+        return image
+    rows = (np.arange(out_h) * height) // out_h
+    cols = (np.arange(out_w) * width) // out_w
+    summed = np.add.reduceat(np.add.reduceat(image.astype(np.uint32), rows, axis=0), cols, axis=1)
+    counts = np.outer(np.diff(np.append(rows, height)), np.diff(np.append(cols, width)))
+    return ((summed + counts // 2) // counts).astype(np.uint8)
+
+
+def _kernel(sigma: float) -> np.ndarray:
+    radius = max(1, round(sigma * 3 * 2 + 1) // 2)  # OpenCV's size for 8-bit images: round(6 sigma + 1) | 1
+    taps = np.exp(-(np.arange(-radius, radius + 1, dtype=np.float64) ** 2) / (2 * sigma * sigma))
+    return (taps / taps.sum()).astype(np.float32)
+
+
+def gaussian_blur(image: np.ndarray, sigma: float = 0.7) -> np.ndarray:
+    """A separable Gaussian blur of a grey uint8 image (borders reflected without repeating the edge)."""
+    kernel = _kernel(sigma)
+    radius = len(kernel) // 2
+    height, width = image.shape
+    if height <= radius or width <= radius:
+        return image
+    padded = np.pad(image.astype(np.float32), radius, mode="reflect")
+    vertical = sum(k * padded[i: i + height, :] for i, k in enumerate(kernel))
+    smooth = sum(k * vertical[:, i: i + width] for i, k in enumerate(kernel))
+    return np.clip(smooth + 0.5, 0, 255).astype(np.uint8)
+
+
+def read_pgm(path: Path | str) -> np.ndarray:
+    """A binary 8-bit PGM (P5) file as a 2-D uint8 array: the raw grey frames replays use without OpenCV."""
+    data = Path(path).read_bytes()
+    fields: list[bytes] = []
+    pos = 0
+    while len(fields) < 4:
+        while pos < len(data) and data[pos: pos + 1].isspace():
+            pos += 1
+        if data[pos: pos + 1] == b"#":  # a comment runs to the end of the line
+            pos = data.find(b"\n", pos) + 1 or len(data)
+            continue
+        start = pos
+        while pos < len(data) and not data[pos: pos + 1].isspace():
+            pos += 1
+        if start == pos:
+            raise GreyImageError(f"{path}: truncated PGM header")
+        fields.append(data[start:pos])
+    magic, width, height, maxval = fields
+    if magic != b"P5" or not (width.isdigit() and height.isdigit() and maxval.isdigit()) or int(maxval) != 255:
+        raise GreyImageError(f"{path}: not an 8-bit binary PGM (P5, maxval 255)")
+    w, h = int(width), int(height)
+    pixels = data[pos + 1: pos + 1 + w * h]
+    if w == 0 or h == 0 or len(pixels) != w * h:
+        raise GreyImageError(f"{path}: PGM holds {len(pixels)} pixel bytes, its header says {w}x{h}")
+    return np.frombuffer(pixels, dtype=np.uint8).reshape(h, w)
+
+
+def write_pgm(path: Path | str, grey: np.ndarray) -> None:
+    """Write a 2-D uint8 array as a binary PGM (P5) file."""
+    if grey.ndim != 2 or grey.dtype != np.uint8:
+        raise ValueError(f"expected a 2-D uint8 grey image, got shape={grey.shape} dtype={grey.dtype}")
+    height, width = grey.shape
+    Path(path).write_bytes(b"P5\n%d %d\n255\n" % (width, height) + np.ascontiguousarray(grey).tobytes())
