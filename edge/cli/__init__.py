@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "legend": "edge.cli.legend:legend",
     "config": "edge.cli.config:config_group",
     "doctor": "edge.cli.doctor:doctor",
+    "device-key": "edge.cli.device_key:device_key",
     "bench": "edge.cli.bench:bench",
     "server": "edge.cli.server:server",
     "sync": "edge.cli.sync:sync",
