@@ -15,7 +15,8 @@ UNITS=${UNITS:-/etc/systemd/system}
 SERVICE_USER=${SERVICE_USER:-checkpoint}
 log() { echo "checkpoint-bake: $*" >&2; }
 
-mapfile -t packages < <(printf '%s\n' ${OS_PACKAGES:-$(grep -v '^#' "$PREFIX/os-packages.txt")} | grep .)
+list=${OS_PACKAGES:-$(grep -v '^#' "$PREFIX/os-packages.txt")}
+read -r -a packages <<< "$(echo ${list//,/ })"  # OS_PACKAGES: names separated by spaces or commas
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
