@@ -22,6 +22,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
+from edge.scan.schema import Migration, SchemaError, migrate
 from edge.verdict import Verdict
 from sync.wire.errors import CheckpointError
 from sync.wire.protocol import GENESIS, canonical_fields, record_hash
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 COLUMNS = ("seq", "wall_time", "monotonic", "boot_id", "clock_trusted", "format", "kind", "holder_enc",
            "decision", "reason", "policy_version", "risk_version", "prev_hash", "hash")
 
+#: version 1: the first released layout (IF NOT EXISTS: files made before versions existed adopt it)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS records (
@@ -72,6 +74,13 @@ CREATE TRIGGER IF NOT EXISTS sync_ack_forward_only BEFORE UPDATE OF acked_seq ON
 WHEN NEW.acked_seq < OLD.acked_seq AND NEW.rewinds = OLD.rewinds
 BEGIN SELECT RAISE(ABORT, 'acknowledged sequence number cannot go backwards'); END;
 """
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, SCHEMA + ACK_FORWARD_ONLY, "the first released layout"),
+    Migration(2, "CREATE INDEX IF NOT EXISTS records_wall_time ON records (wall_time);",
+              "retention pruning finds old records by index instead of reading the whole log"),
+)
 
 
 class ScanLogError(CheckpointError, RuntimeError):
@@ -161,10 +170,13 @@ class ScanLog:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={self._synchronous}")
             db.execute("PRAGMA busy_timeout=30000")
-            db.executescript(SCHEMA + ACK_FORWARD_ONLY)
+            self.schema_version = migrate(db, MIGRATIONS, name=f"scan log {self.path}")
             _add_ack_rewinds(db)
             self._bind_device(db)
             self._db = db
+        except SchemaError as exc:
+            db.close()
+            raise ScanLogError(str(exc)) from None
         except sqlite3.DatabaseError as exc:
             self._db = None
             if db is not None:
