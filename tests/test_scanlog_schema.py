@@ -7,10 +7,10 @@ import threading
 from pathlib import Path
 
 import pytest
+from conftest import append_samples
 
 from edge.scan.scanlog import MIGRATIONS, SCHEMA, ScanLog, ScanLogError
 from edge.scan.schema import Migration, migrate, user_version
-from tests.conftest import append_samples
 
 LATEST = MIGRATIONS[-1].version
 
