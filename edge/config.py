@@ -145,6 +145,9 @@ class AnswerLimits(_Section):
     valuesets: int = Field(default=4 * 1024 * 1024, ge=1024)
     #: risk snapshot or deltas in one answer
     risk: int = Field(default=128 * 1024 * 1024, ge=1024)
+    #: a signed software release manifest, and one wheel of a release
+    software: int = Field(default=1024 * 1024, ge=1024)
+    release_file: int = Field(default=200 * 1024 * 1024, ge=1024)
 
 
 class SyncConfig(_Section):
@@ -227,6 +230,15 @@ class ClockConfig(_Section):
     jump_tolerance_s: float = Field(default=60.0, gt=0, le=3600)
 
 
+class UpdateConfig(_Section):
+    """Software updates from the central server (signed releases, installed beside the running one)."""
+
+    #: the OS target whose releases this device installs ("bookworm", "trixie"); empty = no updates
+    target: Literal["", "bookworm", "trixie"] = ""
+    #: where the daemon stages a downloaded release for the installer (under device.data_dir)
+    staging: Path = Path("updates")
+
+
 class Config(_Section):
     """The whole device configuration."""
 
@@ -245,6 +257,7 @@ class Config(_Section):
     keys: KeysConfig = KeysConfig()
     status: StatusConfig = StatusConfig()
     clock: ClockConfig = ClockConfig()
+    update: UpdateConfig = UpdateConfig()
 
     @field_validator("device")
     @classmethod

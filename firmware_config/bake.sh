@@ -3,8 +3,9 @@
 # once, at image build time, where the network is. Afterwards first boot needs no network at all:
 #   1. installs the OS packages of os-packages.txt (OS_PACKAGES overrides the list) and cleans apt's cache;
 #   2. creates the service user (groups gpio and video, made if the OS has none);
-#   3. creates $PREFIX/.venv with the system site packages (apt's picamera2, lgpio, numpy) and
-#      installs the appliance from the payload's wheels only (--no-index) with the target's constraints;
+#   3. creates the first release, $PREFIX/releases/0, a venv with the system site packages (apt's
+#      picamera2, lgpio, numpy), installs the appliance from the payload's wheels only (--no-index)
+#      with the target's constraints, and points $PREFIX/current at it (updates add releases/N beside);
 #   4. installs both units; enables first boot and the daemon with an "unprovisioned" config, so a
 #      card flashed without a bundle blinks the not-provisioned pattern instead of staying dark.
 # Safe to run again.
@@ -36,17 +37,19 @@ id "$SERVICE_USER" >/dev/null 2>&1 || useradd --system --home-dir /var/lib/check
   "$SERVICE_USER"
 usermod -a -G gpio,video "$SERVICE_USER"
 
-log "installing the appliance into $PREFIX/.venv from the payload's wheels (offline)"
-[ -x "$PREFIX/.venv/bin/python" ] || python3 -m venv --system-site-packages "$PREFIX/.venv"
+release=$PREFIX/releases/0
+log "installing the appliance into $release from the payload's wheels (offline)"
+[ -x "$release/bin/python" ] || python3 -m venv --system-site-packages "$release"
 constraints=()
 [ -f "$PREFIX/constraints.txt" ] && constraints=(-c "$PREFIX/constraints.txt")
-"$PREFIX/.venv/bin/python" -m pip install -q --disable-pip-version-check --no-index --find-links "$PREFIX/wheels" \
+"$release/bin/python" -m pip install -q --disable-pip-version-check --no-index --find-links "$PREFIX/wheels" \
   "${constraints[@]}" checkpoint-appliance
-"$PREFIX/.venv/bin/checkpoint" --version >&2
+"$release/bin/checkpoint" --version >&2
+[ -e "$PREFIX/current" ] || ln -s "$release" "$PREFIX/current"
 
 install -d -m 0755 "$UNITS/multi-user.target.wants"
-install -m 0644 "$PREFIX"/systemd/*.service "$UNITS/"
-for unit in checkpoint-firstboot.service checkpoint.service; do
+install -m 0644 "$PREFIX"/systemd/*.service "$PREFIX"/systemd/*.path "$UNITS/"
+for unit in checkpoint-firstboot.service checkpoint.service checkpoint-update.path; do
   ln -sf "$UNITS/$unit" "$UNITS/multi-user.target.wants/$unit"
 done
 if [ ! -f "$ETC/config.toml" ]; then

@@ -43,7 +43,7 @@ if [ $with_deps = 1 ]; then
 fi
 echo "$target" > "$out/target"
 grep -v '^#' firmware_config/os-packages.txt | grep . > "$out/os-packages.txt"
-cp systemd/*.service "$out/systemd/"
+cp systemd/*.service systemd/*.path "$out/systemd/"
 cp firmware_config/bake.sh firmware_config/firstboot.sh firmware_config/config.example.toml "$out/firmware_config/"
 cp firmware_config/boot/config.txt.append "$out/firmware_config/boot/"
 echo "build-payload: wrote $out for $target ($(ls "$out/wheels" | wc -l) wheels)" >&2

@@ -24,7 +24,7 @@ if [ ! -d "$BOOT_BUNDLE" ]; then
   log "no provisioning bundle at $BOOT_BUNDLE: copy one made by 'checkpoint provision' onto the boot partition as checkpoint/ and reboot"
   exit 0
 fi
-if [ ! -x "$PREFIX/.venv/bin/checkpoint" ]; then
+if [ ! -x "$PREFIX/current/bin/checkpoint" ]; then
   log "the image was not baked: installing from $PREFIX/wheels"
   PREFIX="$PREFIX" ETC="$ETC" "$PREFIX/firmware_config/bake.sh"
 fi
@@ -54,7 +54,7 @@ fi
 [ -z "$ROOT" ] && command -v hostname >/dev/null && hostname "$hostname" || true
 
 log "creating the device key (on the device, offline)"
-runuser -u "$SERVICE_USER" -- "$PREFIX/.venv/bin/checkpoint" device-key --config "$ETC/config.toml" >/dev/null
+runuser -u "$SERVICE_USER" -- "$PREFIX/current/bin/checkpoint" device-key --config "$ETC/config.toml" >/dev/null
 
 "$SYSTEMCTL" enable systemd-timesyncd.service checkpoint.service || log "could not enable the units"
 "$SYSTEMCTL" restart --no-block checkpoint.service || log "could not start checkpoint.service"

@@ -74,7 +74,7 @@ IN_ROOT="chroot $root env OS_PACKAGES=python3-venv,python3-numpy,libzbar0" \
   firmware_config/install-into-image.sh "$work/payload" "$root" "$work/boot"
 say "baked in $((SECONDS - started)) s"
 
-in_root() { chroot "$root" /usr/bin/env -i PATH=/opt/checkpoint/.venv/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
+in_root() { chroot "$root" /usr/bin/env -i PATH=/opt/checkpoint/current/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
   LANG=C.UTF-8 "$@"; }
 fail=0
 check() {  # check NAME COMMAND...: run in the root, report, remember failures

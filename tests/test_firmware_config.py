@@ -117,7 +117,7 @@ def test_first_boot_offline_on_a_fake_root(tmp_path: Path):
     shutil.copytree(bundles / "HN_CP.007", boot / "checkpoint")
     (root / "etc").mkdir(exist_ok=True)
     (root / "etc/hosts").write_text("127.0.0.1\tlocalhost\n127.0.1.1\traspberrypi\n")
-    venv_bin = root / "opt/checkpoint/.venv/bin"
+    venv_bin = root / "opt/checkpoint/current/bin"
     venv_bin.mkdir(parents=True)
     (venv_bin / "checkpoint").symlink_to(Path(sys.executable).parent / "checkpoint")
     (root / "opt/checkpoint/firmware_config").mkdir()

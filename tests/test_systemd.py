@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 UNIT = Path(__file__).resolve().parents[1] / "systemd" / "checkpoint.service"
-EXEC = "/opt/checkpoint/.venv/bin/checkpoint"
+EXEC = "/opt/checkpoint/current/bin/checkpoint"
 ANALYZE = shutil.which("systemd-analyze")
 
 

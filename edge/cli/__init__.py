@@ -24,6 +24,8 @@ COMMANDS: dict[str, str] = {
     "config": "edge.cli.config:config_group",
     "doctor": "edge.cli.doctor:doctor",
     "device-key": "edge.cli.device_key:device_key",
+    "release": "edge.cli.release:release",
+    "update": "edge.cli.update:update",
     "bench": "edge.cli.bench:bench",
     "server": "edge.cli.server:server",
     "sync": "edge.cli.sync:sync",

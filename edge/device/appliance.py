@@ -130,6 +130,11 @@ def build_sync_client(config: Config, *, scanlog: ScanLog, clock: Clock, publish
                       risk_store: RiskStore | None, floor: VersionFloor,
                       on_installed: InstalledCallback | None = None) -> SyncClient:
     """The sync client of this device (its own key is created on first use)."""
+    stager = None
+    if config.update.target and publisher_keys:
+        from edge.device.updates import ReleaseStager
+
+        stager = ReleaseStager(config.resolve(config.update.staging), config.update.target, publisher_keys)
     s = config.sync
     return SyncClient(s.server_url, scanlog, load_or_create_ed25519(config.resolve(config.keys.device_key)),
                       checkpoint=checkpoint_identity(config), floor=floor, publisher_keys=publisher_keys,
@@ -140,7 +145,7 @@ def build_sync_client(config: Config, *, scanlog: ScanLog, clock: Clock, publish
                       risk_store=risk_store, on_installed=on_installed, request_deadline_s=s.request_deadline_s,
                       limits=s.max_answer_bytes, certificate_path=config.resolve(config.keys.enrollment_certificate),
                       spool_dir=config.device.data_dir,
-                      enroll_token_path=config.resolve(config.keys.enroll_token))
+                      enroll_token_path=config.resolve(config.keys.enroll_token), stager=stager)
 
 
 def build_sync_only(config: Config) -> SyncClient:

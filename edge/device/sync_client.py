@@ -123,7 +123,7 @@ class SyncClient:
                  on_installed: InstalledCallback | None = None, rng: Callable[[], float] = random.random,
                  request_deadline_s: float = 120.0, limits: AnswerLimits | None = None,
                  certificate_path: Path | None = None, spool_dir: Path | None = None,
-                 enroll_token_path: Path | None = None):
+                 enroll_token_path: Path | None = None, stager: Any = None):
         self.server_url = server_url.rstrip("/")
         self.scanlog = scanlog
         self.device_id = scanlog.device_id
@@ -153,6 +153,8 @@ class SyncClient:
         self.rng = rng
         #: the one-time provisioning token; while it exists the device is not enrolled yet
         self.enroll_token_path = enroll_token_path
+        #: stages signed software releases for the installer (edge.device.updates); None = no updates
+        self.stager = stager
         self.last_success: float | None = None  # time.monotonic() of the last complete cycle
         self._started = time.monotonic()
         self._stop = threading.Event()
@@ -364,7 +366,7 @@ class SyncClient:
             return installed, errors
         for name, step in (("time", self._download_time), ("trust", self._download_trust),
                            ("policy", self._download_policy), ("valuesets", self._download_valuesets),
-                           ("risk", self._download_risk)):
+                           ("risk", self._download_risk), ("software", self._download_software)):
             try:
                 installed.extend(step())
             except SyncError:
@@ -471,6 +473,22 @@ class SyncClient:
         if blobs and store.published_at is not None:  # from the signed updates just verified
             self._note_signed_time(store.published_at, "risk")
         return [("risk", version)] if version != have else []
+
+    def _download_software(self) -> list[tuple[str, int]]:
+        """Stage a newer signed release for the installer (the daemon itself never installs one)."""
+        stager = self.stager
+        if stager is None:
+            return []
+        answer = self._request("GET", f"{API}/software/{stager.target}?have={stager.have()}", kind="software")
+        if answer.status == 204:
+            return []
+        stager.stage(answer.body, self._fetch_release_file)
+        return []  # nothing for the verifier to reload: the installer takes it from here
+
+    def _fetch_release_file(self, sha256: str, into: Path) -> None:
+        """One release file, at most ``limits.release_file`` bytes, into ``into`` (checked by the stager)."""
+        answer = self._request("GET", f"{API}/software/files/{sha256}", kind="release_file")
+        into.write_bytes(answer.body)
 
     # -- cycles ------------------------------------------------------------------------------------
     def run_once(self) -> SyncResult:

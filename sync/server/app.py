@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Literal
@@ -19,7 +20,7 @@ from typing import Literal
 import cbor2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fastapi import FastAPI, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from limits import parse_many
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
@@ -52,6 +53,7 @@ from sync.wire.protocol import (
     unb64,
 )
 from sync.wire.sealed import HolderOpener
+from sync.wire.software import TARGETS
 
 log = logging.getLogger(__name__)
 
@@ -284,6 +286,29 @@ def _device_routes(app: FastAPI, settings: ServerSettings, store: SQLStorage) ->
     app.add_api_route(f"{API}/trust", _published("trust"), methods=["GET"])
     app.add_api_route(f"{API}/policy", _published("policy"), methods=["GET"])
     app.add_api_route(f"{API}/valuesets", _published("valuesets"), methods=["GET"])
+
+    @app.get(f"{API}/software/{{target}}")
+    async def software(request: Request, target: str, have: int = Query(0, ge=0, le=MAX_SEQ)) -> Response:
+        """The newest signed release manifest for an OS target, if newer than the device's."""
+        authenticate(request, b"")
+        if settings.data_dir is None or target not in TARGETS:
+            return Response(status_code=204)
+        path = settings.data_dir / "published" / "software" / f"{target}.cpenv"
+        version = published_version(path)
+        if version is None or version <= have:
+            return Response(status_code=204)
+        return Response(path.read_bytes(), media_type=ENVELOPE_MEDIA_TYPE)
+
+    @app.get(f"{API}/software/files/{{sha256}}")
+    async def software_file(request: Request, sha256: str) -> Response:
+        """One wheel of a release, by its SHA-256 (the device checks it against the signed manifest)."""
+        authenticate(request, b"")
+        if settings.data_dir is None or not re.fullmatch(r"[0-9a-f]{64}", sha256):
+            return _error(404, "not_found", "no such release file")
+        path = settings.data_dir / "published" / "software" / "files" / f"{sha256}.whl"
+        if not path.is_file():
+            return _error(404, "not_found", "no such release file")
+        return FileResponse(path, media_type="application/octet-stream")
 
     @app.get(f"{API}/risk")
     async def risk(request: Request, have: int = Query(0, ge=0, le=MAX_SEQ)) -> Response:
