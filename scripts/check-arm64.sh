@@ -91,6 +91,18 @@ else
   say "FAIL  run-unprovisioned"; cat "$work/run-unprovisioned.log" >&2; fail=1
 fi
 check no-server-packages sh -c '! python3 -c "import fastapi" 2>/dev/null && ! python3 -c "import cv2" 2>/dev/null'
+# the updater's real install step: release 1 beside release 0, offline, then its own config check
+check update-install python3 -c '
+import hashlib, subprocess
+from pathlib import Path
+from edge.device.updates import install_release
+from sync.wire.software import Release, ReleaseFile
+wheel = sorted(Path("/opt/checkpoint/wheels").glob("checkpoint_appliance-*.whl"))[0]
+item = ReleaseFile(name=wheel.name, sha256=hashlib.sha256(wheel.read_bytes()).hexdigest(), size=wheel.stat().st_size)
+release = Release(version="0.1.0", target="bookworm", requirement="checkpoint-appliance", files=(item,))
+folder = install_release(Path("/opt/checkpoint"), 1, wheel.parent, release)
+subprocess.run([str(folder / "bin" / "checkpoint"), "config", "check", "/etc/checkpoint/config.toml"], check=True)
+'
 
 say "adding the demo's and the tests' wheels (downloaded here, installed offline)"
 wheel=$(ls "$work"/payload/wheels/checkpoint_appliance-*.whl)
