@@ -138,9 +138,9 @@ def check_clock(config: Config) -> Check:
 
 def check_lists(config: Config) -> Check:
     """Trust list, policy and risk list installed, signed by the pinned publisher, the risk list fresh."""
+    from edge.device.appliance import open_risk_store
     from edge.lists.policy import PolicyError, load_policy_file
     from edge.passes.trust import TrustError, load_trust_file
-    from edge.scan.verifier import open_risk_store
     from sync.wire.keyfiles import KeyFileError, load_ed25519_public
 
     fix = "let the device sync with the server (sync.server_url, network) or copy the signed lists"
@@ -153,7 +153,7 @@ def check_lists(config: Config) -> Check:
         policy = load_policy_file(config.resolve(config.policy.path), keys)
     except (TrustError, PolicyError, OSError) as exc:
         return Check("lists", Outcome.FAIL, str(exc), fix)
-    risk = open_risk_store(config.resolve(config.risk.path), keys)
+    risk = open_risk_store(config, keys)
     if risk is None or risk.published_at is None:
         return Check("lists", Outcome.FAIL, f"trust v{trust.version}, policy v{policy.version}, no risk list", fix)
     age = datetime.now(UTC) - risk.published_at

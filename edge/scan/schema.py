@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sync.wire.errors import CheckpointError
+from sync.wire.sqlite import immediate_transaction
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +74,8 @@ def migrate(db: sqlite3.Connection, migrations: Sequence[Migration], *, name: st
         _check_newer(db, current, latest, name)
         return current
     for migration in migrations[current:target]:
-        db.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate_transaction(db):
             if user_version(db) >= migration.version:  # another process migrated meanwhile
-                db.execute("COMMIT")
                 continue
             for statement in statements(migration.sql):
                 db.execute(statement)
@@ -84,10 +83,6 @@ def migrate(db: sqlite3.Connection, migrations: Sequence[Migration], *, name: st
                 db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                            (MIN_READER_KEY, str(migration.version)))
             db.execute(f"PRAGMA user_version = {int(migration.version)}")
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
         log.info("event=schema_migrated db=%s version=%d why=%r", name, migration.version, migration.why)
     return user_version(db)
 

@@ -13,7 +13,7 @@ import re
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from sync.wire.envelope import EnvelopeError, open_envelope, seal
+from sync.wire.envelope import EnvelopeError, open_envelope, sign_envelope
 
 SOFTWARE_KIND = "software"
 TARGETS = ("bookworm", "trixie")
@@ -57,7 +57,7 @@ class Release(BaseModel):
 
 def seal_release(release: Release, sequence: int, key: Ed25519PrivateKey) -> bytes:
     """The signed manifest of release number ``sequence``."""
-    return seal(SOFTWARE_KIND, sequence, release.model_dump_json().encode(), key)
+    return sign_envelope(SOFTWARE_KIND, sequence, release.model_dump_json().encode(), key)
 
 
 def open_release(blob: bytes, keys: list[Ed25519PublicKey]) -> tuple[int, Release]:
