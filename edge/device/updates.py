@@ -29,6 +29,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -138,8 +139,8 @@ def install_release(prefix: Path, sequence: int, wheels: Path, release: Release)
     health check passed and ``current`` is swapped, so a half-finished install is never run.
     """
     target = prefix / "releases" / str(sequence)
-    if target.exists():
-        subprocess.run(["rm", "-rf", "--", str(target)], check=True)
+    if target.exists():  # left by an attempt that failed before the switch: nothing runs from it
+        shutil.rmtree(target)
     subprocess.run(["python3", "-m", "venv", "--system-site-packages", str(target)], check=True,
                    capture_output=True, text=True)
     command = [str(target / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
