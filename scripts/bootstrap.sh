@@ -14,13 +14,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-level=0 extras="" name=device
+level=0 extras="" name=device plan_only=0
 case "${1:-}" in
   --dev) level=2 extras="[dev]" name=dev ;;
   --demo) level=1 extras="[demo]" name=demo ;;
+  --plan) plan_only=1 ;;  # print how the venv would be made (system site packages, constraints) and stop
   "") ;;
-  *) echo "usage: scripts/bootstrap.sh [--demo|--dev]" >&2; exit 2 ;;
+  *) echo "usage: scripts/bootstrap.sh [--demo|--dev|--plan]" >&2; exit 2 ;;
 esac
+DIST_PACKAGES=${DIST_PACKAGES:-/usr/lib/python3/dist-packages}
+OS_RELEASE=${OS_RELEASE:-/etc/os-release}
 want_dev=0
 [ $level = 2 ] && want_dev=1
 
@@ -49,7 +52,7 @@ apt_install() {
   fi
 }
 
-if command -v dpkg-query >/dev/null; then
+if [ $plan_only = 0 ] && command -v dpkg-query >/dev/null; then
   pkgs=(libzbar0)
   [ $want_dev = 1 ] && pkgs+=(chromium gcc libc6-dev linux-libc-dev python3-dev)
   apt_install "${pkgs[@]}"
@@ -58,16 +61,21 @@ fi
 # A Pi's camera and pin libraries come from the OS archive, never from PyPI: let the venv see them.
 system_python_packages=0
 for lib in picamera2 lgpio; do
-  compgen -G "/usr/lib/python3/dist-packages/${lib}*" >/dev/null && system_python_packages=1
+  compgen -G "$DIST_PACKAGES/${lib}*" >/dev/null && system_python_packages=1
 done
 constraints=()
 if [ $system_python_packages = 1 ]; then
-  codename=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")
+  codename=$(. "$OS_RELEASE" 2>/dev/null && echo "${VERSION_CODENAME:-}")
   if [ -f "firmware_config/constraints/$codename.txt" ]; then
     constraints=(-c "firmware_config/constraints/$codename.txt")
   else
     say "no constraints for OS release '${codename:-unknown}' in firmware_config/constraints/: numpy is not pinned"
   fi
+fi
+
+if [ $plan_only = 1 ]; then
+  echo "system_site_packages=$system_python_packages constraints=${constraints[1]:-none}"
+  exit 0
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -109,3 +109,29 @@ def test_pgm_round_trip_and_bad_files(tmp_path):
     (tmp_path / "d.pgm").write_bytes(b"P2\n2 2\n255\n1 2 3 4\n")
     with pytest.raises(GreyImageError, match="not an 8-bit binary PGM"):
         read_pgm(tmp_path / "d.pgm")
+
+
+@pytest.mark.parametrize(("libs", "codename", "expected"), [
+    ((), "bookworm", "system_site_packages=0 constraints=none"),  # a PC: nothing from the OS
+    (("lgpio.py",), "bookworm", "system_site_packages=1 constraints=firmware_config/constraints/bookworm.txt"),
+    (("picamera2",), "trixie", "system_site_packages=1 constraints=firmware_config/constraints/trixie.txt"),
+])
+def test_bootstrap_uses_the_systems_pi_libraries_and_pins_numpy(tmp_path, libs, codename, expected):
+    """A Pi with lgpio but a USB camera (no picamera2) still gets a venv that sees lgpio."""
+    dist = tmp_path / "dist-packages"
+    dist.mkdir()
+    for lib in libs:
+        (dist / lib).mkdir() if "." not in lib else (dist / lib).write_text("")
+    os_release = tmp_path / "os-release"
+    os_release.write_text(f"ID=debian\nVERSION_CODENAME={codename}\n")
+    env = {**os.environ, "DIST_PACKAGES": str(dist), "OS_RELEASE": str(os_release)}
+    result = subprocess.run([str(ROOT / "scripts" / "bootstrap.sh"), "--plan"], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == expected
+
+
+def test_constraints_pin_numpy_per_release():
+    bookworm = (ROOT / "firmware_config/constraints/bookworm.txt").read_text()
+    trixie = (ROOT / "firmware_config/constraints/trixie.txt").read_text()
+    assert "numpy>=1.24,<2" in bookworm and "numpy>=2,<3" in trixie
