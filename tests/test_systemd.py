@@ -63,3 +63,19 @@ def test_bench_measures_the_daemon_with_the_units_environment():
     assignments = {a.split("=", 1)[0]: a.split("=", 1)[1]
                    for line in settings(UNIT.read_text())["Environment"] for a in line.split()}
     assert DAEMON_ENV.items() <= assignments.items()
+
+
+@pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed")
+def test_update_units_verify_silently(tmp_path):
+    """The installer unit and the path unit that starts it when a release is staged."""
+    folder = UNIT.parent
+    service = (folder / "checkpoint-update.service").read_text()
+    assert "update apply" in service and EXEC in service
+    (tmp_path / "checkpoint-update.service").write_text(
+        service.replace(EXEC, str(Path(sys.executable).parent / "checkpoint")))
+    path_unit = (folder / "checkpoint-update.path").read_text()
+    assert "PathChanged=/var/lib/checkpoint/updates/staged.cpenv" in path_unit
+    (tmp_path / "checkpoint-update.path").write_text(path_unit)
+    result = subprocess.run([ANALYZE, "verify", str(tmp_path / "checkpoint-update.path"),
+                             str(tmp_path / "checkpoint-update.service")], capture_output=True, text=True, timeout=60)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
