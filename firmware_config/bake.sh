@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Bake the appliance into an image root: runs INSIDE the root (chroot, or a pi-gen stage's on_chroot),
 # once, at image build time, where the network is. Afterwards first boot needs no network at all:
+#   0. checks every wheel against the payload's lock (wheels.sha256);
 #   1. installs the OS packages of os-packages.txt (OS_PACKAGES overrides the list) and cleans apt's cache;
 #   2. creates the service user (groups gpio and video, made if the OS has none);
 #   3. creates the first release, $PREFIX/releases/0, a venv with the system site packages (apt's
@@ -15,6 +16,11 @@ ETC=${ETC:-/etc/checkpoint}
 UNITS=${UNITS:-/etc/systemd/system}
 SERVICE_USER=${SERVICE_USER:-checkpoint}
 log() { echo "checkpoint-bake: $*" >&2; }
+
+if [ -f "$PREFIX/wheels.sha256" ] && ! (cd "$PREFIX/wheels" && sha256sum --quiet --strict -c ../wheels.sha256); then
+  log "the wheels differ from the payload's wheels.sha256 (damaged or changed copy): rebuild the payload"
+  exit 1
+fi
 
 list=${OS_PACKAGES:-$(grep -v '^#' "$PREFIX/os-packages.txt")}
 read -r -a packages <<< "$(echo ${list//,/ })"  # OS_PACKAGES: names separated by spaces or commas

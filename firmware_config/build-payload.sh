@@ -2,6 +2,7 @@
 # Build the appliance payload that goes to /opt/checkpoint on every SD card image:
 #   wheels/            the appliance wheel and (unless --no-deps) every dependency as a wheel for the
 #                      Pi (linux aarch64, the target's CPython), so nothing is downloaded on the device;
+#   wheels.sha256      the lock: every wheel by SHA-256 (bake.sh refuses a payload that differs);
 #   constraints.txt    the target's pins (numpy from the system on Bookworm, numpy 2 on Trixie);
 #   os-packages.txt    the OS packages the image step bakes in;
 #   systemd/           checkpoint.service, checkpoint-firstboot.service;
@@ -41,6 +42,7 @@ if [ $with_deps = 1 ]; then
     --platform manylinux_2_28_aarch64 --platform manylinux_2_17_aarch64 --platform manylinux2014_aarch64 \
     --platform linux_aarch64 "$(ls "$out"/wheels/checkpoint_appliance-*.whl)"
 fi
+(cd "$out/wheels" && sha256sum -- *.whl) > "$out/wheels.sha256"   # the payload's lock: exact files, by hash
 echo "$target" > "$out/target"
 grep -v '^#' firmware_config/os-packages.txt | grep . > "$out/os-packages.txt"
 cp systemd/*.service systemd/*.path "$out/systemd/"

@@ -62,6 +62,8 @@ def test_payload_installs_into_an_image_tree(tmp_path: Path):
     assert (payload / "target").read_text().strip() == "trixie"
     assert "numpy>=2" in (payload / "constraints.txt").read_text()
     assert "python3-picamera2" in (payload / "os-packages.txt").read_text().split()
+    wheel = next((payload / "wheels").glob("checkpoint_appliance-*.whl"))
+    assert wheel.name in (payload / "wheels.sha256").read_text()
     recorder = tmp_path / "in-root.sh"
     calls = tmp_path / "calls"
     recorder.write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\n")
@@ -144,3 +146,18 @@ def test_first_boot_offline_on_a_fake_root(tmp_path: Path):
     again = subprocess.run([*offline, script], env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "no provisioning bundle" in again.stdout
     assert key.read_bytes() == key_bytes  # the key is never replaced
+
+
+def test_bake_refuses_a_payload_whose_wheels_differ_from_its_lock(tmp_path: Path):
+    """Checked before anything is installed: a damaged copy never reaches the image."""
+    import subprocess
+
+    payload = tmp_path / "opt/checkpoint"
+    subprocess.run([str(ROOT / "firmware_config" / "build-payload.sh"), str(payload), "--no-deps"],
+                   check=True, capture_output=True, timeout=300)
+    wheel = next((payload / "wheels").glob("*.whl"))
+    wheel.write_bytes(wheel.read_bytes() + b"\0")
+    result = subprocess.run([str(payload / "firmware_config" / "bake.sh")], capture_output=True, text=True,
+                            timeout=60, env={**os.environ, "PREFIX": str(payload), "OS_PACKAGES": "no-such-package"})
+    assert result.returncode == 1 and "differ from the payload's wheels.sha256" in result.stderr
+    assert not (payload / "releases").exists()
