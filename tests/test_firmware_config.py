@@ -103,20 +103,21 @@ def test_first_boot_offline_on_a_fake_root(tmp_path: Path):
     from click.testing import CliRunner
 
     from edge.cli import main
-    from sync.server.settings import ServerSettings
+    from sync.server.settings import init_data_dir
 
     root = tmp_path / "root"
     server = tmp_path / "server"
-    ServerSettings.from_data_dir(server)
+    init_data_dir(server)  # 'checkpoint server init'
     bundles = tmp_path / "bundles"
     result = CliRunner().invoke(main, [
         "provision", "--server-data", str(server), "--server-url", "https://cp.example", "--prefix", "HN_CP.",
-        "--start", "7", "--enroll-token", "fleet-token", "--etc-dir", str(root / "etc/checkpoint"),
+        "--start", "7", "--etc-dir", str(root / "etc/checkpoint"),
         "--data-dir", str(root / "var/lib/checkpoint"), "--out", str(bundles)])
     assert result.exit_code == 0, result.output
     boot = root / "boot/firmware"
     boot.mkdir(parents=True)
     shutil.copytree(bundles / "HN_CP.007", boot / "checkpoint")
+    token = (boot / "checkpoint/enroll.token").read_text()
     (root / "etc").mkdir(exist_ok=True)
     (root / "etc/hosts").write_text("127.0.0.1\tlocalhost\n127.0.1.1\traspberrypi\n")
     venv_bin = root / "opt/checkpoint/current/bin"
@@ -134,7 +135,7 @@ def test_first_boot_offline_on_a_fake_root(tmp_path: Path):
     etc, data = root / "etc/checkpoint", root / "var/lib/checkpoint"
     assert (etc / "config.toml").exists() and (etc / "keys/publisher_ed25519.pub.pem").exists()
     assert not (boot / "checkpoint").exists() and not (etc / "enroll.token").exists()
-    assert (data / "enroll.token").read_text().strip() == "fleet-token"
+    assert (data / "enroll.token").read_text() == token  # this device's one-time token, for the daemon
     assert stat.S_IMODE((data / "enroll.token").stat().st_mode) == 0o600
     assert (root / "etc/hostname").read_text().strip() == "hn-cp-007"
     assert "127.0.1.1\thn-cp-007" in (root / "etc/hosts").read_text()

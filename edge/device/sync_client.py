@@ -264,7 +264,8 @@ class SyncClient:
             if exc.status in (401, 409):
                 log.error("event=enroll_refused status=%s error=%s action=%s", exc.status, exc,
                           "another key is enrolled for this device id: 'checkpoint server enroll --replace'"
-                          if exc.status == 409 else "the token is wrong or expired: provision the device again")
+                          if exc.status == 409 else f"the token is wrong, expired or used: make a new one with "
+                          f"'checkpoint server token {self.device_id}' and put it in {path}")
             raise
         path.unlink(missing_ok=True)
         log.info("event=enroll_token_used path=%s", path)
