@@ -138,8 +138,9 @@ def check_clock(config: Config) -> Check:
 
 def check_lists(config: Config) -> Check:
     """Trust list, policy and risk list installed, signed by the pinned publisher, the risk list fresh."""
-    from edge.device.appliance import open_risk_store
+    from edge.device.appliance import checkpoint_identity, open_floor, open_risk_store
     from edge.lists.policy import PolicyError, load_policy_file
+    from edge.lists.version_floor import RollbackError
     from edge.passes.trust import TrustError, load_trust_file
     from sync.wire.keyfiles import KeyFileError, load_ed25519_public
 
@@ -148,12 +149,15 @@ def check_lists(config: Config) -> Check:
         keys = [load_ed25519_public(config.resolve(config.keys.publisher_public_key))]
     except KeyFileError as exc:
         return Check("lists", Outcome.FAIL, str(exc), "provision the device (the pinned publisher key)")
+    floor = open_floor(config)  # only read here: the doctor never raises the anti-rollback floor
     try:
         trust = load_trust_file(config.resolve(config.trust.path), keys)
-        policy = load_policy_file(config.resolve(config.policy.path), keys)
-    except (TrustError, PolicyError, OSError) as exc:
+        floor.check("trust", trust.version, "trust list")
+        policy = load_policy_file(config.resolve(config.policy.path), keys, checkpoint_identity(config))
+        floor.check("policy", policy.version, "policy")
+    except (TrustError, PolicyError, RollbackError, OSError) as exc:
         return Check("lists", Outcome.FAIL, str(exc), fix)
-    risk = open_risk_store(config, keys)
+    risk = open_risk_store(config, keys, floor)
     if risk is None or risk.published_at is None:
         return Check("lists", Outcome.FAIL, f"trust v{trust.version}, policy v{policy.version}, no risk list", fix)
     age = datetime.now(UTC) - risk.published_at
