@@ -68,7 +68,7 @@ def test_unprovisioned_device_says_so_and_shows_the_fault_on_the_lamps(tmp_path)
     result = run_daemon(config, "--fault-hold", "0.5")
     assert result.returncode == 1 and time.monotonic() - started >= 0.5
     assert_clear_failure(result, "device HN-CP-042 is not provisioned", "What to do", "provisioning bundle")
-    assert "[ fault  ] not_provisioned: amber blink once a second" in result.stdout
+    assert "[ fault  ] device_not_ready: Amber slow blink" in result.stdout
 
 
 def test_unprovisioned_fault_blinks_the_amber_gpio_lamp(tmp_path):
@@ -80,8 +80,8 @@ def test_unprovisioned_fault_blinks_the_amber_gpio_lamp(tmp_path):
     light = open_light(config)
     amber = light.lamps["amber"].pin
     with pytest.raises(StartupError) as failure:
-        start_appliance(config, light=light, hold_s=1.6)
-    assert failure.value.fault is Fault.NOT_PROVISIONED
+        start_appliance(config, light=light, hold_s=2.6)
+    assert failure.value.fault is Fault.DEVICE_NOT_READY
     lit = [s.state for s in amber.states]
     assert lit.count(True) >= 2 and lit.count(False) >= 2, lit  # blinking, then off when the process ends
     assert isinstance(light.lamps["amber"].pin_factory, MockFactory)

@@ -31,7 +31,12 @@ PIN_LIBRARY_ACTION = ("on a Raspberry Pi: sudo apt install python3-lgpio and giv
 
 
 class StartupError(CheckpointError):
-    """The device cannot start; ``action`` tells the operator what to do, ``fault`` what the lamps show."""
+    """The device cannot start; ``action`` tells the operator what to do, ``fault`` what the lamps show.
+
+    Staff need one thing from the lamps here: the device is not working, check by hand, call the
+    technician; the journal line tells the technician which. So every start-up failure but the
+    camera's shows the existing not-ready signal (the legend stays one page).
+    """
 
     def __init__(self, problem: str, *, action: str, fault: Fault | None = None):
         super().__init__(f"{problem}. What to do: {action}")
@@ -64,7 +69,7 @@ def explain_startup_failure(exc: Exception, config: Config) -> StartupError:
     if isinstance(exc, StartupError):
         return exc
     if isinstance(exc, KeyFileError):
-        return StartupError(f"device {config.device.id} is not provisioned: {exc}", fault=Fault.NOT_PROVISIONED,
+        return StartupError(f"device {config.device.id} is not provisioned: {exc}", fault=Fault.DEVICE_NOT_READY,
                             action="copy the device's provisioning bundle (checkpoint provision) to the boot "
                                    "partition as checkpoint/ and reboot, or point keys.* in the config at its key "
                                    "files")
@@ -72,15 +77,15 @@ def explain_startup_failure(exc: Exception, config: Config) -> StartupError:
         return StartupError(f"the camera cannot be set up: {exc}", fault=Fault.CAMERA_LOST,
                             action="check [camera] in the config and the cable; run 'checkpoint doctor'")
     if isinstance(exc, CheckpointError | ValueError):
-        return StartupError(f"the device cannot start: {exc}", fault=Fault.STARTUP_FAILED,
+        return StartupError(f"the device cannot start: {exc}", fault=Fault.DEVICE_NOT_READY,
                             action="fix what the message names; 'checkpoint doctor' checks the whole device")
     if isinstance(exc, OSError):
         where = f" ({exc.filename})" if exc.filename else ""
         return StartupError(f"the device cannot use its files{where}: {exc.strerror or exc}",
-                            fault=Fault.STARTUP_FAILED,
+                            fault=Fault.DEVICE_NOT_READY,
                             action=f"check that {config.device.data_dir} exists, is writable by the service user "
                                    "and the SD card is not full or read-only")
-    return StartupError(f"the device cannot start: {type(exc).__name__}: {exc}", fault=Fault.STARTUP_FAILED,
+    return StartupError(f"the device cannot start: {type(exc).__name__}: {exc}", fault=Fault.DEVICE_NOT_READY,
                         action="run 'checkpoint -vv run' by hand for details and report it with the log")
 
 

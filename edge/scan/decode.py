@@ -135,7 +135,7 @@ class Decoder:
         if self._pyzbar is not None:
             candidates = [smooth, crop]
             if invert:  # libzbar reads dark-on-light only
-                candidates.append(cv2.bitwise_not(smooth))
+                candidates.append(np.bitwise_not(smooth))
             for candidate in candidates:
                 texts = self._read_pyzbar(candidate)
                 if texts:

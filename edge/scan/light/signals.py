@@ -29,9 +29,6 @@ class Lamp(StrEnum):
 class Fault(StrEnum):
     """Conditions staff must know about; listed most urgent first."""
 
-    #: the daemon cannot start (shown while it holds the fault before exiting; edge.device.startup)
-    STARTUP_FAILED = "startup_failed"
-    NOT_PROVISIONED = "not_provisioned"
     CAMERA_LOST = "camera_lost"
     DEVICE_NOT_READY = "device_not_ready"
     #: a list on the card (risk list, trust list, policy) was refused at open: edited, damaged or rolled back
@@ -125,17 +122,6 @@ VERDICTS: dict[Decision, Signal] = {
 }
 
 FAULTS: dict[Fault, Signal] = {
-    Fault.STARTUP_FAILED: Signal(
-        "startup_failed", Lamp.AMBER, (0.1, 0.1), _FAULT_CHIRP,
-        looks=("Vàng chớp rất nhanh", "Amber very fast flicker"),
-        means=("Phần mềm thiết bị không khởi động được", "The device software cannot start"),
-        action=("Kiểm tra thủ công; báo kỹ thuật", "Check by hand; call the technician")),
-    Fault.NOT_PROVISIONED: Signal(
-        "not_provisioned", Lamp.AMBER, (0.2, 0.3, 0.2, 0.3, 0.2, 0.3, 0.2, 0.3, 0.2, 2.3), _FAULT_CHIRP,
-        looks=("Vàng nháy 5 lần rồi nghỉ", "Amber 5 flashes, then a pause"),
-        means=("Thiết bị chưa được cài gói cấu hình", "The device has no provisioning bundle"),
-        action=("Kiểm tra thủ công; báo kỹ thuật chép gói cấu hình vào thẻ nhớ",
-                "Check by hand; the technician copies the device's bundle onto the card")),
     Fault.CAMERA_LOST: Signal(
         "camera_lost", Lamp.AMBER, (0.2, 0.2), _FAULT_CHIRP,
         looks=("Vàng nháy nhanh liên tục", "Amber fast blink"),
