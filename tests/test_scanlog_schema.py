@@ -99,7 +99,8 @@ def test_failed_migration_leaves_the_previous_version(tmp_path):
 
 def test_concurrent_openers_migrate_once(tmp_path, server_x25519):
     path = tmp_path / "scanlog.sqlite"
-    with raw(path) as db:
+    with raw(path) as db:  # a file the scan log wrote before versions: always in WAL mode
+        db.execute("PRAGMA journal_mode=WAL")
         db.executescript(SCHEMA)
     errors, logs = [], []
 
