@@ -33,6 +33,8 @@ class DeviceConfig(_Section):
     checkpoint: str = Field(default="demo-checkpoint", pattern=_NAME)
     #: checkpoint groups this device belongs to (e.g. its zone), as policies name them
     groups: list[Annotated[str, StringConstraints(pattern=_NAME)]] = []
+    #: the checkpoint's name as staff and commanders know it (shown on the staff screen)
+    checkpoint_name: str = Field(default="", max_length=200)
     data_dir: Path = Path("/var/lib/checkpoint")
 
 
@@ -83,6 +85,9 @@ class DebounceConfig(_Section):
     forget_after_s: float = Field(default=2.0, ge=0)
     #: even while held in view, decide again after this long (0 = never)
     repeat_after_s: float = Field(default=0.0, ge=0)
+    #: anti-passback: the same pass given green again within this many seconds is CHECK repeat_pass
+    #: (a phone handed back over the barrier); 0 = off
+    repeat_pass_window_s: float = Field(default=600.0, ge=0, le=86400)
 
 
 class LightConfig(_Section):
@@ -139,6 +144,8 @@ class AnswerLimits(_Section):
     push: int = Field(default=64 * 1024, ge=1024)
     time: int = Field(default=16 * 1024, ge=1024)
     enrollment: int = Field(default=16 * 1024, ge=1024)
+    #: the answer to a heartbeat (empty)
+    heartbeat: int = Field(default=4 * 1024, ge=1024)
     trust: int = Field(default=16 * 1024 * 1024, ge=1024)
     policy: int = Field(default=1024 * 1024, ge=1024)
     #: EU value-set list (the EU's sets are tens of kilobytes)

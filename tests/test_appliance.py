@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from edge.passes.cp1 import issue_cp1
 from edge.passes.credential import PassKind, Vaccination
 from edge.passes.issuer import IssuerKey
 from edge.passes.trust import build_trust_envelope
+from edge.scan.clock import FixedClock
 from edge.verdict import Decision, Reason
 from sync.server.publish.risk import RiskPublisher
 from sync.wire.identifiers import holder_hash
@@ -28,7 +30,7 @@ from sync.wire.risk.types import RiskStatus
 NOW = datetime.now(UTC).replace(microsecond=0)
 
 
-def _device(tmp_path: Path, texts: list[str]) -> tuple[Path, Ed25519PrivateKey]:
+def _device(tmp_path: Path, texts: list[str], **sections: dict) -> tuple[Path, Ed25519PrivateKey]:
     publisher = Ed25519PrivateKey.generate()
     data = tmp_path / "device"
     save_public_key(data / "keys/publisher_ed25519.pub.pem", publisher.public_key())
@@ -40,7 +42,7 @@ def _device(tmp_path: Path, texts: list[str]) -> tuple[Path, Ed25519PrivateKey]:
     config = {"device": {"id": "T-1", "checkpoint": "T-CP", "groups": ["hn-zone-1"], "data_dir": str(data)},
               "camera": {"source": "replay", "path": str(frames), "fps": 100.0},
               "light": {"backend": "none"},
-              "clock": {"backend": "fixed", "fixed_at": NOW.isoformat()}}
+              "clock": {"backend": "fixed", "fixed_at": NOW.isoformat()}, **sections}
     path = tmp_path / "config.toml"
     path.write_text(tomli_w.dumps(config))
     return path, publisher
@@ -193,3 +195,31 @@ def test_the_staff_screen_reads_what_the_real_device_wrote_not_ready_then_ready(
         assert dict(shown.counts) == {"passed": 1, "refused": 0, "checked": 0}  # from the scan log
     finally:
         again.close()
+
+
+def test_a_pass_handed_back_over_the_barrier_is_checked_by_hand(tmp_path: Path):
+    """Anti-passback: the same pass shown again (after leaving the view) within the window gets amber
+    repeat_pass, recorded as such; another person's pass in between is still green."""
+    issuer = _issuer()
+    first, other = _pass(issuer, "CITIZEN-A"), _pass(issuer, "CITIZEN-B")
+    config_path, publisher = _device(tmp_path, [first, other, first],
+                                     debounce={"forget_after_s": 0.05, "repeat_pass_window_s": 600})
+    events = []
+    walking = FixedClock(NOW)  # wall time stands still, the frames' monotonic time runs
+    walking.monotonic = time.monotonic  # type: ignore[method-assign]
+    appliance = Appliance(load_config(config_path), clock=walking, on_decision=events.append)
+    try:
+        _publish(config_path, publisher, issuer, store=appliance.verifier.risk)
+        appliance.verifier.reload("trust")
+        assert appliance.daemon.run() == 0
+        by_pass: dict[str | None, list[tuple[Decision, Reason]]] = {}
+        for e in events:
+            by_pass.setdefault(e.verdict.pass_id, []).append((e.shown, e.verdict.reason))
+        assert len(by_pass) == 2 and len(by_pass[events[0].verdict.pass_id]) >= 2  # A was shown twice
+        for decisions in by_pass.values():  # each pass: green once, then (however often shown) amber
+            assert decisions[0] == (Decision.PASS, Reason.OK)
+            assert set(decisions[1:]) <= {(Decision.CHECK, Reason.REPEAT_PASS)}
+        records = appliance.scanlog.records()
+        assert ("CHECK", "repeat_pass") in [(r["decision"], r["reason"]) for r in records]
+    finally:
+        appliance.close()

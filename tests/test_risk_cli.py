@@ -6,6 +6,7 @@ import json
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import ID_KEY
@@ -105,7 +106,8 @@ def test_publish_reports_bad_input_without_publishing(setup: tuple[Path, Path, P
     result = CliRunner().invoke(main, ["risk", "publish", "--dir", str(central), "--key", str(key_file),
                                        "--id-key", str(tmp_path / "holder_id.key"), "--covers", "CP1:*", str(bad)])
     assert result.exit_code == 1
-    assert "row 2" in result.output and "F7" in result.output
+    assert "line 3: unknown status 'F7'" in result.output  # the file's own line number
+    assert "1 bad row(s) of 2, nothing published" in result.output
     assert not (central / "state.json").exists()
     unkeyed = tmp_path / "unkeyed.csv"
     unkeyed.write_text("id,status\nA,F0\n", encoding="utf-8")
@@ -113,3 +115,58 @@ def test_publish_reports_bad_input_without_publishing(setup: tuple[Path, Path, P
                                        "--covers", "CP1:*", str(unkeyed)])
     assert result.exit_code == 1 and "identifier key" in result.output
     assert not (central / "state.json").exists()
+
+
+def test_publish_streams_csv_and_jsonl_and_lists_every_bad_line(setup: tuple[Path, Path, Path],
+                                                                tmp_path: Path) -> None:
+    key_file, central, _ = setup
+    publish = ["risk", "publish", "--dir", str(central), "--key", str(key_file), "--covers", "CP1:*",
+               "--id-key", str(tmp_path / "holder_id.key")]
+    big = tmp_path / "list.csv"
+    with big.open("w", encoding="utf-8") as fh:
+        fh.write("id,status,until\n")
+        for n in range(3000):
+            fh.write(f"0790{n:08d},{'F0' if n % 3 == 0 else 'F1'},{'2199-01-01' if n % 2 else ''}\n")
+        fh.write("079000000001,remove,\n")  # a later row for the same id wins: removed
+    result = CliRunner().invoke(main, [*publish, str(big)])
+    assert result.exit_code == 0, result.output
+    assert "published version 1: 3,000 changes, 2,999 entries" in result.output
+
+    lines = tmp_path / "more.jsonl"
+    lines.write_text('{"id": "A", "status": "F0"}\n\n{"key": "' + "ab" * 16 + '", "status": "REVOKED"}\n',
+                     encoding="utf-8")
+    result = CliRunner().invoke(main, [*publish, str(lines)])
+    assert result.exit_code == 0 and "3,001 entries" in result.output, result.output
+
+    broken = tmp_path / "broken.csv"
+    broken.write_text("id,status,until\n" + "".join(f"X{n},F9,\n" for n in range(30)) + "Y,F0,1999-01-01\n",
+                      encoding="utf-8")
+    result = CliRunner().invoke(main, [*publish, str(broken)])
+    assert result.exit_code == 1 and "31 bad row(s) of 31, nothing published" in result.output
+    assert "line 2: unknown status 'F9'" in result.output and "… 11 more" in result.output
+    assert RiskPublisher(central, load_ed25519_private(key_file)).latest_version == 2  # unchanged
+
+
+def test_parallel_readers_agree_with_one_reader_and_number_lines_across_the_file(tmp_path: Path) -> None:
+    from sync.server.publish.risk_inputs import read_changes
+
+    rows = ["id,status,until"] + [f"0790{n:08d},{'F0' if n % 2 else 'F1'},{'2030-01-01' if n % 3 else ''}"
+                                  for n in range(4000)]
+    rows.append("079000000007,remove,")  # the same id again near the end: the later row wins
+    good = tmp_path / "good.csv"
+    good.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    one, two, four = (read_changes(good, workers=n, id_keys=[ID_KEY]) for n in (1, 2, 4))
+    assert len(one) == 4000 and (one == two).all() and (one == four).all()
+    assert one["status"][one["key"] == np.frombuffer(holder_hash("079000000007", ID_KEY), "V16")[0]].tolist() == [0]
+
+    rows[10] = "X,F9,"           # line 11, in the first part
+    rows[3900] = "Y,F0,1999-01-01"  # line 3901, in the last part
+    rows[2500] = "Z,F0,,extra"  # line 2501: more cells than columns
+    bad = tmp_path / "bad.jsonl.csv"
+    bad.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    for workers in (1, 2, 4):
+        with pytest.raises(RiskInputError) as info:
+            read_changes(bad, workers=workers, id_keys=[ID_KEY])
+        message = str(info.value)
+        assert "3 bad row(s) of 4001" in message, message
+        assert message.index("line 11:") < message.index("line 2501:") < message.index("line 3901:")

@@ -31,7 +31,10 @@ def _load(name: str):
 @click.option("--entries", type=int, default=None, help="risk: number of risk-list entries.")
 @click.option("--photos", type=click.Path(exists=True, file_okay=False), default=None,
               help="decode: folder of real QR photos, NAME.jpg beside NAME.txt (else $CHECKPOINT_QR_PHOTOS).")
-def bench(names: tuple[str, ...], as_json: bool, quick: bool, entries: int | None, photos: str | None) -> None:
+@click.option("--publish-rows", type=click.IntRange(min=1), default=None,
+              help="risk: only the publisher's time and peak memory for an input of this many rows.")
+def bench(names: tuple[str, ...], as_json: bool, quick: bool, entries: int | None, photos: str | None,
+          publish_rows: int | None) -> None:
     """Run benchmarks (all when no NAME is given) and print their figures."""
     results: dict[str, dict[str, object]] = {}
     for name in names or tuple(BENCHES):
@@ -40,6 +43,8 @@ def bench(names: tuple[str, ...], as_json: bool, quick: bool, entries: int | Non
             options["entries"] = entries
         if name == "decode" and photos is not None:
             options["photos"] = photos
+        if name == "risk" and publish_rows is not None:
+            options["publish_rows"] = publish_rows
         if not as_json:
             click.echo(f"running bench {name} ...", err=True)
         results[name] = _load(name)(**options)

@@ -14,7 +14,7 @@ from edge.config import load_config
 from edge.lists.risk_store import RiskStore
 from edge.lists.version_floor import VersionFloor
 from sync.server.publish.risk import RiskPublisher
-from sync.server.publish.risk_inputs import load_rows, parse_row
+from sync.server.publish.risk_inputs import read_changes
 from sync.wire.identifiers import IdentifierKey
 from sync.wire.keyfiles import load_ed25519_private, load_ed25519_public
 from sync.wire.risk.types import Coverage, RiskUpdateError
@@ -43,10 +43,11 @@ def risk() -> None:
 @reports_errors
 def publish(directory: Path, key_file: Path, published_at: datetime | None, id_key_files: tuple[Path, ...],
             covers: tuple[str, ...], input_file: Path) -> None:
-    """Publish the changes in INPUT_FILE (.csv or .json) as the next version.
+    """Publish the changes in INPUT_FILE (.csv, .jsonl or .json) as the next version.
 
     Rows name a citizen ('id', published only as its keyed value), the certificate ids of the
-    EU DCCs issued to them ('uci'), or a ready-made 'key'.
+    EU DCCs issued to them ('uci'), or a ready-made 'key'. The file is read as a stream and
+    checked whole first: a bad row is reported by its line number and nothing is published.
     """
     key = load_ed25519_private(key_file)
     id_keys = [IdentifierKey.load(path) for path in id_key_files]
@@ -54,10 +55,11 @@ def publish(directory: Path, key_file: Path, published_at: datetime | None, id_k
         coverage = Coverage.parse(list(covers)) if covers else None
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--covers") from None
-    rows = load_rows(input_file)
-    with click.progressbar(rows, label=f"reading {len(rows):,} rows", file=sys.stderr) as bar:
-        changes = [change for n, row in enumerate(bar, 1)
-                   for change in parse_row(row, f"{input_file} row {n}", id_keys)]
+    with click.progressbar(length=max(1, input_file.stat().st_size), label="reading", file=sys.stderr) as bar:
+        def progress(done: int) -> None:
+            bar.update(done - bar.pos)
+
+        changes = read_changes(input_file, progress, id_keys=id_keys)
     publisher = RiskPublisher(directory, key)
     version = publisher.publish(changes, published_at, coverage)
     click.echo(f"published version {version}: {len(changes):,} changes, {publisher.entries:,} entries, "

@@ -290,3 +290,27 @@ def resolve_fork(where: _Where, device_id: str, reviewer: str | None) -> None:
         raise click.ClickException(f"device {device_id} has no open chain fork")
     log.info("event=fork_resolved device=%s forks=%d by=%s", device_id, count, who)
     click.echo(f"resolved {count} chain fork(s) of {device_id}; both versions of its records are kept")
+
+
+@server.command("registry")
+@click.argument("checkpoints_csv", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.pass_obj
+@reports_errors
+def registry(where: _Where, checkpoints_csv: Path) -> None:
+    """Load the fleet's checkpoints.csv (the file provisioning used) into the server's registry.
+
+    Checked whole before anything is replaced: one bad row, and the registry in use stays as it was.
+    """
+    from sync.server.registry import Registry, load_checkpoints_csv
+
+    settings = where.settings()
+    checkpoints = load_checkpoints_csv(checkpoints_csv)
+    path = Registry(checkpoints).save(settings.data_dir)
+    devices = sum(c.devices for c in checkpoints)
+    storage = where.storage()
+    try:
+        storage.audit(_actor(), "registry_load", str(checkpoints_csv), "ok",
+                      f"{len(checkpoints)} checkpoints, {devices} devices", "cli")
+    finally:
+        storage.close()
+    click.echo(f"registry: {len(checkpoints)} checkpoint(s), {devices} device(s) -> {path}")

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge.config import Config
 from edge.device.daemon import Daemon, DayCounter, DecisionEvent
+from edge.device.health import HeartbeatSource, build_heartbeat
 from edge.device.status import DeviceStatus, StatusFile, StatusSnapshot
 from edge.device.sync_client import InstalledCallback, SyncClient
 from edge.lists.policy import CheckpointIdentity, Policy, PolicyError, load_policy_file
@@ -33,10 +34,12 @@ from edge.scan.clock import Clock, FixedClock, NoRtc, SysfsRtc, SystemClock, boo
 from edge.scan.debounce import Debouncer
 from edge.scan.decode import Decoder
 from edge.scan.light import Fault, Light, make_light
+from edge.scan.passback import PassbackGuard
 from edge.scan.scanlog import ScanLog
 from edge.scan.verifier import Verifier
 from edge.verdict import Decision, Reason, Verdict
 from sync.wire.keyfiles import KeyFileError, load_ed25519_public, load_or_create_ed25519, load_x25519_public
+from sync.wire.protocol import Heartbeat
 from sync.wire.risk.types import RiskLookup
 
 log = logging.getLogger(__name__)
@@ -128,7 +131,8 @@ def load_value_sets(config: Config, publisher_keys: list[Ed25519PublicKey], floo
 
 def build_sync_client(config: Config, *, scanlog: ScanLog, clock: Clock, publisher_keys: list[Ed25519PublicKey],
                       risk_store: RiskStore | None, floor: VersionFloor,
-                      on_installed: InstalledCallback | None = None) -> SyncClient:
+                      on_installed: InstalledCallback | None = None,
+                      heartbeat: HeartbeatSource | None = None) -> SyncClient:
     """The sync client of this device (its own key is created on first use)."""
     stager = None
     if config.update.target and publisher_keys:
@@ -145,7 +149,8 @@ def build_sync_client(config: Config, *, scanlog: ScanLog, clock: Clock, publish
                       risk_store=risk_store, on_installed=on_installed, request_deadline_s=s.request_deadline_s,
                       limits=s.max_answer_bytes, certificate_path=config.resolve(config.keys.enrollment_certificate),
                       spool_dir=config.device.data_dir,
-                      enroll_token_path=config.resolve(config.keys.enroll_token), stager=stager)
+                      enroll_token_path=config.resolve(config.keys.enroll_token), stager=stager,
+                      heartbeat=heartbeat)
 
 
 def build_sync_only(config: Config) -> SyncClient:
@@ -184,10 +189,12 @@ class LiveVerifier:
     """The daemon's verifier: answers CHECK / DEVICE_NOT_READY until trust list and policy exist.
 
     The sync client installs new lists while the daemon runs; ``reload`` swaps them in atomically.
+    Greens pass the anti-passback guard last (``debounce.repeat_pass_window_s``).
     """
 
     def __init__(self, config: Config, clock: Clock, publisher_keys: list[Ed25519PublicKey], floor: VersionFloor):
         self._config, self._clock, self._keys, self.floor = config, clock, publisher_keys, floor
+        self._passback = PassbackGuard(config.debounce.repeat_pass_window_s, clock.monotonic)
         self._lock = threading.Lock()
         self.current: Verifier | None = None
         self.risk: RiskLookup | None = None
@@ -199,7 +206,7 @@ class LiveVerifier:
         current = self.current
         if current is None:
             return Verdict(Decision.CHECK, Reason.DEVICE_NOT_READY)
-        return current.verify(text)
+        return self._passback.check(current.verify(text))
 
     @property
     def policy_version(self) -> int | None:
@@ -262,7 +269,8 @@ class Appliance:
         if config.sync.server_url:
             self.sync = build_sync_client(config, scanlog=self.scanlog, clock=self.clock,
                                           publisher_keys=self.publisher_keys, risk_store=self.verifier.risk,
-                                          floor=self.floor, on_installed=self.verifier.reload)
+                                          floor=self.floor, on_installed=self.verifier.reload,
+                                          heartbeat=self.heartbeat)
         self.light = light or make_light(config.light, stream=light_stream)
         self.daemon = Daemon(
             source=source or make_source(config), decoder=Decoder(config.decoder),
@@ -348,6 +356,12 @@ class Appliance:
             clock_floor=clock.floor.isoformat(timespec="seconds") if clock else None,
             disk=disk_state(self.scanlog),
         )
+
+    def heartbeat(self) -> Heartbeat:
+        """What the sync client reports on every cycle (the daemon's snapshot plus host readings)."""
+        current = self.verifier.current
+        return build_heartbeat(self.daemon.snapshot(), trust_version=current.trust_version if current else None,
+                               data_dir=self.config.device.data_dir)
 
     def _status_writer(self) -> Callable[[StatusSnapshot], None]:
         return StatusFile(self.config.resolve(self.config.status.path)).write

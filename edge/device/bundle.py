@@ -41,10 +41,11 @@ class ServerKeys:
 
 
 def device_config(device_id: str, *, checkpoint: str, server_url: str, etc_dir: Path, data_dir: Path,
-                  overrides: dict | None = None) -> dict:
+                  checkpoint_name: str = "", overrides: dict | None = None) -> dict:
     """The config mapping of one device; validated, so a bad override fails here, not on the road."""
     data: dict = {
-        "device": {"id": device_id, "checkpoint": checkpoint, "data_dir": str(data_dir)},
+        "device": {"id": device_id, "checkpoint": checkpoint, "checkpoint_name": checkpoint_name,
+                   "data_dir": str(data_dir)},
         "sync": {"server_url": server_url},
         "keys": {"publisher_public_key": str(etc_dir / PUBLISHER_PUB),
                  "server_encryption_key": str(etc_dir / SERVER_ENC_PUB)},
@@ -58,7 +59,23 @@ def device_config(device_id: str, *, checkpoint: str, server_url: str, etc_dir: 
 def write_bundle(out_dir: Path, config: dict, keys: ServerKeys, enroll_token: str | None) -> Config:
     """Write one device bundle; returns the validated Config it holds.
 
-    ``enroll_token``: the device's one-time token (``sync.server.enrollment.issue_token``)."""
+    ``enroll_token``: the device's one-time token (``sync.server.enrollment.issue_token``).
+    A new bundle is whole or not there at all: it is made beside ``out_dir`` and renamed into place.
+    (An existing folder, such as the demo's device folder, is written into.)
+    """
+    parsed = parse_config(config, str(out_dir / "config.toml"))
+    if out_dir.exists():
+        _write_bundle_files(out_dir, config, keys, enroll_token)
+        return parsed
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    partial = out_dir.with_name(f".{out_dir.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)  # left by an earlier run that was killed
+    _write_bundle_files(partial, config, keys, enroll_token)
+    os.rename(partial, out_dir)
+    return parsed
+
+
+def _write_bundle_files(out_dir: Path, config: dict, keys: ServerKeys, enroll_token: str | None) -> None:
     (out_dir / "keys").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(keys.publisher_public, out_dir / PUBLISHER_PUB)
     shutil.copyfile(keys.server_encryption_public, out_dir / SERVER_ENC_PUB)
@@ -67,4 +84,3 @@ def write_bundle(out_dir: Path, config: dict, keys: ServerKeys, enroll_token: st
         fd = os.open(out_dir / TOKEN_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(enroll_token + "\n")
-    return parse_config(config, str(out_dir / "config.toml"))

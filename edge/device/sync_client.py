@@ -44,6 +44,7 @@ from sync.wire.protocol import (
     HEADER_DEVICE,
     HEADER_SIGNATURE,
     EnrollResult,
+    Heartbeat,
     PushResult,
     ReadmitRequest,
     b64,
@@ -123,8 +124,10 @@ class SyncClient:
                  on_installed: InstalledCallback | None = None, rng: Callable[[], float] = random.random,
                  request_deadline_s: float = 120.0, limits: AnswerLimits | None = None,
                  certificate_path: Path | None = None, spool_dir: Path | None = None,
-                 enroll_token_path: Path | None = None, stager: Any = None):
+                 enroll_token_path: Path | None = None, stager: Any = None,
+                 heartbeat: Callable[[], Heartbeat] | None = None):
         self.server_url = server_url.rstrip("/")
+        self.heartbeat = heartbeat
         self.scanlog = scanlog
         self.device_id = scanlog.device_id
         self._key = device_key
@@ -492,12 +495,32 @@ class SyncClient:
         into.write_bytes(answer.body)
 
     # -- cycles ------------------------------------------------------------------------------------
+    def send_heartbeat(self) -> bool:
+        """Report the device's health (every cycle, records or not); True if the server took it.
+
+        A server that answers but takes no heartbeats (an older one, an error) is logged and the
+        records are pushed all the same; no answer at all (the network is down) fails the cycle
+        at once, as the push would.
+        """
+        if self.heartbeat is None:
+            return False
+        body = self.heartbeat().model_dump_json().encode()
+        try:
+            self._request("POST", f"{API}/heartbeat", body, kind="heartbeat")
+        except SyncError as exc:
+            if exc.status is None:
+                raise
+            log.warning("event=heartbeat_not_taken error=%s action=none needed; records are pushed anyway", exc)
+            return False
+        return True
+
     def run_once(self) -> SyncResult:
-        """One cycle: enroll if still needed, push all unsent batches, then download.
+        """One cycle: enroll if still needed, heartbeat, push all unsent batches, then download.
 
         Raises SyncError on a failed request.
         """
         self.ensure_enrolled()
+        self.send_heartbeat()
         try:
             pushed = self.push()
         except SyncError as exc:

@@ -253,3 +253,37 @@ def b64(data: bytes) -> str:
 
 def unb64(text: str) -> bytes:
     return base64.b64decode(text.encode(), validate=True)
+
+
+_Short = Annotated[str, Field(max_length=64, pattern=_PRINTABLE)]
+_Count = Annotated[int, Field(ge=0, le=2**62)]
+_Seconds = Annotated[float, Field(ge=0, le=10 * 365 * 86400, allow_inf_nan=False)]
+
+
+class Heartbeat(_Wire):
+    """What a device reports about itself on every sync cycle, with or without records to push.
+
+    ``POST /v1/heartbeat`` (signed like every request). The server keeps the last one per device:
+    its arrival is the device's "last seen", its content the fleet view's health columns.
+    Every field is bounded: a device's own report is still untrusted input.
+    """
+
+    device_id: _DeviceId
+    #: the device's wall time when it sent this (compare with the server's to see clock skew)
+    sent_at: _WallTime
+    software_version: _Short
+    uptime_s: _Seconds
+    #: the daemon's state (running, camera_lost, starting, …) and its active faults
+    state: _Short
+    faults: Annotated[list[_Short], Field(max_length=16)] = []
+    clock_trusted: bool
+    trust_version: _Count | None = None
+    policy_version: _Count | None = None
+    risk_version: _Count | None = None
+    risk_published_at: _WallTime | None = None
+    #: scan records written but not yet acknowledged by the server
+    backlog: _Count = 0
+    disk_free_mb: Annotated[float, Field(ge=0, le=2**40, allow_inf_nan=False)] | None = None
+    cpu_temp_c: Annotated[float, Field(ge=-60, le=200, allow_inf_nan=False)] | None = None
+    last_frame_age_s: _Seconds | None = None
+    decisions: _Count = 0

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import edge.lists.risk_store as store_module
 from edge.devtools.bench.report import median, percentile
+from edge.devtools.bench.risk_publish import run_publish
 from edge.lists.risk_store import RiskStore
 from sync.server.publish.risk import RiskPublisher
 from sync.wire.risk.records import RECORD, encode_until, sort_unique
@@ -93,8 +94,14 @@ def _open_check_s(directory: Path, key: Ed25519PrivateKey, runs: int) -> list[fl
     return times
 
 
-def run(quick: bool = False, entries: int | None = None, deltas: int | None = None) -> dict[str, object]:
-    """Run the benchmark in a temporary directory and return its figures."""
+def run(quick: bool = False, entries: int | None = None, deltas: int | None = None,
+        publish_rows: int | None = None) -> dict[str, object]:
+    """Run the benchmark in a temporary directory and return its figures.
+
+    With ``publish_rows``, only the publisher's figures for an input of that many rows.
+    """
+    if publish_rows is not None:
+        return run_publish(publish_rows)
     n = entries or (100_000 if quick else 10_000_000)
     deltas = deltas or (4 if quick else 8)
     samples = 5_000 if quick else 50_000

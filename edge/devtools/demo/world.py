@@ -111,7 +111,8 @@ def provision_device(root: Path, central: Central, server_url: str, frames: Path
     root, frames = root.resolve(), frames.resolve()
     keys = ServerKeys.from_server_data(central.settings.data_dir)
     config = device_config(
-        DEVICE_ID, checkpoint=CHECKPOINT_ID, server_url=server_url, etc_dir=root,
+        DEVICE_ID, checkpoint=CHECKPOINT_ID, checkpoint_name="Hà Nội – cầu Chương Dương (demo)",
+        server_url=server_url, etc_dir=root,
         data_dir=root,
         overrides={"camera": {"source": "replay", "path": str(frames), "fps": 30.0, "loop": True},
                    "light": {"backend": "terminal", "verdict_hold_s": 1.0},

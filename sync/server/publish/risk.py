@@ -128,8 +128,12 @@ class RiskPublisher:
             wanted = changes if isinstance(changes, np.ndarray) else self._normalise(changes)
             current = self.records()
             delta = self._effective_delta(current, wanted, day_number(published_at.date()))
-            found, pos = lookup_many(current, delta["key"])
-            old = current[pos[found]]
+            if len(current):
+                found, pos = lookup_many(current, delta["key"])
+                old = current[pos[found]]
+                del found, pos
+            else:
+                old = empty()
             digest = SetDigest.from_bytes(bytes.fromhex(self._state["digest"]))
             digest.remove(old)
             digest.add(delta)
@@ -180,14 +184,20 @@ class RiskPublisher:
     @staticmethod
     def _effective_delta(current: np.ndarray, wanted: np.ndarray, today: int) -> np.ndarray:
         """The records that actually change the set: new or changed values and removals."""
-        expired = current[(current["until"] != 0) & (current["until"].astype(np.int64) < today)]
+        expired = current[(current["until"] != 0) & (current["until"] < today)]
         removals = np.zeros(len(expired), RECORD)
         removals["key"] = expired["key"]
-        wanted = wanted.copy()
-        lapsed = (wanted["until"] != 0) & (wanted["until"].astype(np.int64) < today)
-        wanted["status"][lapsed] = REMOVED
-        wanted["until"][lapsed | (wanted["status"] == REMOVED)] = 0
+        lapsed = (wanted["until"] != 0) & (wanted["until"] < today)
+        removed = wanted["status"] == REMOVED
+        if lapsed.any() or (wanted["until"][removed] != 0).any():  # copy only when something must change
+            wanted = wanted.copy()
+            wanted["status"][lapsed] = REMOVED
+            wanted["until"][lapsed | removed] = 0
+        del lapsed, removed
         changes = merge(removals, wanted)
+        if len(current) == 0:  # the first publication (a national list at once): nothing to compare with
+            keep = changes["status"] != REMOVED
+            return changes if keep.all() else changes[keep]
         found, pos = lookup_many(current, changes["key"])
         same = np.zeros(len(changes), bool)
         hits = current[pos[found]]

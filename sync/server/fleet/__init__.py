@@ -1,0 +1,1 @@
+"""The fleet as commanders see it: checkpoint health from heartbeats, activity, the pages."""
