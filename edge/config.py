@@ -33,8 +33,6 @@ class DeviceConfig(_Section):
     checkpoint: str = Field(default="demo-checkpoint", pattern=_NAME)
     #: checkpoint groups this device belongs to (e.g. its zone), as policies name them
     groups: list[Annotated[str, StringConstraints(pattern=_NAME)]] = []
-    #: the checkpoint's name as staff and commanders know it (shown on the staff screen)
-    checkpoint_name: str = Field(default="", max_length=200)
     data_dir: Path = Path("/var/lib/checkpoint")
 
 

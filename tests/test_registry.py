@@ -74,7 +74,7 @@ def test_provision_from_csv_writes_named_bundles_and_the_server_loads_the_same_f
     assert sorted(p.name for p in out.iterdir()) == ["HN-017-1", "HN-017-2", "QN-003-1"]  # no partial folders
     config = load_config(out / "HN-017-2" / "config.toml")
     assert config.device.id == "HN-017-2" and config.device.checkpoint == "HN-017"
-    assert config.device.checkpoint_name == "Cầu Chương Dương"
+    assert config.status.checkpoint_name == "Cầu Chương Dương"
     assert (out / "HN-017-2" / "enroll.token").read_text().strip() != (out / "HN-017-1" / "enroll.token").read_text()
 
     loaded = CliRunner().invoke(main, ["server", "--data-dir", str(server_data), "registry", str(csv_path)])

@@ -44,12 +44,13 @@ def device_config(device_id: str, *, checkpoint: str, server_url: str, etc_dir: 
                   checkpoint_name: str = "", overrides: dict | None = None) -> dict:
     """The config mapping of one device; validated, so a bad override fails here, not on the road."""
     data: dict = {
-        "device": {"id": device_id, "checkpoint": checkpoint, "checkpoint_name": checkpoint_name,
-                   "data_dir": str(data_dir)},
+        "device": {"id": device_id, "checkpoint": checkpoint, "data_dir": str(data_dir)},
         "sync": {"server_url": server_url},
         "keys": {"publisher_public_key": str(etc_dir / PUBLISHER_PUB),
                  "server_encryption_key": str(etc_dir / SERVER_ENC_PUB)},
     }
+    if checkpoint_name:  # what the staff screen shows as the checkpoint's name
+        data["status"] = {"checkpoint_name": checkpoint_name}
     for section, values in (overrides or {}).items():
         data.setdefault(section, {}).update(values)
     parse_config(data, f"config of {device_id}")

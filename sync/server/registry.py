@@ -33,6 +33,8 @@ ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,47}")
 MAX_DEVICES_PER_CHECKPOINT = 99
 MAX_ROWS = 100_000
 MAX_TEXT = 200
+#: a name must fit the staff screen's header (the device config's ``status.checkpoint_name``)
+MAX_NAME = 80
 #: where the server keeps the loaded registry (a file beside the published lists)
 REGISTRY_FILE = "registry/checkpoints.json"
 
@@ -141,9 +143,12 @@ def parse_checkpoints(text: str, source: str = "checkpoints.csv") -> list[Checkp
         server_url = _text(cells.get("server_url", ""), "server_url", problems, where, required=False)
         if server_url and not server_url.startswith(("https://", "http://")):
             problems.append(f"{where}, column server_url: must start with https:// (or http:// on a lab network)")
+        name = _text(cells["name"], "name", problems, where, required=True)
+        if len(name) > MAX_NAME:
+            problems.append(f"{where}, column name: longer than {MAX_NAME} characters")
         checkpoints.append(Checkpoint(
             checkpoint_id=checkpoint_id,
-            name=_text(cells["name"], "name", problems, where, required=True),
+            name=name,
             province=_text(cells["province"], "province", problems, where, required=True),
             district=_text(cells.get("district", ""), "district", problems, where, required=False),
             zone=_text(cells.get("zone", ""), "zone", problems, where, required=False),
