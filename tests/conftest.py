@@ -47,9 +47,9 @@ def sample_verdict(i: int) -> Verdict:
                    kind=None if hh is None else "resident", holder_hash=hh)
 
 
-def append_samples(log, n: int, start: int = 0) -> list[int]:
-    """Append ``n`` sample verdicts to a ScanLog; return their sequence numbers."""
-    at = datetime(2026, 3, 1, tzinfo=UTC)
+def append_samples(log, n: int, start: int = 0, at: datetime | None = None) -> list[int]:
+    """Append ``n`` sample verdicts to a ScanLog (scanned at ``at``); return their sequence numbers."""
+    at = at or datetime(2026, 3, 1, tzinfo=UTC)
     return [log.append(sample_verdict(i), wall_time=at, monotonic=float(i), clock_trusted=True,
                        policy_version=3, risk_version=12) for i in range(start, start + n)]
 

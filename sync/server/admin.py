@@ -34,7 +34,9 @@ from sync.server.accounts import (
 )
 from sync.server.dashboard import render_audit, render_dashboard, render_login, render_token
 from sync.server.enrollment import DEFAULT_TOKEN_TTL_S, EnrollmentError, issue_token
+from sync.server.fleet.routes import fleet_routes
 from sync.server.published import UPLOADABLE, published_lists, published_version
+from sync.server.registry import RegistryFile
 from sync.server.settings import ServerSettings
 from sync.server.storage import SQLStorage
 from sync.wire.envelope import EnvelopeError, open_envelope
@@ -216,6 +218,11 @@ def admin_routes(app: FastAPI, settings: ServerSettings, store: SQLStorage) -> N
                                              role=who.role.value, csrf_token=who.csrf_token,
                                              may_operate=who.may(Permission.OPERATE),
                                              may_audit=who.may(Permission.AUDIT), revoked=revoked))
+
+    async def require_view(request: Request) -> Principal:
+        return await require(request, Permission.VIEW, html=True)
+
+    fleet_routes(app, store, RegistryFile(settings.data_dir), require_view)
 
     @app.get("/audit", response_class=HTMLResponse, include_in_schema=False)
     async def audit_page(request: Request) -> HTMLResponse:

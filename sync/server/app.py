@@ -47,6 +47,7 @@ from sync.wire.protocol import (
     EnrollRequest,
     EnrollResult,
     ErrorBody,
+    Heartbeat,
     ReadmitRequest,
     b64,
     push_answer_signing_bytes,
@@ -262,6 +263,20 @@ def _device_routes(app: FastAPI, settings: ServerSettings, store: SQLStorage) ->
             signature = settings.publisher_key.sign(push_answer_signing_bytes(result, body))
             result = result.model_copy(update={"signature": b64(signature)})
         return Response(result.model_dump_json(), media_type="application/json")
+
+    @app.post(f"{API}/heartbeat", status_code=204)
+    async def heartbeat(request: Request) -> Response:
+        """The device's health on every sync cycle; its arrival is the device's "last seen"."""
+        body = await request.body()  # read and capped by the guard
+        device_id = authenticate(request, body)
+        try:
+            beat = Heartbeat.model_validate_json(body)
+        except ValidationError:
+            return _error(422, "bad_heartbeat", "heartbeat body does not match the Heartbeat schema")
+        if beat.device_id != device_id:
+            return _error(422, "bad_heartbeat", "a heartbeat names the device that signs it")
+        await run_in_threadpool(store.record_heartbeat, device_id, datetime.now(UTC), beat.model_dump_json())
+        return Response(status_code=204)
 
     @app.get(f"{API}/time")
     async def server_time(request: Request, nonce: str = Query("", max_length=64)) -> Response:

@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import psycopg
 from psycopg.adapt import PyFormat
 
+from sync.server.fleet.store import FLEET_SCHEMA
 from sync.server.security_store import security_schema
 from sync.server.storage import (
     CHAIN_SCHEMA,
@@ -76,7 +77,7 @@ class PostgresStorage(SQLStorage):
         self._db: psycopg.Connection | None = None
         self._db = self._connect(create=create)
         if create:
-            self._db.execute(SCHEMA + security_schema("postgresql"))
+            self._db.execute(SCHEMA + security_schema("postgresql") + FLEET_SCHEMA)
             return
         found = self._db.execute("SELECT to_regclass('devices') IS NOT NULL AND to_regclass('records') IS NOT NULL "
                                  "AND to_regclass('enroll_tokens') IS NOT NULL "
@@ -96,7 +97,7 @@ class PostgresStorage(SQLStorage):
         if pk == 2:
             with self._db.transaction():
                 self._db.execute(ADD_CHAIN_EPOCHS)
-        self._db.execute(CHAIN_SCHEMA)
+        self._db.execute(CHAIN_SCHEMA + FLEET_SCHEMA)
 
     def _connect(self, *, create: bool = False) -> psycopg.Connection:
         try:

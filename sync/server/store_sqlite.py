@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
 
+from sync.server.fleet.store import FLEET_SCHEMA
 from sync.server.security_store import security_schema
 from sync.server.storage import (
     CHAIN_SCHEMA,
@@ -67,14 +68,14 @@ class SQLiteStorage(SQLStorage):
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         if create:
-            self._db.executescript(SCHEMA + security_schema("sqlite"))
+            self._db.executescript(SCHEMA + security_schema("sqlite") + FLEET_SCHEMA)
         elif self._db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name IN "
                               "('devices', 'records', 'enroll_tokens', 'audit')").fetchone()[0] != 4:
             self._db.close()
             raise StorageError(f"{path} is not an initialised server database: run 'checkpoint server init'")
         else:
             _add_chain_epochs(self._db)
-            self._db.executescript(CHAIN_SCHEMA)
+            self._db.executescript(CHAIN_SCHEMA + FLEET_SCHEMA)
         self._lock = threading.Lock()
 
     def _all(self, sql: str, params: tuple = ()) -> list[tuple]:
