@@ -36,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "valuesets": "edge.cli.valuesets:valuesets",
     "provision": "edge.cli.provision:provision",
     "log": "edge.cli.log:log",
+    "trace": "edge.cli.trace:trace",
 }
 
 

@@ -11,7 +11,7 @@ import json
 import logging
 import re
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import parse_qs
 
@@ -39,6 +39,7 @@ from sync.server.published import UPLOADABLE, published_lists, published_version
 from sync.server.registry import RegistryFile
 from sync.server.settings import ServerSettings
 from sync.server.storage import SQLStorage
+from sync.server.trace import TraceError, trace, trace_json, traced_holder
 from sync.wire.envelope import EnvelopeError, open_envelope
 from sync.wire.errors import CheckpointError
 from sync.wire.fsutil import write_atomic
@@ -92,6 +93,14 @@ class UserRequest(_Model):
 class TokenRequest(_Model):
     ttl_s: int = Field(DEFAULT_TOKEN_TTL_S, ge=60, le=365 * 24 * 3600)
     replace_key: bool = False
+
+
+class TraceRequest(_Model):
+    citizen_id: str | None = Field(None, min_length=1, max_length=64)
+    uci: str | None = Field(None, min_length=1, max_length=128)
+    since: datetime
+    until: datetime
+    window_min: int = Field(30, ge=1, le=720)
 
 
 class TokenResult(_Model):
@@ -383,6 +392,28 @@ def admin_routes(app: FastAPI, settings: ServerSettings, store: SQLStorage) -> N
         rows = await run_in_threadpool(store.records_of_holder, bytes.fromhex(holder))
         await audit(who, request, "trace", holder.lower(), "ok", f"{len(rows)} records")
         return [dict(zip(("device_id", "seq", "wall_time", "decision", "reason"), r, strict=True)) for r in rows]
+
+    @app.post("/admin/api/trace")
+    async def api_trace_contacts(request: Request) -> dict:
+        """A holder's visits in a period and the candidate contacts (tracer role only, audited).
+
+        Body: ``{"citizen_id" | "uci", "since", "until", "window_min"}``; the citizen id is keyed
+        here and never stored; the answer carries keyed values only.
+        """
+        who = await require(request, Permission.TRACE)
+        try:
+            req = TraceRequest.model_validate_json(await request.body())
+            holder = traced_holder(citizen_id=req.citizen_id, uci=req.uci, key=settings.identifier_key)
+            result = await run_in_threadpool(trace, store, RegistryFile(settings.data_dir).current(), holder,
+                                             req.since, req.until, timedelta(minutes=req.window_min))
+        except (ValidationError, TraceError) as exc:
+            detail = str(exc) if isinstance(exc, TraceError) else "body: {citizen_id or uci, since, until, window_min}"
+            await audit(who, request, "trace", "-", "refused", detail[:200])
+            raise _Denied(422, "bad_request", detail[:300], html=False) from None
+        await audit(who, request, "trace", holder.hex(), "ok",
+                    f"{req.since.isoformat()}..{req.until.isoformat()} ±{req.window_min} min: "
+                    f"{len(result.visits)} visits, {len(result.contacts)} contacts")
+        return trace_json(result)
 
     @app.post("/admin/api/users")
     async def api_add_user(request: Request) -> dict:

@@ -10,6 +10,7 @@ from typing import Any, Protocol, TypeVar
 
 from sync.server.fleet.store import FleetQueries
 from sync.server.security_store import SecurityQueries
+from sync.server.trace import TraceQueries
 from sync.wire.errors import CheckpointError
 
 #: columns of the server's ``records`` table, in row-tuple order
@@ -215,7 +216,7 @@ def note_lost(run: Callable[[str, tuple], list[tuple]], device_id: str, epoch: i
     return pruned_through
 
 
-class SQLStorage(SecurityQueries, FleetQueries):
+class SQLStorage(SecurityQueries, FleetQueries, TraceQueries):
     """Shared queries of the SQL back-ends; subclasses provide ``_all``/``_exec`` and ``insert``.
 
     SQL is written with ``?`` placeholders; a back-end with another style converts in ``_all``.

@@ -10,11 +10,12 @@ import threading
 from datetime import UTC, datetime
 
 from sync.server.fleet.activity import HourCount
+from sync.server.trace import TRACE_INDEXES
 
 FLEET_SCHEMA = """
 CREATE TABLE IF NOT EXISTS heartbeats (
     device_id TEXT PRIMARY KEY, received_at TEXT NOT NULL, body TEXT NOT NULL);
-"""
+""" + TRACE_INDEXES
 
 
 class FleetQueries:

@@ -1,0 +1,162 @@
+"""F1 tracing from the checkpoint logs: where was this holder scanned, and who was there with them.
+
+A tracer names a holder by citizen id (keyed here with the server's identifier key: no id in clear
+is stored or logged) or by an EU DCC certificate id (UCI), and a period. The holder's visits are
+their scan records; the candidate contacts of one visit are the other holders scanned at the same
+checkpoint (every device of it, from the registry) within ± ``window`` of it. Contacts are ranked by
+how close in time they came (then by how often), with counts per checkpoint, so a tracer can pick
+whom to publish as F1 instead of locking down a whole street.
+
+Indexes that make it fast: ``records (holder_hash, wall_time)`` for the visits and
+``records (device_id, wall_time)`` for the windows (``TRACE_INDEXES``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from sync.server.registry import Registry, device_checkpoint
+from sync.wire.errors import CheckpointError
+from sync.wire.identifiers import IdentifierKey, certificate_hash, holder_hash
+
+TRACE_INDEXES = """
+CREATE INDEX IF NOT EXISTS records_by_holder ON records (holder_hash, wall_time);
+CREATE INDEX IF NOT EXISTS records_by_device_time ON records (device_id, wall_time);
+"""
+#: a trace never returns more than this many visits or contacts (a tracer narrows the period instead)
+MAX_VISITS = 2_000
+MAX_CONTACTS = 5_000
+MAX_PERIOD = timedelta(days=62)
+
+
+class TraceError(CheckpointError, ValueError):
+    """A trace query that cannot be answered as asked (no holder, period too long, no key)."""
+
+
+@dataclass(frozen=True)
+class Visit:
+    device_id: str
+    checkpoint_id: str
+    at: datetime
+    decision: str
+
+
+@dataclass
+class Contact:
+    """One other holder seen near the traced one: how close in time, how often, where."""
+
+    holder: bytes
+    closest_s: float
+    times: int = 0
+    checkpoints: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TraceResult:
+    holder: bytes
+    since: datetime
+    until: datetime
+    window: timedelta
+    visits: list[Visit]
+    contacts: list[Contact]
+
+    @property
+    def per_checkpoint(self) -> dict[str, int]:
+        counts: dict[str, int] = defaultdict(int)
+        for v in self.visits:
+            counts[v.checkpoint_id] += 1
+        return dict(counts)
+
+
+def traced_holder(*, citizen_id: str | None, uci: str | None, key: IdentifierKey | None) -> bytes:
+    """The 16-byte value the logs hold for the named person or certificate."""
+    if bool(citizen_id) == bool(uci):
+        raise TraceError("name exactly one of a citizen id and a DCC certificate id (UCI)")
+    if citizen_id:
+        if key is None:
+            raise TraceError("this server has no identifier key: it cannot look citizen ids up")
+        return holder_hash(citizen_id, key)
+    return certificate_hash(uci or "")
+
+
+class TraceQueries:
+    """The record reads tracing needs; a mixin of ``storage.SQLStorage`` (``?`` placeholders)."""
+
+    _lock: threading.Lock
+
+    def _all(self, sql: str, params: tuple = ()) -> list[tuple]:
+        raise NotImplementedError
+
+    def visits_of(self, holder: bytes, since: str, until: str, limit: int) -> list[tuple[str, str, str]]:
+        """(device id, wall time, decision) of a holder's scans in [since, until), oldest first."""
+        with self._lock:
+            return [tuple(r) for r in self._all(
+                "SELECT device_id, wall_time, decision FROM records WHERE holder_hash = ? AND wall_time >= ? "
+                "AND wall_time < ? ORDER BY wall_time LIMIT ?", (holder, since, until, limit))]
+
+    def holders_near(self, device_ids: list[str], start: str, end: str, limit: int) -> list[tuple[bytes, str, str]]:
+        """(holder, device id, wall time) of every scan with a holder at these devices in [start, end]."""
+        marks = ", ".join("?" * len(device_ids))
+        with self._lock:
+            return [(bytes(h), d, w) for h, d, w in self._all(
+                f"SELECT holder_hash, device_id, wall_time FROM records WHERE device_id IN ({marks}) "
+                "AND wall_time >= ? AND wall_time <= ? AND holder_hash IS NOT NULL LIMIT ?",
+                (*device_ids, start, end, limit))]
+
+
+def _iso(at: datetime) -> str:
+    return at.astimezone(UTC).isoformat()
+
+
+def trace(store: TraceQueries, registry: Registry, holder: bytes, since: datetime, until: datetime,
+          window: timedelta) -> TraceResult:
+    """The holder's visits in [since, until) and the other holders within ± window at the same checkpoint."""
+    if until <= since or until - since > MAX_PERIOD:
+        raise TraceError(f"the period must be positive and at most {MAX_PERIOD.days} days")
+    if not timedelta(0) < window <= timedelta(hours=12):
+        raise TraceError("the window must be between 1 minute and 12 hours")
+    visits = []
+    for device_id, wall, decision in store.visits_of(holder, _iso(since), _iso(until), MAX_VISITS):
+        try:
+            at = datetime.fromisoformat(wall)
+        except ValueError:
+            continue
+        checkpoint = registry.checkpoint_of(device_id)
+        visits.append(Visit(device_id, checkpoint.checkpoint_id if checkpoint else device_checkpoint(device_id),
+                            at, decision))
+    contacts: dict[bytes, Contact] = {}
+    for visit in visits:
+        checkpoint = registry.checkpoints.get(visit.checkpoint_id)
+        devices = checkpoint.device_ids if checkpoint else [visit.device_id]
+        if visit.device_id not in devices:
+            devices = [*devices, visit.device_id]
+        near = store.holders_near(devices, _iso(visit.at - window), _iso(visit.at + window), MAX_CONTACTS)
+        for other, _device, wall in near:
+            if other == holder:
+                continue
+            try:
+                gap = abs((datetime.fromisoformat(wall) - visit.at).total_seconds())
+            except ValueError:
+                continue
+            contact = contacts.setdefault(other, Contact(other, gap))
+            contact.closest_s = min(contact.closest_s, gap)
+            contact.times += 1
+            contact.checkpoints[visit.checkpoint_id] = contact.checkpoints.get(visit.checkpoint_id, 0) + 1
+    ranked = sorted(contacts.values(), key=lambda c: (c.closest_s, -c.times, c.holder))[:MAX_CONTACTS]
+    return TraceResult(holder, since, until, window, visits, ranked)
+
+
+def trace_json(result: TraceResult) -> dict:
+    """The answer a tracer exports (keyed values only, times in UTC ISO-8601)."""
+    return {
+        "holder": result.holder.hex(), "since": result.since.isoformat(), "until": result.until.isoformat(),
+        "window_min": int(result.window.total_seconds() // 60),
+        "visits": [{"checkpoint_id": v.checkpoint_id, "device_id": v.device_id, "at": v.at.isoformat(),
+                    "decision": v.decision} for v in result.visits],
+        "per_checkpoint": result.per_checkpoint,
+        "contacts": [{"holder": c.holder.hex(), "closest_min": round(c.closest_s / 60, 1), "times": c.times,
+                      "checkpoints": c.checkpoints} for c in result.contacts],
+    }

@@ -1,0 +1,121 @@
+"""F1 tracing over real scan records: devices push over loopback, a tracer asks (API and CLI),
+contacts come from the same checkpoint within the window only, every trace is audited."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import requests
+from click.testing import CliRunner
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edge.cli import main
+from edge.device.sync_client import SyncClient
+from edge.scan.scanlog import ScanLog
+from edge.verdict import Decision, Reason, Verdict
+from sync.server.accounts import add_user
+from sync.server.app import create_app
+from sync.server.enrollment import issue_token
+from sync.server.registry import Registry, parse_checkpoints
+from sync.server.runner import ServerThread
+from sync.server.settings import init_data_dir
+from sync.server.storage import open_storage
+from sync.server.trace import TraceError, trace, traced_holder
+from sync.wire.identifiers import certificate_hash, holder_hash
+
+T0 = datetime(2026, 11, 20, 1, 0, tzinfo=UTC)  # 08:00 in Hà Nội
+REGISTRY = ("checkpoint_id,name,province,devices\n"
+            "HN-A,Chốt A,Hà Nội,2\n"
+            "HN-B,Chốt B,Hà Nội,1\n")
+
+
+def _scan(log: ScanLog, person: bytes | None, at: datetime, decision=Decision.PASS, reason=Reason.OK) -> None:
+    log.append(Verdict(decision, reason, format="CP1", kind="resident", holder_hash=person),
+               wall_time=at, monotonic=at.timestamp(), clock_trusted=True, policy_version=1, risk_version=1)
+
+
+@pytest.fixture
+def traced_server(tmp_path: Path):
+    """A server whose logs hold: the F0 case at HN-A 08:00; X at HN-A's other device 08:10; Y at HN-A 09:00;
+    Z at HN-B 08:05; X again at HN-A 08:25 (a second time near the F0 case)."""
+    settings = init_data_dir(tmp_path / "server")
+    settings.secure_cookies = False
+    Registry(parse_checkpoints(REGISTRY)).save(settings.data_dir)
+    key = settings.identifier_key
+    people = {name: holder_hash(f"0010900{n:05d}", key) for n, name in enumerate(("F0", "X", "Y", "Z"))}
+    storage = open_storage(settings.db_url)
+    tokens = {d: issue_token(storage, d) for d in ("HN-A-1", "HN-A-2", "HN-B-1")}
+    add_user(storage, "tracer1", "correct horse battery", "tracer")
+    add_user(storage, "viewer1", "correct horse battery", "viewer")
+    storage.close()
+    logs = {d: ScanLog(tmp_path / d / "scanlog.sqlite", device_id=d, boot_id="b",
+                       server_encryption_key=settings.encryption_key.public_key()) for d in tokens}
+    _scan(logs["HN-A-1"], people["F0"], T0)
+    _scan(logs["HN-A-2"], people["X"], T0 + timedelta(minutes=10))
+    _scan(logs["HN-A-1"], people["Y"], T0 + timedelta(minutes=60))
+    _scan(logs["HN-B-1"], people["Z"], T0 + timedelta(minutes=5))
+    _scan(logs["HN-A-1"], None, T0 + timedelta(minutes=1), Decision.CHECK, Reason.NOT_A_PASS)  # no holder
+    _scan(logs["HN-A-1"], people["X"], T0 + timedelta(minutes=25))
+    with ServerThread(create_app(settings)) as server:
+        for device_id, log in logs.items():
+            client = SyncClient(server.url, log, Ed25519PrivateKey.generate(), timeout_s=5)
+            client.enroll(tokens[device_id])
+            client.push()
+        yield settings, server, people
+    for log in logs.values():
+        log.close()
+
+
+def test_contacts_are_the_same_checkpoint_within_the_window_ranked_by_closeness(traced_server):
+    settings, _server, people = traced_server
+    storage = open_storage(settings.db_url)
+    try:
+        result = trace(storage, Registry.load(settings.data_dir), people["F0"], T0 - timedelta(days=1),
+                       T0 + timedelta(days=1), timedelta(minutes=30))
+        assert [(v.checkpoint_id, v.at) for v in result.visits] == [("HN-A", T0)]
+        assert [c.holder for c in result.contacts] == [people["X"]]  # not Y (an hour later), not Z (HN-B)
+        assert result.contacts[0].closest_s == 600 and result.contacts[0].times == 2
+        wide = trace(storage, Registry.load(settings.data_dir), people["F0"], T0 - timedelta(days=1),
+                     T0 + timedelta(days=1), timedelta(minutes=90))
+        assert [c.holder for c in wide.contacts] == [people["X"], people["Y"]]  # closest first
+        with pytest.raises(TraceError):
+            trace(storage, Registry(), people["F0"], T0, T0 + timedelta(days=90), timedelta(minutes=30))
+    finally:
+        storage.close()
+    assert traced_holder(citizen_id=None, uci="URN:UVCI:01:VN:ABC", key=None) == certificate_hash("URN:UVCI:01:VN:ABC")
+    with pytest.raises(TraceError):
+        traced_holder(citizen_id="1", uci="2", key=settings.identifier_key)
+
+
+def test_only_the_tracer_traces_by_citizen_id_and_every_trace_is_audited(traced_server):
+    settings, server, people = traced_server
+    query = {"citizen_id": "001090000000", "since": (T0 - timedelta(hours=2)).isoformat(),
+             "until": (T0 + timedelta(hours=2)).isoformat(), "window_min": 30}
+
+    def login(user: str) -> dict[str, str]:
+        answer = requests.post(server.url + "/admin/api/login",
+                               json={"username": user, "password": "correct horse battery"}, timeout=10).json()
+        return {"Authorization": f"Bearer {answer['token']}", "X-CSRF-Token": answer["csrf_token"]}
+
+    viewer = requests.post(server.url + "/admin/api/trace", json=query, headers=login("viewer1"), timeout=10)
+    assert viewer.status_code == 403
+    answer = requests.post(server.url + "/admin/api/trace", json=query, headers=login("tracer1"), timeout=10)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["holder"] == people["F0"].hex() and "001090000000" not in answer.text  # keyed values only
+    assert [c["holder"] for c in body["contacts"]] == [people["X"].hex()] and body["per_checkpoint"] == {"HN-A": 1}
+
+    cli = CliRunner().invoke(main, ["trace", "--data-dir", str(settings.data_dir), "--citizen-id", "001090000000",
+                                    "--since", query["since"], "--until", query["until"], "--json"])
+    assert cli.exit_code == 0, cli.output
+    assert json.loads(cli.output)["contacts"] == body["contacts"]
+    storage = open_storage(settings.db_url)
+    try:
+        trail = [(e.actor, e.action, e.outcome) for e in storage.audit_log(50)]
+    finally:
+        storage.close()
+    assert ("user:tracer1", "trace", "ok") in trail and ("user:viewer1", "denied:trace", "denied") in trail
+    assert any(actor.startswith("cli:") and action == "trace" for actor, action, _ in trail)
