@@ -119,3 +119,40 @@ def test_only_the_tracer_traces_by_citizen_id_and_every_trace_is_audited(traced_
         storage.close()
     assert ("user:tracer1", "trace", "ok") in trail and ("user:viewer1", "denied:trace", "denied") in trail
     assert any(actor.startswith("cli:") and action == "trace" for actor, action, _ in trail)
+
+
+def test_traced_contacts_are_published_as_f1_after_a_dry_run(traced_server, tmp_path: Path):
+    from conftest import COVERS
+
+    from edge.lists.risk_store import RiskStore
+    from sync.server.publish.risk import RiskPublisher
+    from sync.wire.risk.types import RiskStatus
+
+    settings, server, people = traced_server
+    publisher = RiskPublisher(settings.data_dir / "risk", settings.publisher_key, coverage=COVERS)
+    publisher.publish([(people["F0"], RiskStatus.F0, None), (people["Y"], RiskStatus.F1, None)])
+    answer = requests.post(server.url + "/admin/api/login",
+                           json={"username": "tracer1", "password": "correct horse battery"}, timeout=10).json()
+    headers = {"Authorization": f"Bearer {answer['token']}", "X-CSRF-Token": answer["csrf_token"]}
+    until = (datetime.now(UTC) + timedelta(days=14)).date().isoformat()
+    chosen = [people["X"].hex(), people["Y"].hex(), people["F0"].hex()]
+    dry = requests.post(server.url + "/admin/api/trace/publish", headers=headers, timeout=10,
+                        json={"holders": chosen, "until": until, "dry_run": True}).json()
+    assert dry["new"] == [people["X"].hex()] and dry["changed"] == [people["Y"].hex()]  # Y gets an end date
+    assert dry["kept"] == [people["F0"].hex()] and dry["version"] == 1  # F0 stays F0; nothing published yet
+    done = requests.post(server.url + "/admin/api/trace/publish", headers=headers, timeout=10,
+                         json={"holders": chosen, "until": until, "dry_run": False}).json()
+    assert done["version"] == 2
+    device = RiskStore.open(tmp_path / "device-risk", [settings.publisher_key.public_key()])
+    for blob in RiskPublisher(settings.data_dir / "risk", settings.publisher_key).updates_for(0):
+        device.apply(blob)  # what every checkpoint installs at its next sync
+    today = datetime.now(UTC).date()
+    listed = device.lookup(people["X"], today)
+    assert listed is not None and listed.status == RiskStatus.F1 and listed.until.isoformat() == until
+    assert device.lookup(people["F0"], today).status == RiskStatus.F0
+    viewer = requests.post(server.url + "/admin/api/login",
+                           json={"username": "viewer1", "password": "correct horse battery"}, timeout=10).json()
+    as_viewer = {"Authorization": f"Bearer {viewer['token']}", "X-CSRF-Token": viewer["csrf_token"]}
+    refused = requests.post(server.url + "/admin/api/trace/publish", timeout=10, headers=as_viewer,
+                            json={"holders": chosen, "until": until, "dry_run": False})
+    assert refused.status_code == 403

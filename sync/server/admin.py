@@ -11,7 +11,7 @@ import json
 import logging
 import re
 from dataclasses import asdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 from urllib.parse import parse_qs
 
@@ -35,11 +35,12 @@ from sync.server.accounts import (
 from sync.server.dashboard import render_audit, render_dashboard, render_login, render_token
 from sync.server.enrollment import DEFAULT_TOKEN_TTL_S, EnrollmentError, issue_token
 from sync.server.fleet.routes import fleet_routes
+from sync.server.publish.risk import RiskPublisher, RiskPublishError
 from sync.server.published import UPLOADABLE, published_lists, published_version
 from sync.server.registry import RegistryFile
 from sync.server.settings import ServerSettings
 from sync.server.storage import SQLStorage
-from sync.server.trace import TraceError, trace, trace_json, traced_holder
+from sync.server.trace import TraceError, publish_f1, trace, trace_json, traced_holder
 from sync.wire.envelope import EnvelopeError, open_envelope
 from sync.wire.errors import CheckpointError
 from sync.wire.fsutil import write_atomic
@@ -101,6 +102,12 @@ class TraceRequest(_Model):
     since: datetime
     until: datetime
     window_min: int = Field(30, ge=1, le=720)
+
+
+class PublishF1Request(_Model):
+    holders: list[str] = Field(min_length=1, max_length=5000)
+    until: date
+    dry_run: bool = True
 
 
 class TokenResult(_Model):
@@ -414,6 +421,35 @@ def admin_routes(app: FastAPI, settings: ServerSettings, store: SQLStorage) -> N
                     f"{req.since.isoformat()}..{req.until.isoformat()} ±{req.window_min} min: "
                     f"{len(result.visits)} visits, {len(result.contacts)} contacts")
         return trace_json(result)
+
+    @app.post("/admin/api/trace/publish")
+    async def api_trace_publish(request: Request) -> dict:
+        """Publish selected contacts as F1 until a date (``dry_run`` first shows what would change).
+
+        Tracer role only, audited; goes out as the next signed risk-list version.
+        """
+        who = await require(request, Permission.TRACE)
+        try:
+            req = PublishF1Request.model_validate_json(await request.body())
+            holders = [bytes.fromhex(h) for h in req.holders]
+        except (ValidationError, ValueError):
+            raise _Denied(422, "bad_request", "body: {holders: [32 hex digits...], until: YYYY-MM-DD, dry_run}",
+                          html=False) from None
+        if settings.data_dir is None or settings.publisher_key is None:
+            raise _Denied(409, "no_publisher", "this server has no publisher key or data directory", html=False)
+        publisher = RiskPublisher(settings.data_dir / "risk", settings.publisher_key)
+        try:
+            plan, version = await run_in_threadpool(publish_f1, publisher, holders, req.until, dry_run=req.dry_run)
+        except (TraceError, RiskPublishError) as exc:
+            await audit(who, request, "publish_f1", f"{len(holders)} holders", "refused", str(exc)[:200])
+            raise _Denied(409, "refused", str(exc)[:300], html=False) from None
+        outcome = "dry_run" if req.dry_run else "ok"
+        await audit(who, request, "publish_f1", f"{len(holders)} holders", outcome,
+                    f"new {len(plan.new)}, changed {len(plan.changed)}, kept {len(plan.kept)}, until {req.until}, "
+                    f"risk version {version}")
+        return {"dry_run": req.dry_run, "version": version, "until": req.until.isoformat(),
+                "new": [h.hex() for h in plan.new], "changed": [h.hex() for h in plan.changed],
+                "kept": [h.hex() for h in plan.kept]}
 
     @app.post("/admin/api/users")
     async def api_add_user(request: Request) -> dict:

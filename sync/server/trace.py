@@ -16,11 +16,16 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
+import numpy as np
+
+from sync.server.publish.risk import RiskPublisher
 from sync.server.registry import Registry, device_checkpoint
 from sync.wire.errors import CheckpointError
 from sync.wire.identifiers import IdentifierKey, certificate_hash, holder_hash
+from sync.wire.risk.records import encode_until, lookup_many
+from sync.wire.risk.types import RiskStatus
 
 TRACE_INDEXES = """
 CREATE INDEX IF NOT EXISTS records_by_holder ON records (holder_hash, wall_time);
@@ -160,3 +165,48 @@ def trace_json(result: TraceResult) -> dict:
         "contacts": [{"holder": c.holder.hex(), "closest_min": round(c.closest_s / 60, 1), "times": c.times,
                       "checkpoints": c.checkpoints} for c in result.contacts],
     }
+
+
+@dataclass(frozen=True)
+class F1Plan:
+    """What publishing traced contacts as F1 would change: new entries, and entries whose status or
+    end date changes; holders already listed as F0 stay F0 (a contact list never lowers a case)."""
+
+    new: list[bytes]
+    changed: list[bytes]
+    kept: list[bytes]
+    until: date
+
+
+def plan_f1(current: np.ndarray, holders: list[bytes], until: date) -> F1Plan:
+    """Compare the holders to the current risk set (sorted records)."""
+    new, changed, kept = [], [], []
+    keys = np.frombuffer(b"".join(holders), "V16") if holders else np.zeros(0, "V16")
+    found, pos = lookup_many(current, keys)
+    day = encode_until(until)
+    for holder, hit, at in zip(holders, found.tolist(), pos.tolist(), strict=True):
+        if not hit:
+            new.append(holder)
+        elif int(current["status"][at]) == int(RiskStatus.F0):
+            kept.append(holder)
+        elif int(current["status"][at]) != int(RiskStatus.F1) or int(current["until"][at]) != day:
+            changed.append(holder)
+        else:
+            kept.append(holder)
+    return F1Plan(new, changed, kept, until)
+
+
+def publish_f1(publisher: RiskPublisher, holders: list[bytes], until: date, *, dry_run: bool) -> tuple[F1Plan, int]:
+    """Publish the traced contacts as F1 until ``until`` (the devices apply it at their next sync).
+
+    Returns the plan and the new list version (the current one for a dry run or nothing to change).
+    """
+    if not holders or len(holders) > MAX_CONTACTS or any(len(h) != 16 for h in holders):
+        raise TraceError(f"select 1 to {MAX_CONTACTS} contacts (16-byte holder values)")
+    if until <= datetime.now(UTC).date():
+        raise TraceError("an F1 listing needs an end date after today")
+    plan = plan_f1(publisher.records(), holders, until)
+    if dry_run or not (plan.new or plan.changed):
+        return plan, publisher.latest_version
+    version = publisher.publish([(h, RiskStatus.F1, until) for h in plan.new + plan.changed])
+    return plan, version
