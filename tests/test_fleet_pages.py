@@ -76,3 +76,24 @@ def test_badges_are_readable_and_every_word_is_translated():
     assert all(set(HEALTH_TEXT[lang]) == set(Health) for lang in ("vi", "en"))
     assert reason_text(Reason.RISK_F0.value, "vi").startswith("Người nhiễm (F0)")
     assert reason_text("some_future_reason", "en") == "some_future_reason"
+
+
+def test_one_pass_at_two_checkpoints_too_far_apart_is_a_sharing_alarm():
+    from sync.server.fleet.sharing import distance_km, sharing_alarms
+    from sync.server.registry import Registry, parse_checkpoints
+
+    registry = Registry(parse_checkpoints(
+        "checkpoint_id,name,province,latitude,longitude\n"
+        "HN-017,Cầu Chương Dương,Hà Nội,21.0245,105.8603\n"
+        "HN-018,Ngã ba Pháp Vân,Hà Nội,20.9520,105.8430\n"
+        "QN-003,Cửa khẩu Móng Cái,Quảng Ninh,21.5247,107.9661\n"))
+    assert 200 < distance_km(21.0245, 105.8603, 21.5247, 107.9661) < 240
+    shared, driver = bytes(16), bytes([1] * 16)
+    at = NOW.isoformat()
+    scans = [(shared, "HN-017-1", at), (shared, "QN-003-1", (NOW + timedelta(minutes=20)).isoformat()),
+             (driver, "HN-017-1", at), (driver, "HN-018-1", (NOW + timedelta(minutes=15)).isoformat()),
+             (driver, "QN-003-1", (NOW + timedelta(hours=4)).isoformat())]  # a lorry driver: plausible
+    alarms = sharing_alarms(scans, registry)
+    assert len(alarms) == 1
+    alarm = alarms[0]
+    assert (alarm.first_checkpoint, alarm.second_checkpoint) == ("HN-017", "QN-003") and alarm.speed_kmh > 600

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
+from sync.server.fleet.sharing import SharingQueries
 from sync.server.fleet.store import FleetQueries
 from sync.server.security_store import SecurityQueries
 from sync.server.trace import TraceQueries
@@ -216,7 +217,7 @@ def note_lost(run: Callable[[str, tuple], list[tuple]], device_id: str, epoch: i
     return pruned_through
 
 
-class SQLStorage(SecurityQueries, FleetQueries, TraceQueries):
+class SQLStorage(SecurityQueries, FleetQueries, TraceQueries, SharingQueries):
     """Shared queries of the SQL back-ends; subclasses provide ``_all``/``_exec`` and ``insert``.
 
     SQL is written with ``?`` placeholders; a back-end with another style converts in ``_all``.

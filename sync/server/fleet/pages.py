@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 
 from sync.server.fleet.activity import LOCAL, Activity
 from sync.server.fleet.health import SEVERITY, CheckpointHealth, Health
+from sync.server.fleet.sharing import SharingAlarm
 from sync.wire.reasons import MESSAGES, Reason
 
 LANGS = ("vi", "en")
@@ -35,6 +36,8 @@ TEXT: dict[str, dict[str, str]] = {
         "backlog": "Chưa đồng bộ", "disk": "Bộ nhớ trống", "temp": "Nhiệt độ CPU", "version": "Phần mềm",
         "uptime": "Thời gian chạy", "back": "← Toàn tỉnh", "no_data": "chưa có dữ liệu",
         "place": "Vị trí", "policy": "Quy định",
+        "sharing": "Nghi dùng chung thẻ (cùng một thẻ ở hai chốt quá xa nhau trong 24 giờ qua)",
+        "from": "Chốt trước", "to": "Chốt sau", "distance": "Khoảng cách", "speed": "Tốc độ cần có",
     },
     "en": {
         "title": "Checkpoints", "fleet": "Whole province", "checkpoints": "checkpoints", "devices": "devices",
@@ -48,6 +51,8 @@ TEXT: dict[str, dict[str, str]] = {
         "trusted": "trusted", "untrusted": "UNTRUSTED", "lists": "Lists", "backlog": "Not yet synced",
         "disk": "Disk free", "temp": "CPU temperature", "version": "Software", "uptime": "Uptime",
         "back": "← Whole province", "no_data": "no data yet", "place": "Place", "policy": "Policy",
+        "sharing": "Possible pass sharing (one pass at two checkpoints too far apart, last 24 hours)",
+        "from": "First checkpoint", "to": "Then", "distance": "Distance", "speed": "Speed it would need",
     },
 }
 
@@ -195,6 +200,22 @@ class FleetPage:
     now: datetime
     lang: str = "vi"
     chosen: FleetFilter = field(default_factory=FleetFilter)
+    sharing: list[SharingAlarm] = field(default_factory=list)
+
+
+def sharing_table(page: FleetPage) -> str:
+    """The pass-sharing alarms: places and times only, never the holder."""
+    lang = page.lang
+    if not page.sharing:
+        return ""
+    names = {c.checkpoint.checkpoint_id: c.checkpoint.name for c in page.checkpoints}
+    rows = "".join(
+        f"<tr><td>{escape(names.get(a.first_checkpoint, a.first_checkpoint))} · {local(a.first_at, lang)}</td>"
+        f"<td>{escape(names.get(a.second_checkpoint, a.second_checkpoint))} · {local(a.second_at, lang)}</td>"
+        f'<td class="n">{a.distance_km:,.0f} km</td><td class="n">{a.speed_kmh:,.0f} km/h</td></tr>'
+        for a in page.sharing[:50])
+    return (f'<h2>{t(lang, "sharing")}</h2><table><thead><tr><th>{t(lang, "from")}</th><th>{t(lang, "to")}</th>'
+            f'<th>{t(lang, "distance")}</th><th>{t(lang, "speed")}</th></tr></thead><tbody>{rows}</tbody></table>')
 
 
 def _sorted(rows: list[CheckpointHealth], page: FleetPage) -> list[CheckpointHealth]:
@@ -257,7 +278,8 @@ def render_fleet(page: FleetPage) -> str:
     other = "en" if lang == "vi" else "vi"
     switch = "?" + urlencode({"lang": other, "district": chosen.district, "zone": chosen.zone,
                               "health": chosen.health, "sort": chosen.sort})
-    body = '<div class="tiles">' + "".join(tiles) + "</div>" + charts(page.activity, lang) + form + table
+    body = ('<div class="tiles">' + "".join(tiles) + "</div>" + charts(page.activity, lang) + sharing_table(page)
+            + form + table)
     return _page(f'{t(lang, "title")} — {t(lang, "fleet")}', lang, page.now, body, switch)
 
 

@@ -24,6 +24,7 @@ from sync.server.fleet.pages import (
     render_checkpoint,
     render_fleet,
 )
+from sync.server.fleet.sharing import recent_alarms
 from sync.server.registry import Checkpoint, RegistryFile, device_checkpoint
 from sync.server.storage import SQLStorage
 from sync.wire.protocol import Heartbeat
@@ -75,8 +76,9 @@ def fleet_routes(app: FastAPI, store: SQLStorage, registry: RegistryFile, requir
         q = request.query_params
         chosen = FleetFilter(district=q.get("district", "")[:100], zone=q.get("zone", "")[:100],
                              health=q.get("health", "")[:20], sort=q.get("sort", "health")[:20])
+        alarms = await run_in_threadpool(recent_alarms, store, registry.current(), now)
         return HTMLResponse(render_fleet(FleetPage(checkpoints, activity(rows, now), per, now, _lang(request),
-                                                   chosen)))
+                                                   chosen, alarms)))
 
     @app.get("/checkpoints/{checkpoint_id}", response_class=HTMLResponse, include_in_schema=False)
     async def checkpoint_page(request: Request, checkpoint_id: str) -> HTMLResponse:
