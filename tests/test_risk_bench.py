@@ -30,3 +30,9 @@ def test_bench_cli_json() -> None:
     result = CliRunner().invoke(main, ["bench", "risk", "--quick", "--entries", "5000", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output.splitlines()[-1])["entries"] == 5000
+
+
+def test_publish_bench_runs_the_real_command_and_measures_it() -> None:
+    figures = run(publish_rows=20_000)
+    assert figures["publish_rows"] == 20_000 and figures["publish_s"] > 0
+    assert 30 < figures["publish_peak_rss_mb"] < 2000  # the publisher process's own peak, from the kernel

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from sync.wire.identifiers import IdentifierKey
 from sync.wire.keyfiles import save_private_key
 
 CHUNK = 500_000
@@ -44,17 +45,20 @@ def run_publish(rows: int) -> dict[str, object]:
     try:
         source = root / "list.csv"
         size = write_input(source, rows)
-        key = root / "publisher.pem"
+        key, id_key = root / "publisher.pem", root / "holder_id.key"
         save_private_key(key, Ed25519PrivateKey.generate())
+        IdentifierKey.generate().save(id_key)
+        errors = root / "stderr.txt"
         start = time.perf_counter()
-        child = subprocess.Popen([sys.executable, "-m", "edge.cli", "risk", "publish", "--dir", str(root / "central"),
-                                  "--key", str(key), "--at", "2026-12-01T00:00:00Z", str(source)],
-                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        _pid, status, usage = os.wait4(child.pid, 0)
+        with errors.open("wb") as err:
+            child = subprocess.Popen([sys.executable, "-m", "edge.cli", "risk", "publish", "--dir",
+                                      str(root / "central"), "--key", str(key), "--id-key", str(id_key),
+                                      "--covers", "CP1:*", "--at", "2026-12-01T00:00:00Z", str(source)],
+                                     stdout=subprocess.DEVNULL, stderr=err)
+            _pid, status, usage = os.wait4(child.pid, 0)
         elapsed = time.perf_counter() - start
-        output = child.stdout.read().decode() if child.stdout else ""
         if os.waitstatus_to_exitcode(status) != 0:
-            raise RuntimeError(f"risk publish failed: {output[-500:]}")
+            raise RuntimeError(f"risk publish failed: {errors.read_text()[-800:]}")
         return {"publish_rows": rows, "publish_input_mb": round(size / 2**20, 1), "publish_s": round(elapsed, 2),
                 "publish_rows_per_s": int(rows / elapsed), "publish_peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
     finally:
