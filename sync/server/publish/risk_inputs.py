@@ -131,6 +131,17 @@ MAX_REPORTED = 20
 PARALLEL_FROM_BYTES = 8 << 20
 
 
+def _json_object(path: Path, line: int, text: str) -> dict:
+    """One JSON-lines row; RiskInputError names the file and line if it is not a JSON object."""
+    try:
+        row = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RiskInputError(f"{path} line {line}: not a JSON object: {exc.msg}") from None
+    if not isinstance(row, dict):
+        raise RiskInputError(f"{path} line {line}: not a JSON object")
+    return row
+
+
 def _counted(lines: Iterator[str], progress: Callable[[int], None] | None) -> Iterator[str]:
     """The lines, telling ``progress`` how many characters have been read, every 65,536 lines."""
     done = 0
@@ -163,13 +174,7 @@ def iter_rows(path: Path, progress: Callable[[int], None] | None = None) -> Iter
             if path.suffix.lower() == ".jsonl":
                 for n, line in enumerate(lines, 1):
                     if line.strip():
-                        try:
-                            row = json.loads(line)
-                        except json.JSONDecodeError as exc:
-                            raise RiskInputError(f"{path} line {n}: not a JSON object: {exc.msg}") from None
-                        if not isinstance(row, dict):
-                            raise RiskInputError(f"{path} line {n}: not a JSON object")
-                        yield n, row
+                        yield n, _json_object(path, n, line)
                 return
             reader = csv.DictReader(lines)
             if not reader.fieldnames or "status" not in reader.fieldnames:
@@ -266,13 +271,7 @@ def _plain_rows(path: Path, start: int, end: int, first_line: int, header: list[
                 raise RiskInputError(f"{path} line {line}: not UTF-8 text ({exc.reason})") from None
             if text.strip():
                 if header is None:
-                    try:
-                        row = json.loads(text)
-                    except json.JSONDecodeError as exc:
-                        raise RiskInputError(f"{path} line {line}: not a JSON object: {exc.msg}") from None
-                    if not isinstance(row, dict):
-                        raise RiskInputError(f"{path} line {line}: not a JSON object")
-                    yield line, row
+                    yield line, _json_object(path, line, text)
                 else:
                     cells = text.split(",")
                     if len(cells) > width:
