@@ -108,6 +108,16 @@ def default_db_url(data_dir: Path) -> str:
     return f"sqlite:///{Path(data_dir) / 'server.sqlite'}"
 
 
+def _make_key_pair(private_path: Path, public_path: Path, generate, event: str, action: str) -> None:
+    """Create a key pair unless the private key exists (init never replaces a root of trust)."""
+    if private_path.exists():
+        return
+    key = generate()
+    save_private_key(private_path, key)
+    save_public_key(public_path, key.public_key())
+    log.info("event=%s path=%s public=%s action=%s", event, private_path, public_path, action)
+
+
 def init_data_dir(data_dir: Path, *, db_url: str | None = None) -> ServerSettings:
     """Create a server data directory (0700): encryption and publisher keys, and the database.
 
@@ -117,20 +127,10 @@ def init_data_dir(data_dir: Path, *, db_url: str | None = None) -> ServerSetting
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     data_dir.chmod(0o700)
-    enc_path = data_dir / ENCRYPTION_KEY
-    if not enc_path.exists():
-        key = X25519PrivateKey.generate()
-        save_private_key(enc_path, key)
-        save_public_key(data_dir / "keys/server_x25519.pub.pem", key.public_key())
-        log.info("event=server_key_created path=%s action=provision devices with %s", enc_path,
-                 data_dir / "keys/server_x25519.pub.pem")
-    pub_path = data_dir / PUBLISHER_KEY
-    if not pub_path.exists():
-        publisher = Ed25519PrivateKey.generate()
-        save_private_key(pub_path, publisher)
-        save_public_key(data_dir / "keys/publisher_ed25519.pub.pem", publisher.public_key())
-        log.info("event=publisher_key_created path=%s action=devices pin %s", pub_path,
-                 data_dir / "keys/publisher_ed25519.pub.pem")
+    _make_key_pair(data_dir / ENCRYPTION_KEY, data_dir / "keys/server_x25519.pub.pem", X25519PrivateKey.generate,
+                   "server_key_created", "provision devices with the public key")
+    _make_key_pair(data_dir / PUBLISHER_KEY, data_dir / "keys/publisher_ed25519.pub.pem",
+                   Ed25519PrivateKey.generate, "publisher_key_created", "devices pin the public key")
     id_path = data_dir / IDENTIFIER_KEY
     if not id_path.exists():  # shared with the issuing authority only; never on a device
         IdentifierKey.generate().save(id_path)
