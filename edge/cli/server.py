@@ -17,6 +17,7 @@ import click
 from cryptography.hazmat.primitives import serialization
 
 from edge.cli.common import reports_errors
+from edge.cli.server_ops import OPS_COMMANDS, backup, migrate, restore, retention
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,8 @@ def server(ctx: click.Context, db_url: str | None, data_dir: Path, host: str, po
            insecure_cookies: bool, header_timeout: float | None, body_timeout: float | None,
            rate_limit_storage: str) -> None:
     """Run the central server (device API, and the fleet dashboard at / behind a login)."""
+    if ctx.invoked_subcommand in OPS_COMMANDS:  # they name their own data directory and database
+        return
     ctx.obj = _Where(data_dir, db_url)
     if ctx.invoked_subcommand is not None:
         return
@@ -266,3 +269,7 @@ def audit(where: _Where, limit: int) -> None:
             click.echo(f"{e.at}\t{e.actor}\t{e.action}\t{e.target}\t{e.outcome}\t{e.client}\t{e.detail}")
     finally:
         storage.close()
+
+
+for _command in (backup, restore, retention, migrate):
+    server.add_command(_command)

@@ -20,7 +20,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
-from sync.server.storage import Storage
+from sync.server.storage import RecordConflict, Storage
 from sync.wire.errors import CheckpointError
 from sync.wire.identifiers import IdentifierKey, keyed_certificate
 from sync.wire.protocol import (
@@ -168,8 +168,13 @@ def ingest(storage: Storage, opener: HolderOpener, device_id: str,
                           f"ends at {recs[-1]['seq']}, not {hi}")
     held = storage.hashes(device_id, lo - 1, hi)
     counts = _Counts()
-    stored, acked = storage.insert(device_id, _checked_rows(opener, device_id, recs, held, counts, id_key),
-                                   datetime.now(UTC).isoformat(timespec="seconds"), span=(lo, hi))
+    try:
+        stored, acked = storage.insert(device_id, _checked_rows(opener, device_id, recs, held, counts, id_key),
+                                       datetime.now(UTC).isoformat(timespec="seconds"), span=(lo, hi))
+    except RecordConflict as exc:  # a concurrent writer stored a different record for one of these seqs
+        log.error("event=ingest_conflict device=%s detail=%s action=the device log differs from what the "
+                  "server holds; investigate before re-enrolling", device_id, exc)
+        raise IngestError(409, "conflict", str(exc)) from None
     if counts.last_seq != hi:  # a storage back-end that did not read every row
         raise RuntimeError(f"storage stopped reading the batch at seq {counts.last_seq} of {hi}")
     written = len(recs) - counts.duplicates

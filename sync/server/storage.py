@@ -21,6 +21,10 @@ class StorageError(CheckpointError, RuntimeError):
     """The server database is unreachable or refused a write."""
 
 
+class RecordConflict(StorageError):
+    """Another writer stored a different record under a seq of this batch (the batch is rolled back)."""
+
+
 @dataclass(frozen=True)
 class DeviceSummary:
     device_id: str
@@ -30,6 +34,17 @@ class DeviceSummary:
     records: int
     held_beyond_gap: int
     verdicts: dict[str, int]
+
+
+@dataclass(frozen=True)
+class OpsStats:
+    """Fleet figures for monitoring, from the devices table alone (cheap at any fleet size)."""
+
+    enrolled: int
+    online: int
+    silent: int
+    held_beyond_gap: int
+    records: int
 
 
 class Storage(Protocol):
@@ -61,6 +76,12 @@ class Storage(Protocol):
 
     def records(self, device_id: str) -> list[dict[str, Any]]:
         """Every stored record of a device in seq order (audits and tests)."""
+
+    def ops_stats(self, *, online_since: str, silent_before: str) -> OpsStats:
+        """Enrolled / online (pushed at or after ``online_since``) / silent devices, backlog, records."""
+
+    def drop_records_before(self, cutoff: datetime, *, dry_run: bool = False) -> dict[str, Any]:
+        """Retention: delete records scanned before ``cutoff`` (whole months on PostgreSQL)."""
 
     def close(self) -> None: ...
 
@@ -184,6 +205,20 @@ class SQLStorage(SecurityQueries):
             rec["clock_trusted"] = int(rec["clock_trusted"])
             out.append(rec)
         return out
+
+    def ops_stats(self, *, online_since: str, silent_before: str) -> OpsStats:
+        # records - acked_seq: what is held beyond a gap (records counts every row ever stored)
+        with self._lock:
+            row = self._all(
+                "SELECT COUNT(*), COALESCE(SUM(CASE WHEN last_seen >= ? THEN 1 ELSE 0 END), 0), "
+                "COALESCE(SUM(CASE WHEN last_seen IS NULL OR last_seen < ? THEN 1 ELSE 0 END), 0), "
+                "COALESCE(SUM(CASE WHEN records > acked_seq THEN records - acked_seq ELSE 0 END), 0), "
+                "COALESCE(SUM(records), 0) FROM devices", (online_since, silent_before))[0]
+        return OpsStats(*(int(v) for v in row))
+
+    def schema_version(self) -> int:
+        with self._lock:
+            return int(self._all("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")[0][0])
 
 
 def open_storage(url: str, *, create: bool = False) -> SQLStorage:
