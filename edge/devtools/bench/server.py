@@ -33,7 +33,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge.devtools.bench.report import median, percentile
-from edge.devtools.server_procs import ServerProcess, new_server_data_dir, raw_public_key
+from edge.devtools.server_procs import ServerProcess, new_server_data_dir, new_server_database, raw_public_key
 from sync.wire.protocol import API, GENESIS, b64, canonical_values, record_hash, request_signing_bytes
 from sync.wire.sealed import HolderSealer, holder_aad
 
@@ -239,8 +239,9 @@ async def _hostile_body(port: int) -> None:
 
 
 def _enroll(db_url: str, fleet: list[Device]) -> None:
+    """Initialise the database and enroll every device by the administrator's path."""
     from sync.server.storage import open_storage
-    storage = open_storage(db_url)
+    storage = open_storage(new_server_database(db_url))
     try:
         for d in fleet:
             storage.enroll(d.device_id, raw_public_key(d.key))
