@@ -26,7 +26,7 @@ if [ $with_deps = 1 ]; then
     --platform manylinux_2_28_aarch64 --platform manylinux_2_17_aarch64 --platform manylinux2014_aarch64 \
     --platform linux_aarch64 "$(ls "$out"/wheels/checkpoint_appliance-*.whl)"
 fi
-cp systemd/*.service "$out/systemd/"
+cp systemd/checkpoint.service systemd/checkpoint-firstboot.service "$out/systemd/"  # not the server units
 cp firmware_config/firstboot.sh firmware_config/config.example.toml "$out/firmware_config/"
 cp firmware_config/boot/config.txt.append "$out/firmware_config/boot/"
 echo "build-payload: wrote $out ($(ls "$out/wheels" | wc -l) wheels)" >&2

@@ -15,6 +15,7 @@ BENCHES: dict[str, str] = {
     "pipeline": "edge.devtools.bench.pipeline:run",
     "risk": "edge.devtools.bench.risk:run",
     "sync": "edge.devtools.bench.sync:run",
+    "server": "edge.devtools.bench.server:run",
 }
 
 
