@@ -121,7 +121,9 @@ def test_devices_sync_over_tls_through_the_proxy(proxied, scanlog, device_key):
     session.trust_env = False  # this test's certificate, not a CA bundle from the environment
     session.verify = str(cert)
     servers[0]._server.config.app.state.storage.enroll("dev-1", raw_public_key(device_key))
-    client = make_client(f"https://127.0.0.1:{ports['device']}", scanlog, device_key, session=session)
+    client = make_client(f"https://127.0.0.1:{ports['device']}", scanlog, device_key)
+    client.transport.session.trust_env = False  # the device's own (deadline-bounded) session, this certificate
+    client.transport.session.verify = str(cert)
     append_samples(scanlog, 40)
     assert client.push() == 40
     stored = sum(scrape(s.url)[("checkpoint_ingest_records_total", ())] for s in servers)

@@ -27,6 +27,7 @@ from sync.wire.protocol import (
     ErrorBody,
     PushBatch,
     PushResult,
+    ReadmitRequest,
 )
 
 _SIGNED = [
@@ -36,7 +37,7 @@ _SIGNED = [
      "description": "Base64 Ed25519 signature of the request (sync.wire.protocol.request_signing_bytes)."},
 ]
 _ERRORS = {
-    "401": "Not signed by an enrolled device.",
+    "401": "Not signed by an enrolled device (readmit: certificate or signature refused).",
     "404": "Nothing of that kind on this server.",
     "409": "The batch conflicts with what the server holds (chain broken, record altered, conflict).",
     "413": "Body over the size limit.",
@@ -68,12 +69,21 @@ def _add_models(spec: dict[str, Any], *models: type[BaseModel]) -> None:
 
 def describe(spec: dict[str, Any]) -> dict[str, Any]:
     """Complete FastAPI's generated ``spec`` for the device API routes it has."""
-    _add_models(spec, EnrollRequest, EnrollResult, ErrorBody, PushBatch, PushResult)
+    _add_models(spec, EnrollRequest, EnrollResult, ErrorBody, PushBatch, PushResult, ReadmitRequest)
     paths = spec.get("paths", {})
     if op := paths.get(f"{API}/enroll", {}).get("post"):
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(EnrollRequest)}}}
         op["responses"] = {"200": _json(EnrollResult, "Enrolled (or the same key again)."),
                            **_errors("401", "409", "413", "422", "429", "503")}
+    if op := paths.get(f"{API}/readmit", {}).get("post"):
+        op["parameters"] = _SIGNED
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(ReadmitRequest)}}}
+        op["responses"] = {"200": _json(EnrollResult, "Re-admitted: certificate and signature check out."),
+                           **_errors("401", "409", "413", "429", "503")}
+    if op := paths.get(f"{API}/enrollment", {}).get("get"):
+        op["parameters"] = _SIGNED
+        op["responses"] = {"200": _json(EnrollResult, "The signing device's enrollment certificate."),
+                           **_errors("401", "429", "503")}
     if op := paths.get(f"{API}/push", {}).get("post"):
         op["parameters"] = _SIGNED
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(PushBatch)}}}
