@@ -25,7 +25,8 @@ class StorageError(CheckpointError, RuntimeError):
 
 
 class RecordConflict(StorageError):
-    """Another writer stored a different record under a seq of this batch (the batch is rolled back)."""
+    """Another writer stored a different record under a seq of this batch: the batch is rolled back and
+    ingest checks it again against that record (which forks the chain there)."""
 
 
 @dataclass(frozen=True)
