@@ -22,8 +22,9 @@ from edge.scan.scanlog import ScanLog
 from edge.verdict import Decision, Reason, Verdict
 from sync.server.app import create_app
 from sync.server.ingest import _checked_rows, _Counts, ingest
-from sync.server.migrations import LATEST, POSTGRES_V1, SQLITE_V1, SchemaError
+from sync.server.migrations import LATEST, POSTGRES_V1, POSTGRES_V2, SQLITE_V1, SchemaError, _sqlite_v2
 from sync.server.runner import ServerThread
+from sync.server.security_store import security_schema
 from sync.server.settings import ServerSettings
 from sync.server.storage import RECORD_COLUMNS, RecordConflict, open_storage
 from sync.server.store_pg import split_schema
@@ -147,6 +148,37 @@ def test_upgrade_from_the_schema_before_migrations_keeps_every_record(empty_db_u
         assert len(reopened.records("dev-b")) == 12
     finally:
         reopened.close()
+
+
+def test_a_database_a_chain_epoch_server_upgraded_in_place_is_adopted(empty_db_url, tmp_path, server_x25519):
+    """The server before migrations but after chain epochs upgraded its database in place (epoch columns,
+    ``epochs``, ``lost_records``, security tables) without ``schema_migrations``: adopted, the steps it
+    already has change nothing, and its records are kept."""
+    opener = HolderOpener(server_x25519)
+    key = Ed25519PrivateKey.generate()
+    log = device_log(tmp_path, "dev-e", server_x25519, datetime(2026, 3, 1, tzinfo=UTC), 9)
+    old = V1Database(empty_db_url)
+    old.add_device(log, key, opener)
+    before = open_storage_records_v1(old, "dev-e")
+    if isinstance(old.db, sqlite3.Connection):
+        _sqlite_v2(old.db)
+        old.db.executescript(security_schema("sqlite"))
+    else:
+        old.db.execute(POSTGRES_V2)
+        old.db.execute(security_schema("postgresql"))
+    old.db.execute("INSERT INTO epochs (device_id, epoch, base_seq, started_at) VALUES ('dev-x', 1, 3, 'then')")
+    old.close()
+
+    storage = open_storage(empty_db_url)
+    try:
+        assert storage.schema == LATEST == storage.schema_version()
+        assert storage.records("dev-e") == before
+        assert storage._all("SELECT device_id, epoch, base_seq FROM epochs") == [("dev-x", 1, 3)]
+        log.append(Verdict(Decision.CHECK, Reason.NOT_A_PASS), wall_time=datetime(2026, 3, 9, tzinfo=UTC),
+                   monotonic=100.0, clock_trusted=True)
+        assert ingest(storage, opener, "dev-e", log.records(9)).acked_seq == 10
+    finally:
+        storage.close()
 
 
 def open_storage_records_v1(old: V1Database, device_id: str) -> list[dict]:
