@@ -45,7 +45,9 @@ fi
 (cd "$out/wheels" && sha256sum -- *.whl) > "$out/wheels.sha256"   # the payload's lock: exact files, by hash
 echo "$target" > "$out/target"
 grep -v '^#' firmware_config/os-packages.txt | grep . > "$out/os-packages.txt"
-cp systemd/*.service systemd/*.path "$out/systemd/"
+for unit in systemd/*.service systemd/*.path; do  # the device's units, not the central server's
+  case "$(basename "$unit")" in checkpoint-server*|checkpoint-retention*) ;; *) cp "$unit" "$out/systemd/" ;; esac
+done
 cp firmware_config/bake.sh firmware_config/firstboot.sh firmware_config/config.example.toml "$out/firmware_config/"
 cp firmware_config/boot/config.txt.append "$out/firmware_config/boot/"
 echo "build-payload: wrote $out for $target ($(ls "$out/wheels" | wc -l) wheels)" >&2

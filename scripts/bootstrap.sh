@@ -2,8 +2,9 @@
 # Set up everything this checkout needs, idempotently: a virtual environment in .venv with the
 # project and its dependencies, and (when run as root on Debian / Raspberry Pi OS) the system
 # packages the appliance uses: libzbar0 (pyzbar fallback decoder) and, for the tests, chromium
-# (staff-screen page test) and a C compiler with kernel headers (python-evdev, the USB scanner
-# source, ships no wheels). Re-running is cheap: pip runs again only when pyproject.toml changed.
+# (staff-screen page test), a C compiler with kernel headers (python-evdev, the USB scanner
+# source, ships no wheels) and nginx (TLS reverse-proxy test). Re-running is cheap: pip runs
+# again only when pyproject.toml changed.
 #
 #   scripts/bootstrap.sh           the device install: what the daemon runs, nothing more
 #   scripts/bootstrap.sh --demo    + the central server, OpenCV and the tools (checkpoint demo, bench)
@@ -54,7 +55,7 @@ apt_install() {
 
 if [ $plan_only = 0 ] && command -v dpkg-query >/dev/null; then
   pkgs=(libzbar0)
-  [ $want_dev = 1 ] && pkgs+=(chromium gcc libc6-dev linux-libc-dev python3-dev)
+  [ $want_dev = 1 ] && pkgs+=(chromium gcc libc6-dev linux-libc-dev python3-dev nginx-light)
   apt_install "${pkgs[@]}"
 fi
 

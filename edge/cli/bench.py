@@ -16,6 +16,7 @@ BENCHES: dict[str, str] = {
     "risk": "edge.devtools.bench.risk:run",
     "sync": "edge.devtools.bench.sync:run",
     "footprint": "edge.devtools.bench.footprint:run",
+    "server": "edge.devtools.bench.server:run",
 }
 
 

@@ -17,6 +17,7 @@ import click
 from cryptography.hazmat.primitives import serialization
 
 from edge.cli.common import reports_errors
+from edge.cli.server_ops import OPS_COMMANDS, backup, migrate, restore, retention
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,8 @@ def server(ctx: click.Context, db_url: str | None, data_dir: Path, host: str, po
            insecure_cookies: bool, header_timeout: float | None, body_timeout: float | None,
            rate_limit_storage: str) -> None:
     """Run the central server (device API, and the fleet dashboard at / behind a login)."""
+    if ctx.invoked_subcommand in OPS_COMMANDS:  # they name their own data directory and database
+        return
     ctx.obj = _Where(data_dir, db_url)
     if ctx.invoked_subcommand is not None:
         return
@@ -314,3 +317,7 @@ def registry(where: _Where, checkpoints_csv: Path) -> None:
     finally:
         storage.close()
     click.echo(f"registry: {len(checkpoints)} checkpoint(s), {devices} device(s) -> {path}")
+
+
+for _command in (backup, restore, retention, migrate):
+    server.add_command(_command)

@@ -30,6 +30,8 @@ from starlette.concurrency import run_in_threadpool
 from sync.server.enrollment import Outcome, redeem_token
 from sync.server.guard import RequestGuard
 from sync.server.ingest import IngestError, ingest_body, verify_signature
+from sync.server.metrics import install_metrics
+from sync.server.openapi import install_openapi
 from sync.server.published import published_version
 from sync.server.settings import ServerSettings
 from sync.server.storage import SQLStorage, StorageError, open_storage
@@ -133,6 +135,8 @@ def create_app(settings: ServerSettings, storage: SQLStorage | None = None, *, s
         from sync.server.admin import admin_routes
         admin_routes(app, settings, store)
     app.add_middleware(RequestGuard, store=store, limits=settings.limits, rate_storage=settings.rate_limit_storage)
+    install_metrics(app, store)  # outermost of ours: counts what the guard refuses too
+    install_openapi(app)
     return app
 
 

@@ -20,7 +20,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
-from sync.server.storage import DeviceState, StaleEpoch, Storage
+from sync.server.storage import DeviceState, RecordConflict, StaleEpoch, Storage
 from sync.wire.errors import CheckpointError
 from sync.wire.identifiers import IdentifierKey, keyed_certificate
 from sync.wire.protocol import (
@@ -216,6 +216,13 @@ def ingest(storage: Storage, opener: HolderOpener, device_id: str,
             state = storage.device_state(device_id)
             continue
         except StaleEpoch:
+            state = storage.device_state(device_id)
+            continue
+        except RecordConflict as exc:
+            # another writer stored a different record under one of these seqs after ``links`` was
+            # read (rolled back): check again against what it stored, which forks the chain there
+            log.warning("event=ingest_conflict device=%s detail=%s action=none; re-checking the batch against "
+                        "the record stored meanwhile", device_id, exc)
             state = storage.device_state(device_id)
             continue
         if counts.last_seq != hi:  # a storage back-end that did not read every row

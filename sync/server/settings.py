@@ -10,6 +10,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from sync.server.filemodes import private_dir, secure_data_dir
 from sync.wire.errors import CheckpointError
 from sync.wire.identifiers import IdentifierKey
 from sync.wire.keyfiles import load_ed25519_private, load_x25519_private, save_private_key, save_public_key
@@ -100,6 +101,7 @@ class ServerSettings:
         publisher = load_ed25519_private(pub_path) if pub_path.exists() else None
         id_path = data_dir / IDENTIFIER_KEY
         identifier = IdentifierKey.load(id_path) if id_path.exists() else None
+        secure_data_dir(data_dir)  # an install made with looser modes is tightened
         return cls(db_url=db_url or default_db_url(data_dir), encryption_key=load_x25519_private(enc_path),
                    publisher_key=publisher, data_dir=data_dir, identifier_key=identifier)
 
@@ -114,7 +116,7 @@ def _make_key_pair(private_path: Path, public_path: Path, generate, event: str, 
         return
     key = generate()
     save_private_key(private_path, key)
-    save_public_key(public_path, key.public_key())
+    save_public_key(public_path, key.public_key(), mode=0o600)
     log.info("event=%s path=%s public=%s action=%s", event, private_path, public_path, action)
 
 
@@ -125,8 +127,8 @@ def init_data_dir(data_dir: Path, *, db_url: str | None = None) -> ServerSetting
     """
     from sync.server.storage import open_storage
     data_dir = Path(data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    data_dir.chmod(0o700)
+    private_dir(data_dir)  # 0700, as is keys/
+    private_dir(data_dir / "keys")
     _make_key_pair(data_dir / ENCRYPTION_KEY, data_dir / "keys/server_x25519.pub.pem", X25519PrivateKey.generate,
                    "server_key_created", "provision devices with the public key")
     _make_key_pair(data_dir / PUBLISHER_KEY, data_dir / "keys/publisher_ed25519.pub.pem",

@@ -27,6 +27,11 @@ class StorageError(CheckpointError, RuntimeError):
     """The server database is unreachable or refused a write."""
 
 
+class RecordConflict(StorageError):
+    """Another writer stored a different record under a seq of this batch: the batch is rolled back and
+    ingest checks it again against that record (which forks the chain there)."""
+
+
 @dataclass(frozen=True)
 class LostRange:
     """Records a device reported pruned before the server held them: gone for good."""
@@ -81,6 +86,17 @@ class StaleEpoch(StorageError):
     """Another request forked the device's chain while this batch was being checked: retry it."""
 
 
+@dataclass(frozen=True)
+class OpsStats:
+    """Fleet figures for monitoring: from the devices table, and a key range per device for the backlog."""
+
+    enrolled: int
+    online: int
+    silent: int
+    held_beyond_gap: int
+    records: int
+
+
 class Storage(Protocol):
     """What the server needs from its database. Every method is safe to call from several threads.
 
@@ -124,6 +140,12 @@ class Storage(Protocol):
         """Every stored record of a device in (epoch, seq) order (audits and tests)."""
 
     def chain_records(self, device_id: str) -> list[dict[str, Any]]: ...
+
+    def ops_stats(self, *, online_since: str, silent_before: str) -> OpsStats:
+        """Enrolled / online (pushed at or after ``online_since``) / silent devices, backlog, records."""
+
+    def drop_records_before(self, cutoff: datetime, *, dry_run: bool = False) -> dict[str, Any]:
+        """Retention: delete records scanned before ``cutoff`` (whole months on PostgreSQL)."""
 
     def close(self) -> None: ...
 
@@ -347,6 +369,23 @@ class SQLStorage(SecurityQueries, FleetQueries, TraceQueries, SharingQueries):
             rec["clock_trusted"] = int(rec["clock_trusted"])
             out.append(rec)
         return out
+
+    def ops_stats(self, *, online_since: str, silent_before: str) -> OpsStats:
+        # held beyond a gap: records of each device's current epoch after its acked_seq (a primary-key
+        # range per device, empty unless a gap is open); not records - acked_seq, which counts the
+        # records of earlier epochs after a fork and goes wrong once retention deletes
+        with self._lock:
+            row = self._all(
+                "SELECT COUNT(*), COALESCE(SUM(CASE WHEN last_seen >= ? THEN 1 ELSE 0 END), 0), "
+                "COALESCE(SUM(CASE WHEN last_seen IS NULL OR last_seen < ? THEN 1 ELSE 0 END), 0), "
+                "(SELECT COUNT(*) FROM devices d JOIN records r ON r.device_id = d.device_id "
+                "AND r.epoch = d.epoch AND r.seq > d.acked_seq), "
+                "COALESCE(SUM(records), 0) FROM devices", (online_since, silent_before))[0]
+        return OpsStats(*(int(v) for v in row))
+
+    def schema_version(self) -> int:
+        with self._lock:
+            return int(self._all("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")[0][0])
 
 
 def open_storage(url: str, *, create: bool = False) -> SQLStorage:

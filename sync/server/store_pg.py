@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import threading
 from collections.abc import Callable, Iterable
-from typing import TypeVar
+from datetime import UTC, datetime
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg.adapt import PyFormat
 
-from sync.server.fleet.store import FLEET_SCHEMA
-from sync.server.security_store import security_schema
+from sync.server import partitions
+from sync.server.migrations import migrate_postgres
 from sync.server.storage import (
-    CHAIN_SCHEMA,
     RECORD_COLUMNS,
     SEQS_AFTER,
+    RecordConflict,
     Replayable,
     SQLStorage,
     StaleEpoch,
@@ -27,26 +29,6 @@ from sync.server.storage import (
 )
 
 log = logging.getLogger(__name__)
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS devices (
-    device_id TEXT PRIMARY KEY, public_key BYTEA NOT NULL, enrolled_at TEXT NOT NULL,
-    last_seen TEXT, acked_seq BIGINT NOT NULL DEFAULT 0, records BIGINT NOT NULL DEFAULT 0,
-    epoch INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS records (
-    device_id TEXT NOT NULL, epoch INTEGER NOT NULL DEFAULT 0, seq BIGINT NOT NULL, wall_time TEXT NOT NULL,
-    monotonic DOUBLE PRECISION NOT NULL,
-    boot_id TEXT NOT NULL, clock_trusted BOOLEAN NOT NULL, format TEXT, kind TEXT, holder_hash BYTEA,
-    holder_enc BYTEA, decision TEXT NOT NULL, reason TEXT NOT NULL, policy_version TEXT, risk_version TEXT,
-    prev_hash BYTEA NOT NULL, hash BYTEA NOT NULL, PRIMARY KEY (device_id, epoch, seq));
-""" + CHAIN_SCHEMA
-#: a database made before chain epochs: records keyed (device_id, seq), devices without an epoch
-ADD_CHAIN_EPOCHS = """
-ALTER TABLE devices ADD COLUMN IF NOT EXISTS epoch INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE records ADD COLUMN IF NOT EXISTS epoch INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE records DROP CONSTRAINT IF EXISTS records_pkey;
-ALTER TABLE records ADD PRIMARY KEY (device_id, epoch, seq);
-"""
 
 
 def split_schema(url: str) -> tuple[str, str | None]:
@@ -60,10 +42,13 @@ def split_schema(url: str) -> tuple[str, str | None]:
     return urlunsplit(parts._replace(query=rest)), schema
 
 
-#: PostgreSQL types of RECORD_COLUMNS, for binary COPY
+#: PostgreSQL types of RECORD_COLUMNS + scanned_at (the partition key), for binary COPY
 COPY_TYPES = ("text", "int4", "int8", "text", "float8", "text", "bool", "text", "text", "bytea", "bytea", "text",
-              "text", "text", "text", "bytea", "bytea")
-_COLS = ", ".join(RECORD_COLUMNS)
+              "text", "text", "text", "bytea", "bytea", "timestamptz")
+_COLS = ", ".join((*RECORD_COLUMNS, "scanned_at"))
+#: a seq held twice in an epoch within a batch's span: two writers stored different records for it
+_DOUBLE_SEQ = ("SELECT seq FROM records WHERE device_id=? AND epoch=? AND seq BETWEEN ? AND ? "
+               "GROUP BY seq HAVING COUNT(*) > 1 LIMIT 1")
 _T = TypeVar("_T")
 
 
@@ -76,35 +61,23 @@ class PostgresStorage(SQLStorage):
         self._lock = threading.Lock()
         self._db: psycopg.Connection | None = None
         self._db = self._connect(create=create)
-        if create:
-            self._db.execute(SCHEMA + security_schema("postgresql") + FLEET_SCHEMA)
-            return
-        found = self._db.execute("SELECT to_regclass('devices') IS NOT NULL AND to_regclass('records') IS NOT NULL "
-                                 "AND to_regclass('enroll_tokens') IS NOT NULL "
-                                 "AND to_regclass('audit') IS NOT NULL").fetchone()
-        if not found or not found[0]:
-            self._db.close()
-            raise StorageError("the PostgreSQL database has no checkpoint tables: run 'checkpoint server init "
-                               "--db URL' once (or check the URL and its schema)")
-        self._add_chain_epochs()
+        self.schema = migrate_postgres(self._db, f"PostgreSQL schema {self._schema or 'public'}", create=create)
+        self._ensure_partitions()
 
-    def _add_chain_epochs(self) -> None:
-        """Upgrade a database made before chain epochs (records keyed by device and seq alone)."""
-        assert self._db is not None
-        pk = self._db.execute("SELECT COUNT(*) FROM information_schema.key_column_usage WHERE "
-                              "table_schema = current_schema() AND table_name = 'records' AND "
-                              "constraint_name = 'records_pkey'").fetchone()[0]
-        if pk == 2:
-            with self._db.transaction():
-                self._db.execute(ADD_CHAIN_EPOCHS)
-        self._db.execute(CHAIN_SCHEMA + FLEET_SCHEMA)
+    def _ensure_partitions(self) -> None:
+        """Monthly partitions from last month to a few ahead, and for the months of records that
+        landed in the default partition (a device's backlog from long ago); every start-up and
+        retention run."""
+        with self._lock:
+            self._run(lambda db: partitions.maintain(db, datetime.now(UTC)))
 
     def _connect(self, *, create: bool = False) -> psycopg.Connection:
         try:
             db = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=10)
             if self._schema:
-                if create:
-                    db.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
+                if create:  # another server process may create it at the same moment
+                    with contextlib.suppress(psycopg.errors.UniqueViolation, psycopg.errors.DuplicateSchema):
+                        db.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
                 db.execute(f'SET search_path TO "{self._schema}"')
             # psycopg maps bytea to its pure-Python ``Binary`` dumper for binary COPY; the C dumper of
             # ``bytes`` does the same job ~4x faster (3 bytea columns per record).
@@ -146,11 +119,12 @@ class PostgresStorage(SQLStorage):
     @staticmethod
     def _copy(cur: psycopg.Cursor, table: str, rows: Iterable[tuple]) -> int:
         n = 0
+        scan_time = partitions.scan_time
         with cur.copy(f"COPY {table} ({_COLS}) FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types(COPY_TYPES)
             write = copy.write_row
             for row in rows:
-                write(row)
+                write((*row, scan_time(row[3])))
                 n += 1
         return n
 
@@ -166,7 +140,12 @@ class PostgresStorage(SQLStorage):
         cur.execute("CREATE TEMP TABLE IF NOT EXISTS incoming (LIKE records) ON COMMIT DELETE ROWS")
         self._copy(cur, "incoming", rows)
         cur.execute(f"INSERT INTO records ({_COLS}) SELECT {_COLS} FROM incoming ON CONFLICT DO NOTHING")
-        return cur.rowcount
+        stored = cur.rowcount
+        differs = cur.execute("SELECT i.seq FROM incoming i JOIN records r ON r.device_id = i.device_id "
+                              "AND r.epoch = i.epoch AND r.seq = i.seq WHERE r.hash <> i.hash LIMIT 1").fetchone()
+        if differs is not None:
+            raise RecordConflict(f"seq {differs[0]} differs from the stored record")
+        return stored
 
     def _run_in_transaction(self, work: Callable[[Callable[[str, tuple], list[tuple]]], _T]) -> _T:
         def in_transaction(db: psycopg.Connection) -> _T:
@@ -193,6 +172,12 @@ class PostgresStorage(SQLStorage):
                     acked = note_lost(run, device_id, epoch, acked, pruned_through,
                                       self._links(run, device_id, acked + 1, pruned_through), seen_at)
                 stored = self._insert_rows(db, cur, replayable)
+                # the partition key is in the primary key, so a *different* record for a held seq
+                # (another wall time) would not collide: under the device lock, every writer before
+                # us has committed, and a seq held twice means this batch conflicts
+                double = run(_DOUBLE_SEQ, (device_id, epoch, *span))
+                if double:
+                    raise RecordConflict(f"{device_id} seq {double[0][0]} differs from the stored record")
                 acked = advance_acked(acked, span, lambda after, limit: [r[0] for r in run(
                     SEQS_AFTER, (device_id, epoch, after, limit))])
                 cur.execute("UPDATE devices SET acked_seq=%s, last_seen=%s, records=records+%s WHERE device_id=%s",
@@ -200,6 +185,16 @@ class PostgresStorage(SQLStorage):
             return stored, acked
         with self._lock:
             return self._run(work)
+
+    def drop_records_before(self, cutoff: datetime, *, dry_run: bool = False) -> dict[str, Any]:
+        """Drop whole months of records scanned before ``cutoff`` (and older rows of the default
+        partition); make the coming months' partitions."""
+        if not dry_run:
+            self._ensure_partitions()
+        with self._lock:
+            result = self._run(lambda db: partitions.drop_before(db, cutoff, dry_run=dry_run))
+        return {"dropped_partitions": result.dropped, "deleted_from_default": result.deleted_from_default,
+                "kept_from": result.kept_from.isoformat()}
 
     def close(self) -> None:
         with self._lock:

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sync.server.fleet.store import FLEET_SCHEMA
-from sync.server.security_store import security_schema
+from sync.server.filemodes import secure_sqlite_file
+from sync.server.migrations import migrate_sqlite
 from sync.server.storage import (
-    CHAIN_SCHEMA,
     RECORD_COLUMNS,
     SEQS_AFTER,
+    RecordConflict,
     SQLStorage,
     StaleEpoch,
     StorageError,
@@ -25,57 +25,28 @@ from sync.wire.sqlite import immediate_transaction
 
 _T = TypeVar("_T")
 
-RECORDS_TABLE = """
-CREATE TABLE IF NOT EXISTS records (
-    device_id TEXT NOT NULL, epoch INTEGER NOT NULL DEFAULT 0, seq INTEGER NOT NULL, wall_time TEXT NOT NULL,
-    monotonic REAL NOT NULL, boot_id TEXT NOT NULL, clock_trusted INTEGER NOT NULL, format TEXT, kind TEXT,
-    holder_hash BLOB, holder_enc BLOB, decision TEXT NOT NULL, reason TEXT NOT NULL, policy_version TEXT,
-    risk_version TEXT, prev_hash BLOB NOT NULL, hash BLOB NOT NULL, PRIMARY KEY (device_id, epoch, seq)) WITHOUT ROWID;
-"""
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS devices (
-    device_id TEXT PRIMARY KEY, public_key BLOB NOT NULL, enrolled_at TEXT NOT NULL,
-    last_seen TEXT, acked_seq INTEGER NOT NULL DEFAULT 0, records INTEGER NOT NULL DEFAULT 0,
-    epoch INTEGER NOT NULL DEFAULT 0);
-""" + RECORDS_TABLE + CHAIN_SCHEMA
 
-
-def _add_chain_epochs(db: sqlite3.Connection) -> None:
-    """Upgrade a database made before chain epochs (records keyed by device and seq alone)."""
-    columns = {row[1] for row in db.execute("PRAGMA table_info(records)")}
-    if not columns or "epoch" in columns:
-        return
-    with immediate_transaction(db):
-        db.execute("ALTER TABLE devices ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0")
-        db.execute("ALTER TABLE records RENAME TO records_before_epochs")
-        db.execute(RECORDS_TABLE)
-        names = ", ".join(c for c in RECORD_COLUMNS if c != "epoch")
-        db.execute(f"INSERT INTO records ({names}) SELECT {names} FROM records_before_epochs")
-        db.execute("DROP TABLE records_before_epochs")
+def _noting_hashes(rows: Iterable[tuple], sent: list[tuple[int, bytes]]) -> Iterator[tuple]:
+    for row in rows:
+        sent.append((row[2], row[16]))
+        yield row
 
 
 class SQLiteStorage(SQLStorage):
     def __init__(self, path: str | Path, *, create: bool = False):
         path = Path(path)
-        if create:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if not path.exists():  # owner only: it holds device keys, holder hashes, sessions
-                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        elif not path.is_file():
+        if not create and not path.is_file():
             raise StorageError(f"no server database at {path}: create it with 'checkpoint server init' "
                                "(or check --data-dir / --db)")
+        secure_sqlite_file(path)  # 0600 before SQLite creates it (and its -wal, -shm); an old one tightened
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        if create:
-            self._db.executescript(SCHEMA + security_schema("sqlite") + FLEET_SCHEMA)
-        elif self._db.execute("SELECT COUNT(*) FROM sqlite_master WHERE name IN "
-                              "('devices', 'records', 'enroll_tokens', 'audit')").fetchone()[0] != 4:
+        try:
+            self.schema = migrate_sqlite(self._db, f"SQLite database {path}", create=create)
+        except BaseException:
             self._db.close()
-            raise StorageError(f"{path} is not an initialised server database: run 'checkpoint server init'")
-        else:
-            _add_chain_epochs(self._db)
-            self._db.executescript(CHAIN_SCHEMA + FLEET_SCHEMA)
+            raise
         self._lock = threading.Lock()
 
     def _all(self, sql: str, params: tuple = ()) -> list[tuple]:
@@ -104,13 +75,43 @@ class SQLiteStorage(SQLStorage):
                 acked = note_lost(self._all, device_id, epoch, acked, pruned_through,
                                   self._links(self._all, device_id, acked + 1, pruned_through), seen_at)
             before = self._db.total_changes
-            self._db.executemany(sql, rows)
+            sent: list[tuple[int, bytes]] = []
+            self._db.executemany(sql, _noting_hashes(rows, sent))
             stored = self._db.total_changes - before
+            if stored < len(sent):  # some seqs were held: by the same records, or it is a conflict
+                self._check_same(device_id, epoch, span, sent)
             acked = advance_acked(acked, span, lambda after, limit: [r[0] for r in self._db.execute(
                 SEQS_AFTER, (device_id, epoch, after, limit))])
             self._db.execute("UPDATE devices SET acked_seq=?, last_seen=?, records=records+? WHERE device_id=?",
                              (acked, seen_at, stored, device_id))
         return stored, acked
+
+    def _check_same(self, device_id: str, epoch: int, span: tuple[int, int], sent: list[tuple[int, bytes]]) -> None:
+        """Ingest checked what was held before this transaction; a writer that committed in between
+        may hold a different record under one of these seqs: refuse the batch (ingest checks it
+        again, and forks the chain there) rather than report it as a duplicate."""
+        held = dict(self._db.execute("SELECT seq, hash FROM records WHERE device_id=? AND epoch=? "
+                                     "AND seq BETWEEN ? AND ?", (device_id, epoch, *span)))
+        for seq, digest in sent:
+            if bytes(held[seq]) != digest:
+                raise RecordConflict(f"{device_id} seq {seq} differs from the stored record")
+
+    def drop_records_before(self, cutoff: datetime, *, dry_run: bool = False) -> dict[str, Any]:
+        """Delete records whose wall time is before ``cutoff`` (device times are UTC ISO strings,
+        which sort as text), in chunks so ingest is never blocked for long."""
+        bound = cutoff.astimezone(UTC).isoformat(timespec="microseconds")
+        if dry_run:
+            with self._lock:
+                n = self._db.execute("SELECT COUNT(*) FROM records WHERE wall_time < ?", (bound,)).fetchone()[0]
+            return {"deleted": n, "kept_from": bound}
+        deleted = 0
+        while True:
+            with self._lock:
+                n = self._db.execute("DELETE FROM records WHERE (device_id, epoch, seq) IN (SELECT device_id, epoch, "
+                                     "seq FROM records WHERE wall_time < ? LIMIT 10000)", (bound,)).rowcount
+            deleted += n
+            if n < 10_000:
+                return {"deleted": deleted, "kept_from": bound}
 
     def close(self) -> None:
         with self._lock:

@@ -29,8 +29,8 @@ def save_private_key(path: Path, key: Ed25519PrivateKey | X25519PrivateKey) -> N
     write_atomic(path, private_pem(key), mode=0o600)
 
 
-def save_public_key(path: Path, key: Ed25519PublicKey | X25519PublicKey) -> None:
-    write_atomic(path, public_pem(key))
+def save_public_key(path: Path, key: Ed25519PublicKey | X25519PublicKey, *, mode: int = 0o644) -> None:
+    write_atomic(path, public_pem(key), mode=mode)
 
 
 def load_or_create_ed25519(path: Path) -> Ed25519PrivateKey:
