@@ -25,6 +25,7 @@ from sync.wire.protocol import (
     EnrollRequest,
     EnrollResult,
     ErrorBody,
+    Heartbeat,
     PushBatch,
     PushResult,
     ReadmitRequest,
@@ -69,7 +70,7 @@ def _add_models(spec: dict[str, Any], *models: type[BaseModel]) -> None:
 
 def describe(spec: dict[str, Any]) -> dict[str, Any]:
     """Complete FastAPI's generated ``spec`` for the device API routes it has."""
-    _add_models(spec, EnrollRequest, EnrollResult, ErrorBody, PushBatch, PushResult, ReadmitRequest)
+    _add_models(spec, EnrollRequest, EnrollResult, ErrorBody, Heartbeat, PushBatch, PushResult, ReadmitRequest)
     paths = spec.get("paths", {})
     if op := paths.get(f"{API}/enroll", {}).get("post"):
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(EnrollRequest)}}}
@@ -89,14 +90,24 @@ def describe(spec: dict[str, Any]) -> dict[str, Any]:
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(PushBatch)}}}
         op["responses"] = {"200": _json(PushResult, "Stored; acked_seq is the highest seq held without a gap."),
                            **_errors("401", "409", "413", "422", "429", "503")}
+    if op := paths.get(f"{API}/heartbeat", {}).get("post"):
+        op["parameters"] = _SIGNED
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(Heartbeat)}}}
+        op["responses"] = {"204": {"description": "Kept as the device's latest heartbeat (its 'last seen')."},
+                           **_errors("401", "413", "422", "429", "503")}
     downloads = {"trust": ENVELOPE_MEDIA_TYPE, "policy": ENVELOPE_MEDIA_TYPE, "time": ENVELOPE_MEDIA_TYPE,
-                 "risk": CBOR_MEDIA_TYPE}
+                 "risk": CBOR_MEDIA_TYPE, "valuesets": ENVELOPE_MEDIA_TYPE, "software/{target}": ENVELOPE_MEDIA_TYPE}
     for name, media in downloads.items():
         if op := paths.get(f"{API}/{name}", {}).get("get"):
             op["parameters"] = [*_SIGNED, *op.get("parameters", [])]
             op["responses"] = {"200": {"description": "Signed update.", "content": {media: {"schema": {}}}},
                                "204": {"description": "Nothing newer than the device has."},
                                **_errors("401", "404", "422", "429", "503")}
+    if op := paths.get(f"{API}/software/files/{{sha256}}", {}).get("get"):
+        op["parameters"] = [*_SIGNED, *op.get("parameters", [])]
+        op["responses"] = {"200": {"description": "One wheel of a signed release, by its SHA-256.",
+                                   "content": {"application/octet-stream": {"schema": {}}}},
+                           **_errors("401", "404", "422", "429", "503")}
     return spec
 
 
