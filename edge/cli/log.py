@@ -16,9 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import click
-import sqlite_utils
 
 from edge.cli.common import reports_errors
+
+try:
+    import sqlite_utils
+except ImportError:  # a tools extra: a lean device install does not carry it
+    sqlite_utils = None
 
 #: exported columns: everything but the sealed holder identifier (and the raw chain bytes as hex)
 EXPORT_SQL = """
@@ -29,6 +33,8 @@ FROM records WHERE seq >= :since ORDER BY seq
 
 
 def _open_read_only(path: Path) -> sqlite_utils.Database:
+    if sqlite_utils is None:
+        raise click.ClickException("checkpoint log needs sqlite-utils: pip install 'checkpoint-appliance[tools]'")
     if not path.is_file():
         raise click.ClickException(f"no scan log at {path}: check --log (device default: scanlog.path in the config)")
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)  # never takes the writer's lock, never creates
