@@ -71,9 +71,14 @@ class OpenCVSource(FrameSource):
                 ok, image = False, None
                 self._failed = str(exc)
             if not ok:
-                self._put(_END if is_file else None)
-                if not is_file:
-                    self._failed = self._failed or "read failed (camera unplugged or stream ended)"
+                if is_file:  # the end of a file must not replace its last frame: wait for the reader
+                    while not stop.is_set():
+                        with contextlib.suppress(queue.Full):
+                            self._queue.put(_END, timeout=0.1)
+                            return
+                    return
+                self._failed = self._failed or "read failed (camera unplugged or stream ended)"
+                self._put(None)
                 return
             if image.ndim == 3:  # OpenCV is here anyway: its SIMD conversion beats numpy's on a Pi
                 image = cv2_grey(image)
