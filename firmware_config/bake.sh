@@ -3,7 +3,7 @@
 # once, at image build time, where the network is. Afterwards first boot needs no network at all:
 #   0. checks every wheel against the payload's lock (wheels.sha256);
 #   1. installs the OS packages of os-packages.txt (OS_PACKAGES overrides the list) and cleans apt's cache;
-#   2. creates the service user (groups gpio and video, made if the OS has none);
+#   2. creates the service user (groups gpio, video and input: the lamps, the camera, a HID scanner);
 #   3. creates the first release, $PREFIX/releases/0, a venv with the system site packages (apt's
 #      picamera2, lgpio, numpy), installs the appliance from the payload's wheels only (--no-index)
 #      with the target's constraints, and points $PREFIX/current at it (updates add releases/N beside);
@@ -38,10 +38,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get clean
 fi
 
-for group in gpio video; do getent group "$group" >/dev/null || groupadd --system "$group"; done
+# every group checkpoint.service names in SupplementaryGroups= must exist, or systemd refuses to start
+# it (status 216/GROUP); Raspberry Pi OS has all three, a plain Debian root may have none
+for group in gpio video input; do getent group "$group" >/dev/null || groupadd --system "$group"; done
 id "$SERVICE_USER" >/dev/null 2>&1 || useradd --system --home-dir /var/lib/checkpoint --shell /usr/sbin/nologin \
   "$SERVICE_USER"
-usermod -a -G gpio,video "$SERVICE_USER"
+usermod -a -G gpio,video,input "$SERVICE_USER"
 
 release=$PREFIX/releases/0
 log "installing the appliance into $release from the payload's wheels (offline)"

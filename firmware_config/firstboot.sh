@@ -40,6 +40,11 @@ fi
 cp -r "$BOOT_BUNDLE"/. "$ETC"/
 chgrp -R "$SERVICE_USER" "$ETC"; chmod -R g+rX,g-w,o-rwx "$ETC"
 rm -rf "$BOOT_BUNDLE"   # nothing of the bundle stays on the FAT boot partition
+# the image knows its OS target; a bundle that does not choose one gets software updates for it
+if [ -f "$PREFIX/target" ] && ! grep -q '^\[update\]' "$ETC/config.toml"; then
+  printf '\n[update]\ntarget = "%s"\n' "$(cat "$PREFIX/target")" >> "$ETC/config.toml"
+  log "software updates: releases for $(cat "$PREFIX/target")"
+fi
 
 device_id=$(sed -n 's/^id *= *"\([^"]*\)".*/\1/p' "$ETC/config.toml" | head -n1)
 hostname=$(printf '%s' "${device_id:-checkpoint}" | tr 'A-Z' 'a-z' | tr -c 'a-z0-9-' '-' | sed 's/^-*//; s/-*$//' | cut -c1-63)

@@ -6,7 +6,7 @@
 #     from the wheels, both units enabled), so first boot needs no network at all;
 #   - appends the boot settings (camera auto-detect, hardware watchdog) to BOOTFS/config.txt once.
 # Running an arm64 root on another machine needs qemu-user-static with binfmt_misc (as pi-gen does);
-# IN_ROOT overrides how a command is run inside the root (default: chroot ROOTFS).
+# IN_ROOT overrides how a command is run inside the root (default: chroot ROOTFS); OS_PACKAGES is passed in.
 #
 # Usage: firmware_config/install-into-image.sh PAYLOAD ROOTFS BOOTFS [--no-bake]
 set -euo pipefail
@@ -22,7 +22,8 @@ cp -r "$payload"/. "$rootfs/opt/checkpoint/"
 chmod 0755 "$rootfs/opt/checkpoint/firmware_config/firstboot.sh" "$rootfs/opt/checkpoint/firmware_config/bake.sh"
 if [ $bake = 1 ]; then
   read -r -a in_root <<< "${IN_ROOT:-chroot $rootfs}"
-  "${in_root[@]}" /opt/checkpoint/firmware_config/bake.sh
+  # OS_PACKAGES (bake.sh's override of os-packages.txt) reaches into the root when set
+  "${in_root[@]}" env ${OS_PACKAGES:+"OS_PACKAGES=$OS_PACKAGES"} /opt/checkpoint/firmware_config/bake.sh
 fi
 marker="# --- checkpoint appliance ---"
 if ! grep -qF "$marker" "$bootfs/config.txt" 2>/dev/null; then

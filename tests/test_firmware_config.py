@@ -68,11 +68,14 @@ def test_payload_installs_into_an_image_tree(tmp_path: Path):
     calls = tmp_path / "calls"
     recorder.write_text(f"#!/bin/sh\necho \"$@\" >> {calls}\n")
     recorder.chmod(0o755)
-    for _ in range(2):  # idempotent
+    env = {key: value for key, value in os.environ.items() if key != "OS_PACKAGES"}
+    for packages in ({}, {"OS_PACKAGES": "python3-venv,libzbar0"}):  # twice: idempotent; then an override
         subprocess.run([str(ROOT / "firmware_config" / "install-into-image.sh"), str(payload), str(rootfs),
                         str(bootfs)], check=True, capture_output=True, timeout=60,
-                       env={**os.environ, "IN_ROOT": f"{recorder} {rootfs}"})
-    assert calls.read_text().splitlines() == [f"{rootfs} /opt/checkpoint/firmware_config/bake.sh"] * 2
+                       env={**env, "IN_ROOT": f"{recorder} {rootfs}", **packages})
+    assert calls.read_text().splitlines() == [
+        f"{rootfs} env /opt/checkpoint/firmware_config/bake.sh",
+        f"{rootfs} env OS_PACKAGES=python3-venv,libzbar0 /opt/checkpoint/firmware_config/bake.sh"]
     for script in ("firstboot.sh", "bake.sh"):
         assert (rootfs / "opt/checkpoint/firmware_config" / script).stat().st_mode & 0o111
     config_txt = (bootfs / "config.txt").read_text()
@@ -124,6 +127,7 @@ def test_first_boot_offline_on_a_fake_root(tmp_path: Path):
     venv_bin.mkdir(parents=True)
     (venv_bin / "checkpoint").symlink_to(Path(sys.executable).parent / "checkpoint")
     (root / "opt/checkpoint/firmware_config").mkdir()
+    (root / "opt/checkpoint/target").write_text("bookworm\n")  # build-payload.sh writes the image's OS target
     systemctl = tmp_path / "systemctl"
     (systemctl).write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'systemctl.log'}\n")
     systemctl.chmod(0o755)
@@ -139,7 +143,9 @@ def test_first_boot_offline_on_a_fake_root(tmp_path: Path):
     assert stat.S_IMODE((data / "enroll.token").stat().st_mode) == 0o600
     assert (root / "etc/hostname").read_text().strip() == "hn-cp-007"
     assert "127.0.1.1\thn-cp-007" in (root / "etc/hosts").read_text()
-    key = load_config(etc / "config.toml").resolve(load_config(etc / "config.toml").keys.device_key)
+    config = load_config(etc / "config.toml")
+    assert config.update.target == "bookworm"  # the image's releases, without IT writing it in every bundle
+    key = config.resolve(config.keys.device_key)
     assert key.exists() and stat.S_IMODE(key.stat().st_mode) == 0o600
     log = (tmp_path / "systemctl.log").read_text().splitlines()
     assert log == ["enable systemd-timesyncd.service checkpoint.service", "restart --no-block checkpoint.service"]
@@ -162,3 +168,15 @@ def test_bake_refuses_a_payload_whose_wheels_differ_from_its_lock(tmp_path: Path
                             timeout=60, env={**os.environ, "PREFIX": str(payload), "OS_PACKAGES": "no-such-package"})
     assert result.returncode == 1 and "differ from the payload's wheels.sha256" in result.stderr
     assert not (payload / "releases").exists()
+
+
+def test_bake_creates_every_group_the_daemon_unit_names():
+    """systemd refuses to start a unit whose SupplementaryGroups= names a missing group (216/GROUP)."""
+    import re
+
+    unit = (ROOT / "systemd" / "checkpoint.service").read_text()
+    wanted = set(re.search(r"(?m)^SupplementaryGroups=(.*)$", unit).group(1).split())
+    bake = (ROOT / "firmware_config" / "bake.sh").read_text()
+    made = set(re.search(r"(?m)^for group in ([a-z ]+); do getent group", bake).group(1).split())
+    joined = set(re.search(r'(?m)^usermod -a -G ([a-z,]+) "\$SERVICE_USER"', bake).group(1).split(","))
+    assert wanted and wanted <= made and wanted <= joined

@@ -38,7 +38,8 @@ def write_config(folder: Path, body: str, *, provisioned: bool) -> Path:
 
 
 def run_daemon(config: Path, *extra: str, env: dict[str, str] | None = None,
-               timeout: float = 60) -> subprocess.CompletedProcess[str]:
+               timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``checkpoint run`` as a process; the timeout only stops a hang (the arm64 proof runs these emulated)."""
     environment = {k: v for k, v in os.environ.items() if k not in ("GPIOZERO_PIN_FACTORY", "NOTIFY_SOCKET")}
     environment.update(env or {})
     return subprocess.run([*CHECKPOINT, "run", "--config", str(config), *extra], capture_output=True, text=True,
@@ -55,7 +56,7 @@ def assert_clear_failure(result: subprocess.CompletedProcess[str], *phrases: str
 def test_no_pin_library_names_the_fix_instead_of_bad_pin_factory(tmp_path):
     config = write_config(tmp_path, '[camera]\nsource = "replay"\npath = "frames"\n[light]\nbackend = "gpio"\n',
                           provisioned=True)
-    result = run_daemon(config)
+    result = run_daemon(config, "--fault-hold", "0")
     assert result.returncode == 1
     assert_clear_failure(result, "no usable GPIO pin library", "python3-lgpio", "lgpio")
     assert "BadPinFactory" not in result.stderr and "PinFactoryFallback" not in result.stderr
