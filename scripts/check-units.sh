@@ -13,10 +13,11 @@
 #   3. a central server on this PC: keys, signed lists, camera-like frames of the demo's travellers,
 #      and `checkpoint provision` makes the device's bundle (one-time token), copied to the boot folder
 #      with the camera set to replay those frames and the lamps to the journal;
-#   4. boot 1, no network (--private-network): checkpoint-firstboot.service installs the bundle, sets
+#   4. boot with no network (--private-network): checkpoint-firstboot.service installs the bundle, sets
 #      the hostname, makes the device key; checkpoint.service runs and decides scans, not enrolled;
-#   5. `checkpoint release publish` on the server, then boot 2 with the network: the daemon enrolls
-#      with its token, pushes its scans, stages the release; checkpoint-update.path runs
+#   5. the network appears without a reboot (the server starts in the container's network namespace)
+#      with a published release: the daemon enrolls with its token, fetches its lists, pushes its
+#      scans, stages the release; checkpoint-update.path runs
 #      `checkpoint update apply`, which installs release 1 beside release 0, health-checks it,
 #      switches `current` and restarts the daemon on it;
 #   6. a release whose daemon exits at start: installed, health check failed, `current` switched back.
@@ -60,8 +61,9 @@ fi
 
 nspawn_pid="" server_pid="" mounts=() loops=()
 cleanup() {
-  [ -n "$nspawn_pid" ] && kill "$nspawn_pid" 2>/dev/null && wait "$nspawn_pid" 2>/dev/null
-  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+  # (|| true: a killed process's status must not become the script's under set -e)
+  [ -n "$nspawn_pid" ] && kill "$nspawn_pid" 2>/dev/null && wait "$nspawn_pid" 2>/dev/null || true
+  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null || true
   for ((i = ${#mounts[@]} - 1; i >= 0; i--)); do umount -l "${mounts[$i]}" 2>/dev/null || true; done
   for loop in "${loops[@]}"; do losetup -d "$loop" 2>/dev/null || true; done
   return 0
@@ -197,7 +199,7 @@ server_decisions() {  # the decisions the server holds from this device: "CHECK=
 }
 decided_with_lists() { server_decisions 2>/dev/null | grep -q PASS= && server_decisions | grep -q REFUSE=; }
 
-say "boot 1: no network at all"
+say "boot: no network at all"
 boot offline --private-network || exit 1
 journal checkpoint-firstboot.service firstboot.log
 if in_box systemctl is-active --quiet checkpoint-firstboot.service; then ok "first boot set-up ran offline"; else bad "first boot (see $work/firstboot.log)"; fi
@@ -211,18 +213,18 @@ else
   bad "daemon not deciding offline: $(in_box checkpoint status --config /etc/checkpoint/config.toml 2>&1 | head -3)"
 fi
 journal checkpoint.service daemon-offline.log
-halt
 
-say "server on loopback; a signed release published for the devices to fetch"
-"$checkpoint" server --data-dir "$server" --port "$port" --serve device > "$work/server.log" 2>&1 &
+say "the network appears (no reboot): the central server starts on the device's own network, with a release"
+# the server runs from this PC's files inside the container's network namespace: to the daemon, the
+# server has just become reachable at its configured address
+nsenter -t "$(leader)" -n -- "$checkpoint" server --data-dir "$server" --port "$port" --serve device \
+  > "$work/server.log" 2>&1 &
 server_pid=$!
-wait_for 30 "$python" -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/v1/health', timeout=2)" \
+wait_for 30 nsenter -t "$(leader)" -n -- "$python" -c \
+  "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/v1/health', timeout=2)" \
   || { say "server did not start (see $work/server.log)"; exit 1; }
 "$checkpoint" release publish --data-dir "$server" --payload "$work/payload" > "$work/release.log" 2>&1 \
   || { cat "$work/release.log" >&2; exit 1; }
-
-say "boot 2: the network is there"
-boot online || exit 1
 if wait_for 120 test ! -e "$root/var/lib/checkpoint/enroll.token"; then ok "enrolled by itself, no reboot"; else bad "not enrolled"; fi
 if wait_for 180 decided_with_lists; then
   ok "scans pushed, decided with the synced lists ($(server_decisions))"
