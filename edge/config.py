@@ -76,6 +76,12 @@ class DecoderConfig(_Section):
     #: look for light-on-dark (inverted) codes on every n-th frame, and on every frame while a code
     #: was just read; 1 = every frame, 0 = never
     invert_every: int = Field(default=3, ge=0, le=30)
+    #: also decode a 2x upscaled frame on every n-th frame (codes whose modules are 2-3 pixels wide),
+    #: offset from the invert frames, and on every frame while such a code was just read; 0 = never
+    upscale_every: int = Field(default=3, ge=0, le=30)
+    #: the upscaled pass runs only on frames (after roi and downscale) whose longer side is at most
+    #: this many pixels: at 1280x720 a pass QR's modules are wide enough already
+    upscale_max_side: int = Field(default=800, ge=0, le=4096)
 
 
 class DebounceConfig(_Section):

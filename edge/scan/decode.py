@@ -1,17 +1,27 @@
-"""QR decoding on the grey plane: zxing-cpp first, a second pass only where it located a code.
+"""QR decoding on the grey plane: zxing-cpp on every frame, the costlier passes on alternate frames.
 
-The first pass is zxing-cpp restricted to QR codes, without the rotate pass (a QR finder is
-rotation-free), so an idle frame costs well under a millisecond at 640x480. Light-on-dark codes
-(phones in dark mode) need zxing-cpp's invert pass; it runs on every ``invert_every``-th frame,
-and, while a code read in the last few frames has gone missing for the plain pass, on every frame,
-so a held inverted code is seen on consecutive frames and the debouncer decides it once (a held
-dark-on-light code costs nothing extra). zxing-cpp inverts the binarised image it
-already has, so the idle frames that take the invert pass cost no measurable extra
-(``checkpoint bench decode`` prints both). When zxing-cpp located a symbol but could not
-read it (checksum/format error, typically sensor noise on a low-contrast code), the second pass
-works on a crop around that symbol only: zxing-cpp again on a denoised crop, then pyzbar on the
-same crop where libzbar is installed (import guarded: the device runs without it). Only numpy and
-zxing-cpp are needed: the image steps are numpy (``edge.scan.greyimage``), not OpenCV.
+Every frame gets zxing-cpp restricted to QR codes, without the rotate pass (a QR finder is
+rotation-free), so an idle frame costs well under a millisecond at 640x480. Two kinds of code
+need more, and each gets it on a share of the frames, so the median idle frame costs what the
+plain pass does (``checkpoint bench decode`` prints the median and the mean):
+
+- light-on-dark codes (phones in dark mode) need zxing-cpp's invert pass: every
+  ``invert_every``-th frame. zxing-cpp inverts the binarised image it already has, so it costs
+  little more than the plain pass;
+- a pass QR is version 10-20 (HC1 payloads are long), so at 640x480 its modules are often 2-3
+  pixels wide, where zxing-cpp rarely finds the finder patterns: every ``upscale_every``-th frame
+  (offset from the invert frames) also decodes the frame upscaled 2x (bilinear, numpy), about five
+  times the plain pass's cost, on frames no larger than ``upscale_max_side``.
+
+While a code read in the last ``STICKY_FRAMES`` frames is missing from the plain pass, the pass
+that read it runs on every frame (after a plain read: the invert and upscaled passes), so a held
+code is seen on consecutive frames and the debouncer decides it once. When zxing-cpp located a
+symbol but could not read it (checksum/format error: sensor noise on a low-contrast code), a second
+pass works on a crop around that symbol only: zxing-cpp on the crop denoised and on the crop
+upscaled, then pyzbar on the same crop where libzbar is installed (import guarded: the device runs
+without it). Texts are zxing-cpp's plain text mode: the payload as encoded, control characters
+included (the human-readable mode would rewrite them as ``<SOH>``). Only numpy and zxing-cpp are
+needed: the image steps are numpy (``edge.scan.greyimage``), not OpenCV.
 """
 
 from __future__ import annotations
@@ -24,11 +34,12 @@ import numpy as np
 import zxingcpp
 
 from edge.config import DecoderConfig
-from edge.scan.greyimage import area_downscale, gaussian_blur
+from edge.scan.greyimage import area_downscale, gaussian_blur, upscale2x
 
 log = logging.getLogger(__name__)
 
 _QR = zxingcpp.BarcodeFormat.QRCode
+_PLAIN_TEXT = zxingcpp.TextMode.Plain
 
 
 def _load_pyzbar():
@@ -49,25 +60,43 @@ class DecodeStats:
     second_pass_reads: int = 0
     pyzbar_reads: int = 0
     invert_frames: int = 0
+    upscale_frames: int = 0
+    upscale_reads: int = 0
     texts: int = 0
     extra: dict[str, int] = field(default_factory=dict)
 
 
-#: after a read, a frame the plain pass finds empty tries the invert pass too, for this many frames
+#: after a read, a frame the plain pass finds empty tries the pass that read it, for this many frames
 STICKY_FRAMES = 8
+
+
+@dataclass(frozen=True)
+class _Pass:
+    """One way of reading a frame: zxing-cpp on the frame as it is or upscaled 2x, with or without
+    its invert pass."""
+
+    upscale: bool
+    invert: bool
+
+
+_PLAIN, _INVERT = _Pass(upscale=False, invert=False), _Pass(upscale=False, invert=True)
+_UPSCALE, _UPSCALE_INVERT = _Pass(upscale=True, invert=False), _Pass(upscale=True, invert=True)
 
 
 class Decoder:
     """Decode QR texts from a grey frame. ``decode(grey) -> list[str]`` never raises on bad pixels."""
 
     def __init__(self, config: DecoderConfig | None = None, *, pyzbar_fallback: bool | None = None,
-                 second_pass: bool = True, invert_every: int | None = None):
+                 second_pass: bool = True, invert_every: int | None = None, upscale_every: int | None = None):
         config = config or DecoderConfig()
         self.roi = config.roi
         self.downscale = config.downscale
         self.invert_every = config.invert_every if invert_every is None else invert_every
+        self.upscale_every = config.upscale_every if upscale_every is None else upscale_every
+        self.upscale_max_side = config.upscale_max_side
         self._frame = 0
         self._last_read = -STICKY_FRAMES - 1
+        self._last_pass = _PLAIN
         want_pyzbar = config.pyzbar_fallback if pyzbar_fallback is None else pyzbar_fallback
         self._pyzbar = _load_pyzbar() if want_pyzbar else None
         self.second_pass = second_pass
@@ -85,33 +114,70 @@ class Decoder:
         self.stats.frames += 1
         self._frame += 1
         image = self._prepare(grey)
-        held = self.invert_every > 0 and self._frame - self._last_read <= STICKY_FRAMES
-        invert = not held and self._invert_now()
-        results = self._read(image, invert)
-        texts = [r.text for r in results if r.valid and r.text]
-        unread = [r for r in results if not r.valid]
-        if held and not texts and not unread:  # a code was just read and is gone for the plain pass:
-            invert = True                      # it is probably light-on-dark, held on
-            results = self._read(image, invert)
+        upscaled: np.ndarray | None = None
+        texts: list[str] = []
+        located: tuple[np.ndarray, list, bool] | None = None  # (image, unread results, invert)
+        used: set[_Pass] = set()
+        for step in self._passes(image):
+            if step.upscale:
+                if upscaled is None:
+                    upscaled = upscale2x(image)
+                    self.stats.upscale_frames += 1
+                source = upscaled
+            else:
+                source = image
+            used.add(step)
+            results = self._read(source, step.invert)
             texts = [r.text for r in results if r.valid and r.text]
+            if texts:
+                self._last_pass = step
+                self.stats.upscale_reads += step.upscale
+                break
             unread = [r for r in results if not r.valid]
-        self.stats.invert_frames += invert
-        if not texts and self.second_pass and unread:
+            if unread and located is None:
+                located = (source, unread, step.invert)
+        self.stats.invert_frames += any(step.invert for step in used)
+        if not texts and self.second_pass and located is not None:
             self.stats.located_unread += 1
-            texts = self._second_pass(image, unread, invert)
+            texts = self._second_pass(*located)
         texts = list(dict.fromkeys(texts))
         if texts:
             self._last_read = self._frame
         self.stats.texts += len(texts)
         return texts
 
+    def _passes(self, image: np.ndarray):
+        """The passes this frame tries, in order, until one reads a code (a generator: later ones are
+        only made if needed)."""
+        held = self._frame - self._last_read <= STICKY_FRAMES
+        can_upscale = self.upscale_every > 0 and max(image.shape) <= self.upscale_max_side
+        if held:  # a code was just read: the plain pass first (a held dark-on-light code costs nothing more)
+            yield _PLAIN
+            if self._last_pass is not _PLAIN:
+                if can_upscale or not self._last_pass.upscale:
+                    yield self._last_pass
+            elif self.invert_every > 0 or can_upscale:  # read plainly, now gone: the cheaper pass first
+                if self.invert_every > 0:
+                    yield _INVERT
+                if can_upscale:
+                    yield _UPSCALE
+            return
+        yield _INVERT if self._invert_now() else _PLAIN
+        if can_upscale and self._upscale_now():
+            yield _UPSCALE
+
     def _read(self, image: np.ndarray, invert: bool) -> list:
+        # try_downscale stays on, on the upscaled frame too: its smaller scales read a few more codes
         return zxingcpp.read_barcodes(image, formats=_QR, try_rotate=False, try_invert=invert,
-                                      return_errors=self.second_pass)
+                                      text_mode=_PLAIN_TEXT, return_errors=self.second_pass)
 
     def _invert_now(self) -> bool:
         """Whether this frame also looks for light-on-dark codes (the held-code case aside)."""
         return self.invert_every > 0 and self._frame % self.invert_every == 0
+
+    def _upscale_now(self) -> bool:
+        """Whether this frame also decodes the frame upscaled: one frame after each invert frame."""
+        return self.upscale_every > 0 and self._frame % self.upscale_every == 1 % self.upscale_every
 
     def _prepare(self, grey: np.ndarray) -> np.ndarray:
         image = grey
@@ -127,11 +193,15 @@ class Decoder:
     def _second_pass(self, image: np.ndarray, unread: list, invert: bool) -> list[str]:
         crop = _crop_around(image, unread)
         smooth = gaussian_blur(crop, 0.7)
-        texts = [r.text for r in zxingcpp.read_barcodes(smooth, formats=_QR, try_rotate=False,
-                                                        try_invert=invert) if r.text]
-        if texts:
-            self.stats.second_pass_reads += 1
-            return texts
+        candidates = [smooth]
+        if crop is not image and max(crop.shape) <= 2 * self.upscale_max_side:
+            candidates.append(upscale2x(crop))  # modules of 2-3 pixels: the finder found, the grid not
+        for candidate in candidates:
+            texts = [r.text for r in zxingcpp.read_barcodes(candidate, formats=_QR, try_rotate=False,
+                                                            try_invert=invert, text_mode=_PLAIN_TEXT) if r.text]
+            if texts:
+                self.stats.second_pass_reads += 1
+                return texts
         if self._pyzbar is not None:
             candidates = [smooth, crop]
             if invert:  # libzbar reads dark-on-light only
