@@ -1,6 +1,7 @@
 """The commanders' pages on the admin side: ``/fleet`` and ``/checkpoints/{id}`` (viewer role and up).
 
-Built from the registry (``server registry``), the devices' last heartbeats and the hourly counts;
+Built from the registry (``server registry``), the devices' last heartbeats and the hourly roll-up
+(the fleet's own rows for its charts, each device's rows for a checkpoint);
 a device that is enrolled but in no registry row is shown under its own id.
 """
 
@@ -13,7 +14,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
-from sync.server.fleet.activity import LOCAL, activity
+from sync.server.fleet.activity import LOCAL, activity, day_counts
 from sync.server.fleet.health import CheckpointHealth, checkpoint_health, device_health
 from sync.server.fleet.pages import (
     LANGS,
@@ -37,13 +38,13 @@ def _fleet(store: SQLStorage, registry: RegistryFile, now: datetime) -> list[Che
     beats = store.heartbeats()
     known = registry.current().checkpoints
     devices: dict[str, list[str]] = {cid: c.device_ids for cid, c in known.items()}
-    for summary in store.fleet():
-        cid = device_checkpoint(summary.device_id)
+    for device_id in store.device_ids():
+        cid = device_checkpoint(device_id)
         if cid in known:
-            if summary.device_id not in devices[cid]:
-                devices[cid].append(summary.device_id)
+            if device_id not in devices[cid]:
+                devices[cid].append(device_id)
         else:
-            devices.setdefault(summary.device_id, [summary.device_id])
+            devices.setdefault(device_id, [device_id])
     out = []
     for cid, ids in devices.items():
         checkpoint = known.get(cid) or Checkpoint(cid, cid, "")
@@ -69,10 +70,10 @@ def fleet_routes(app: FastAPI, store: SQLStorage, registry: RegistryFile, requir
         await require_view(request)
         now = datetime.now(UTC)
         checkpoints = await run_in_threadpool(_fleet, store, registry, now)
-        rows = await run_in_threadpool(store.hourly_counts, now.astimezone(LOCAL).replace(
-            hour=0, minute=0, second=0, microsecond=0) - timedelta(days=6))
-        per = {c.checkpoint.checkpoint_id: activity(rows, now, {d.device_id for d in c.devices})
-               for c in checkpoints}
+        midnight = now.astimezone(LOCAL).replace(hour=0, minute=0, second=0, microsecond=0)
+        rows = await run_in_threadpool(store.hourly_counts, midnight - timedelta(days=6))
+        today = await run_in_threadpool(store.decisions_since, midnight)
+        per = {c.checkpoint.checkpoint_id: day_counts(today, [d.device_id for d in c.devices]) for c in checkpoints}
         q = request.query_params
         chosen = FleetFilter(district=q.get("district", "")[:100], zone=q.get("zone", "")[:100],
                              health=q.get("health", "")[:20], sort=q.get("sort", "health")[:20])
@@ -90,7 +91,7 @@ def fleet_routes(app: FastAPI, store: SQLStorage, registry: RegistryFile, requir
             return HTMLResponse("<!doctype html><p>no such checkpoint</p>", status_code=404)
         health = found[0]
         device_ids = [d.device_id for d in health.devices]
-        rows = await run_in_threadpool(store.hourly_counts, now - timedelta(days=8))
+        rows = await run_in_threadpool(store.hourly_counts, now - timedelta(days=8), device_ids)
         recent = [RecentDecision(_when(at), d, decision, reason, kind)
                   for d, at, decision, reason, kind in await run_in_threadpool(store.recent_decisions, device_ids)]
         return HTMLResponse(render_checkpoint(CheckpointPage(health, activity(rows, now, set(device_ids)), recent,
