@@ -28,18 +28,21 @@ CREATE TABLE IF NOT EXISTS heartbeats (
 
 #: the device id of the fleet-wide rows of the roll-up (no device id can be ``*``)
 FLEET_TOTAL = "*"
-#: schema step 6: the hourly roll-up, filled from the records held when it is created. Hours are the
-#: first 13 characters of the device's wall time (ISO-8601 UTC: ``2021-09-01T08``)
-ROLLUP_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS hourly_activity (
-    device_id TEXT NOT NULL, hour TEXT NOT NULL, decision TEXT NOT NULL, reason TEXT NOT NULL,
-    scans BIGINT NOT NULL, PRIMARY KEY (device_id, hour, decision, reason));
-CREATE INDEX IF NOT EXISTS hourly_activity_by_hour ON hourly_activity (hour);
+#: the roll-up of every record held, into an empty ``hourly_activity`` (step 6; bulk-loaded benchmarks).
+#: Hours are the first 13 characters of the device's wall time (ISO-8601 UTC: ``2021-09-01T08``)
+ROLLUP_FILL = f"""
 INSERT INTO hourly_activity (device_id, hour, decision, reason, scans)
     SELECT device_id, substr(wall_time, 1, 13), decision, reason, COUNT(*) FROM records GROUP BY 1, 2, 3, 4;
 INSERT INTO hourly_activity (device_id, hour, decision, reason, scans)
     SELECT '{FLEET_TOTAL}', hour, decision, reason, SUM(scans) FROM hourly_activity GROUP BY 2, 3, 4;
 """
+#: schema step 6: the hourly roll-up, filled from the records held when it is created
+ROLLUP_SCHEMA = """
+CREATE TABLE IF NOT EXISTS hourly_activity (
+    device_id TEXT NOT NULL, hour TEXT NOT NULL, decision TEXT NOT NULL, reason TEXT NOT NULL,
+    scans BIGINT NOT NULL, PRIMARY KEY (device_id, hour, decision, reason));
+CREATE INDEX IF NOT EXISTS hourly_activity_by_hour ON hourly_activity (hour);
+""" + ROLLUP_FILL
 #: rows per upsert statement (SQLite allows 32,766 parameters; a batch rarely needs more than one)
 _UPSERT_ROWS = 1000
 
