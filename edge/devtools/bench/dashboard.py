@@ -85,11 +85,12 @@ def _copy_records(db, device_ids: list[str], records: int, now: datetime, rng: r
     outcome_weights = [w for _d, _r, w in OUTCOMES]
     seqs = dict.fromkeys(device_ids, 0)
     holders = max(records // 5, 1)
-    done = 0
+    done = cumulative = 0
     started = time.perf_counter()
     with db.cursor().copy(f"COPY records ({COPY_COLUMNS}) FROM STDIN") as copy:
         for h in range(hours):
-            n = records - done if h == hours - 1 else round(records * weights[h] / total_weight)
+            cumulative += weights[h]
+            n = round(records * cumulative / total_weight) - done  # ends at exactly ``records``
             start = first_hour + timedelta(hours=h)
             prefix = start.strftime("%Y-%m-%dT%H")
             stamp = start.strftime("%Y-%m-%d %H")
@@ -124,6 +125,7 @@ def fill(db_url: str, data_dir: Path, devices: int, records: int, now: datetime,
     from sync.server.registry import Registry
     from sync.server.storage import open_storage
     from sync.server.store_pg import split_schema
+    from sync.server.trace import TRACE_INDEXES
 
     rng = random.Random(seed)
     checkpoints = _registry(devices, rng)
@@ -147,7 +149,11 @@ def fill(db_url: str, data_dir: Path, devices: int, records: int, now: datetime,
             with db.cursor().copy("COPY devices (device_id, public_key, enrolled_at, last_seen) FROM STDIN") as copy:
                 for device_id in device_ids:
                     copy.write_row((device_id, rng.randbytes(32), enrolled, now.isoformat(timespec="seconds")))
+            # a bulk load builds the holder index once afterwards, not row by row in random order
+            db.execute("DROP INDEX IF EXISTS records_by_holder")
             _copy_records(db, device_ids, records, now, rng)
+        _say("indexing holders")
+        db.execute(TRACE_INDEXES)
         _say("rolling up and analysing")
         with db.transaction():
             db.execute("DELETE FROM hourly_activity")
