@@ -25,7 +25,7 @@ from sync.server.fleet.pages import (
     render_checkpoint,
     render_fleet,
 )
-from sync.server.fleet.sharing import recent_alarms
+from sync.server.fleet.sharing import AlarmBoard
 from sync.server.registry import Checkpoint, RegistryFile, device_checkpoint
 from sync.server.storage import SQLStorage
 from sync.wire.protocol import Heartbeat
@@ -64,6 +64,7 @@ def _lang(request: Request) -> str:
 
 def fleet_routes(app: FastAPI, store: SQLStorage, registry: RegistryFile, require_view: RequireView) -> None:
     """Add the fleet view and the per-checkpoint page."""
+    alarms_board = AlarmBoard(store, registry.current)
 
     @app.get("/fleet", response_class=HTMLResponse, include_in_schema=False)
     async def fleet_page(request: Request) -> HTMLResponse:
@@ -77,7 +78,7 @@ def fleet_routes(app: FastAPI, store: SQLStorage, registry: RegistryFile, requir
         q = request.query_params
         chosen = FleetFilter(district=q.get("district", "")[:100], zone=q.get("zone", "")[:100],
                              health=q.get("health", "")[:20], sort=q.get("sort", "health")[:20])
-        alarms = await run_in_threadpool(recent_alarms, store, registry.current(), now)
+        _at, alarms = await run_in_threadpool(alarms_board.current, now)
         return HTMLResponse(render_fleet(FleetPage(checkpoints, activity(rows, now), per, now, _lang(request),
                                                    chosen, alarms)))
 
