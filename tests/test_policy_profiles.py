@@ -18,7 +18,8 @@ from edge.devtools.server_procs import ServerProcess
 from edge.lists.policy import CheckpointIdentity, PolicyProfile, default_policy, load_policy_file, sign_policy
 from edge.lists.version_floor import VersionFloor
 from edge.scan.scanlog import ScanLog
-from sync.server.settings import init_data_dir
+from sync.server.published import published_lists
+from sync.server.settings import ServerSettings, init_data_dir
 from sync.wire.keyfiles import load_ed25519_private
 
 CSV = """checkpoint_id,name,province,zone,policy
@@ -113,6 +114,9 @@ def test_each_device_gets_its_checkpoints_policy_and_a_profile_change_reaches_on
     assert [results[d].installed for d in ("HN-001-1", "HN-002-1", "HN-004-1")] == [[], [], []]
     red = load_policy_file(devices["HN-003-1"].policy_path, [fleet["key"].public_key()], None)
     assert red.test_validity_hours == 24 and red.name == "red-area"
+    # the dashboard's published lists say so
+    version, detail = published_lists(ServerSettings.from_data_dir(data))["policy"]
+    assert version == 4 and "3 checkpoint(s) with their own policy (versions 5..6)" in detail
 
 
 def test_a_device_refuses_a_policy_that_does_not_name_it_and_keeps_its_own(fleet, caplog):
