@@ -33,18 +33,19 @@ from sync.wire.protocol import Heartbeat
 RequireView = Callable[[Request], Awaitable[object]]
 
 
-def _fleet(store: SQLStorage, registry: RegistryFile, now: datetime) -> list[CheckpointHealth]:
-    """Every checkpoint of the registry (and every enrolled device the registry lacks) with its health."""
-    beats = store.heartbeats()
+def _fleet(store: SQLStorage, registry: RegistryFile, now: datetime, only: str | None = None) -> list[CheckpointHealth]:
+    """Every checkpoint of the registry (and every enrolled device the registry lacks) with its
+    health; with ``only``, that checkpoint alone (its page parses no other device's heartbeat)."""
     known = registry.current().checkpoints
-    devices: dict[str, list[str]] = {cid: c.device_ids for cid, c in known.items()}
+    devices: dict[str, list[str]] = {cid: c.device_ids for cid, c in known.items() if only in (None, cid)}
     for device_id in store.device_ids():
         cid = device_checkpoint(device_id)
         if cid in known:
-            if device_id not in devices[cid]:
+            if cid in devices and device_id not in devices[cid]:
                 devices[cid].append(device_id)
-        else:
+        elif only in (None, device_id):
             devices.setdefault(device_id, [device_id])
+    beats = store.heartbeats([d for ids in devices.values() for d in ids] if only is not None else None)
     out = []
     for cid, ids in devices.items():
         checkpoint = known.get(cid) or Checkpoint(cid, cid, "")
@@ -86,7 +87,7 @@ def fleet_routes(app: FastAPI, store: SQLStorage, registry: RegistryFile, requir
     async def checkpoint_page(request: Request, checkpoint_id: str) -> HTMLResponse:
         await require_view(request)
         now = datetime.now(UTC)
-        found = [c for c in await run_in_threadpool(_fleet, store, registry, now)
+        found = [c for c in await run_in_threadpool(_fleet, store, registry, now, checkpoint_id)
                  if c.checkpoint.checkpoint_id == checkpoint_id]
         if not found:
             return HTMLResponse("<!doctype html><p>no such checkpoint</p>", status_code=404)
