@@ -97,3 +97,51 @@ def test_one_pass_at_two_checkpoints_too_far_apart_is_a_sharing_alarm():
     assert len(alarms) == 1
     alarm = alarms[0]
     assert (alarm.first_checkpoint, alarm.second_checkpoint) == ("HN-017", "QN-003") and alarm.speed_kmh > 600
+
+
+def test_the_alarm_board_shows_the_last_result_while_a_newer_one_is_computed(tmp_path, server_x25519):
+    """The first page waits for the alarms; later pages get the last result at once and, once it is
+    older than the refresh interval, a background recomputation serves the pages after it."""
+    import time
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from edge.scan.scanlog import ScanLog
+    from edge.verdict import Decision, Verdict
+    from edge.verdict import Reason as Why
+    from sync.server.fleet.sharing import AlarmBoard
+    from sync.server.ingest import ingest
+    from sync.server.registry import Registry, parse_checkpoints
+    from sync.server.storage import open_storage
+    from sync.wire.sealed import HolderOpener
+
+    registry = Registry(parse_checkpoints("checkpoint_id,name,province,latitude,longitude\n"
+                                          "HN-017,Cầu Chương Dương,Hà Nội,21.0245,105.8603\n"
+                                          "QN-003,Cửa khẩu Móng Cái,Quảng Ninh,21.5247,107.9661\n"))
+    storage = open_storage(f"sqlite:///{tmp_path / 'server.sqlite'}", create=True)
+    now = datetime.now(UTC)
+
+    def scan(device_id: str, at: datetime) -> None:
+        storage.enroll(device_id, Ed25519PrivateKey.generate().public_key().public_bytes_raw())
+        log = ScanLog(tmp_path / f"{device_id}.sqlite", device_id=device_id, boot_id="b",
+                      server_encryption_key=server_x25519.public_key())
+        log.append(Verdict(Decision.PASS, Why.OK, format="CP1", kind="resident", holder_hash=bytes(16)),
+                   wall_time=at, monotonic=1.0, clock_trusted=True, policy_version=1, risk_version=1)
+        ingest(storage, HolderOpener(server_x25519), device_id, log.records())
+        log.close()
+
+    try:
+        board = AlarmBoard(storage, lambda: registry, refresh_s=0.0)
+        first_at, first = board.current(now)
+        assert first == []
+        scan("HN-017-1", now - timedelta(minutes=30))
+        scan("QN-003-1", now - timedelta(minutes=10))   # 220 km in 20 minutes: one pass, two people
+        at, shown = board.current(datetime.now(UTC))
+        assert (at, shown) == (first_at, [])  # the stale result, at once; the new one is on its way
+        deadline = time.monotonic() + 10
+        while not shown and time.monotonic() < deadline:
+            time.sleep(0.05)
+            _at, shown = board.current(datetime.now(UTC))
+        assert [(a.first_checkpoint, a.second_checkpoint) for a in shown] == [("HN-017", "QN-003")]
+    finally:
+        storage.close()

@@ -18,6 +18,7 @@ BENCHES: dict[str, str] = {
     "sync": "edge.devtools.bench.sync:run",
     "footprint": "edge.devtools.bench.footprint:run",
     "server": "edge.devtools.bench.server:run",
+    "dashboard": "edge.devtools.bench.dashboard:run",
 }
 
 
@@ -38,9 +39,13 @@ def _load(name: str):
                    "and measure on it.")
 @click.option("--publish-rows", type=click.IntRange(min=1), default=None,
               help="risk: only the publisher's time and peak memory for an input of this many rows.")
+@click.option("--devices", type=click.IntRange(min=2), default=None,
+              help="dashboard: enrolled devices (two per checkpoint) [1000].")
+@click.option("--records", type=click.IntRange(min=1), default=None,
+              help="dashboard: scan records in the database [10000000].")
 @reports_errors
 def bench(names: tuple[str, ...], as_json: bool, quick: bool, entries: int | None, photos: str | None,
-          fetch_photos: bool, publish_rows: int | None) -> None:
+          fetch_photos: bool, publish_rows: int | None, devices: int | None, records: int | None) -> None:
     """Run benchmarks (all when no NAME is given) and print their figures."""
     if photos is not None and fetch_photos:
         raise click.UsageError("--photos DIR and --fetch-photos name two photo sets: give one")
@@ -55,6 +60,8 @@ def bench(names: tuple[str, ...], as_json: bool, quick: bool, entries: int | Non
             options["fetch_photos"] = True
         if name == "risk" and publish_rows is not None:
             options["publish_rows"] = publish_rows
+        if name == "dashboard":
+            options.update({"devices": devices, "records": records})
         if not as_json:
             click.echo(f"running bench {name} ...", err=True)
         results[name] = _load(name)(**options)

@@ -44,11 +44,15 @@ def raw_public_key(key: Ed25519PrivateKey) -> bytes:
 class ServerProcess:
     """``checkpoint server`` in its own process: ``with ServerProcess(data_dir, db_url) as srv: srv.url``."""
 
-    def __init__(self, data_dir: Path, db_url: str, *, port: int | None = None):
+    def __init__(self, data_dir: Path, db_url: str, *, port: int | None = None, options: tuple[str, ...] = (),
+                 ready_path: str = "/v1/health"):
+        """``options``: more ``checkpoint server`` options (``--serve admin``, ``--insecure-cookies``);
+        ``ready_path`` answers 200 once the server serves (``/login`` for the admin side alone)."""
+        self.ready_path = ready_path
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "edge.cli", "server", "--data-dir", str(data_dir), "--db", db_url,
-               "--host", "127.0.0.1", "--port", str(self.port)]
+               "--host", "127.0.0.1", "--port", str(self.port), *options]
         self.log = Path(data_dir).parent / f"server-{self.port}.log"
         self._log_fh = open(self.log, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, stdout=self._log_fh, stderr=subprocess.STDOUT)
@@ -59,7 +63,7 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log.read_text()[-2000:]}")
             try:
-                if requests.get(self.url + "/v1/health", timeout=1).ok:
+                if requests.get(self.url + self.ready_path, timeout=1).ok:
                     return self
             except requests.RequestException:
                 pass

@@ -61,14 +61,11 @@ class CheckpointIdentity:
     groups: tuple[str, ...] = ()
 
 
-class Policy(_Model):
-    """One checkpoint's rules (versioned; newer versions replace older ones atomically)."""
+class PolicyProfile(_Model):
+    """A policy's rules without whom they are for: authored once per profile (zone-1 entry, red
+    area, province border) and sealed for each checkpoint that uses it (``Policy``)."""
 
-    version: int = Field(ge=1)
     name: str = "checkpoint policy"
-    #: the checkpoint ids or checkpoint groups this policy is for; a device installs a policy only
-    #: when it names the device's checkpoint or one of its groups (no wildcard)
-    checkpoints: list[CheckpointName] = Field(min_length=1)
     checkpoint_zone: str
     zones: list[Zone]
     accepted_formats: list[PassFormat]
@@ -89,7 +86,7 @@ class Policy(_Model):
     risk_coverage_waived_for: list[str] = []
 
     @model_validator(mode="after")
-    def _consistent(self) -> Policy:
+    def _consistent(self) -> PolicyProfile:
         ids = [z.id for z in self.zones]
         if len(ids) != len(set(ids)):
             raise ValueError("zone ids must be unique")
@@ -100,10 +97,6 @@ class Policy(_Model):
             raise ValueError("at most one rule per pass kind")
         Coverage.parse(self.risk_coverage_waived_for)
         return self
-
-    def applies_to(self, checkpoint: CheckpointIdentity) -> bool:
-        """Whether this policy names ``checkpoint`` (its id or one of its groups)."""
-        return checkpoint.checkpoint in self.checkpoints or any(g in self.checkpoints for g in checkpoint.groups)
 
     def risk_coverage_waived(self, fmt: str, issuer: str | None) -> bool:
         """Whether this policy explicitly lets a pass the risk list does not cover PASS."""
@@ -199,6 +192,19 @@ class Policy(_Model):
 
     def to_json_bytes(self) -> bytes:
         return self.model_dump_json(indent=2).encode()
+
+
+class Policy(PolicyProfile):
+    """One checkpoint's rules (versioned; newer versions replace older ones atomically)."""
+
+    version: int = Field(ge=1)
+    #: the checkpoint ids or checkpoint groups this policy is for; a device installs a policy only
+    #: when it names the device's checkpoint or one of its groups (no wildcard)
+    checkpoints: list[CheckpointName] = Field(min_length=1)
+
+    def applies_to(self, checkpoint: CheckpointIdentity) -> bool:
+        """Whether this policy names ``checkpoint`` (its id or one of its groups)."""
+        return checkpoint.checkpoint in self.checkpoints or any(g in self.checkpoints for g in checkpoint.groups)
 
 
 HANOI_2021_ZONES = [

@@ -32,7 +32,8 @@ from sync.server.guard import RequestGuard
 from sync.server.ingest import IngestError, ingest_body, verify_signature
 from sync.server.metrics import install_metrics
 from sync.server.openapi import install_openapi
-from sync.server.published import published_version
+from sync.server.published import policy_path_for, published_version
+from sync.server.registry import RegistryFile
 from sync.server.settings import ServerSettings
 from sync.server.storage import SQLStorage, StorageError, open_storage
 from sync.wire.envelope import EnvelopeError, open_envelope, sign_envelope
@@ -292,12 +293,19 @@ def _device_routes(app: FastAPI, settings: ServerSettings, store: SQLStorage) ->
         blob = sign_envelope("time", int(now.timestamp()), payload, settings.publisher_key, issued_at=now)
         return Response(blob, media_type=ENVELOPE_MEDIA_TYPE)
 
+    registry = RegistryFile(settings.data_dir)
+
     def _published(kind: str):
         async def handler(request: Request, have: int = Query(0, ge=0, le=MAX_SEQ)) -> Response:
-            authenticate(request, b"")
-            path = settings.data_dir / "published" / f"{kind}.cpenv" if settings.data_dir else None
-            version = published_version(path) if path else None
-            if path is None or version is None or version <= have:
+            device_id = authenticate(request, b"")
+            data_dir = settings.data_dir
+            if data_dir is None:
+                return Response(status_code=204)
+            # the policy is each checkpoint's own (the registry maps the device to its checkpoint)
+            path = (policy_path_for(data_dir, registry.current(), device_id) if kind == "policy"
+                    else data_dir / "published" / f"{kind}.cpenv")
+            version = published_version(path)
+            if version is None or version <= have:
                 return Response(status_code=204)
             return Response(path.read_bytes(), media_type=ENVELOPE_MEDIA_TYPE)
         return handler

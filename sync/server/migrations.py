@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from sync.server import partitions
-from sync.server.fleet.store import FLEET_SCHEMA
+from sync.server.fleet.store import FLEET_SCHEMA, ROLLUP_SCHEMA
 from sync.server.security_store import security_schema
 from sync.server.storage import CHAIN_SCHEMA, RECORD_COLUMNS, StorageError
 from sync.wire.sqlite import immediate_transaction
@@ -160,6 +160,8 @@ MIGRATIONS: tuple[Migration, ...] = (
               security_schema("postgresql")),
     Migration(5, "device heartbeats; record indexes for tracing (holder, time) and the fleet view (device, time)",
               FLEET_SCHEMA, FLEET_SCHEMA),
+    Migration(6, "hourly roll-up of decisions per device (and for the fleet), kept by ingest; filled from the "
+              "records held", ROLLUP_SCHEMA, ROLLUP_SCHEMA),
 )
 LATEST = MIGRATIONS[-1].version
 

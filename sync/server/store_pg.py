@@ -6,6 +6,7 @@ import contextlib
 import logging
 import re
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -15,6 +16,7 @@ import psycopg
 from psycopg.adapt import PyFormat
 
 from sync.server import partitions
+from sync.server.fleet.store import add_to_rollup, hour_counts, hour_counts_of
 from sync.server.migrations import migrate_postgres
 from sync.server.storage import (
     RECORD_COLUMNS,
@@ -128,24 +130,28 @@ class PostgresStorage(SQLStorage):
                 n += 1
         return n
 
-    def _insert_rows(self, db: psycopg.Connection, cur: psycopg.Cursor, rows: Replayable) -> int:
+    def _insert_rows(self, db: psycopg.Connection, cur: psycopg.Cursor, rows: Replayable
+                     ) -> tuple[int, Counter[tuple[str, str, str]]]:
         """COPY straight into ``records``, streaming rows while they are checked (ingest checked
         these seqs were not held); if another writer stored one meanwhile, replay the rows through
-        a temp table + INSERT ... ON CONFLICT DO NOTHING."""
+        a temp table + INSERT ... ON CONFLICT DO NOTHING. Returns how many were stored and their
+        hourly counts (what the roll-up adds: only rows this transaction stored)."""
         try:
             with db.transaction():
-                return self._copy(cur, "records", rows)
+                return self._copy(cur, "records", rows), hour_counts(rows.taken)
         except psycopg.errors.UniqueViolation:
             log.info("event=pg_copy_conflict action=none; another writer stored some of these records, merging")
         cur.execute("CREATE TEMP TABLE IF NOT EXISTS incoming (LIKE records) ON COMMIT DELETE ROWS")
         self._copy(cur, "incoming", rows)
-        cur.execute(f"INSERT INTO records ({_COLS}) SELECT {_COLS} FROM incoming ON CONFLICT DO NOTHING")
+        cur.execute(f"INSERT INTO records ({_COLS}) SELECT {_COLS} FROM incoming ON CONFLICT DO NOTHING "
+                    "RETURNING wall_time, decision, reason")
+        counts = hour_counts_of(cur.fetchall())
         stored = cur.rowcount
         differs = cur.execute("SELECT i.seq FROM incoming i JOIN records r ON r.device_id = i.device_id "
                               "AND r.epoch = i.epoch AND r.seq = i.seq WHERE r.hash <> i.hash LIMIT 1").fetchone()
         if differs is not None:
             raise RecordConflict(f"seq {differs[0]} differs from the stored record")
-        return stored
+        return stored, counts
 
     def _run_in_transaction(self, work: Callable[[Callable[[str, tuple], list[tuple]]], _T]) -> _T:
         def in_transaction(db: psycopg.Connection) -> _T:
@@ -171,7 +177,7 @@ class PostgresStorage(SQLStorage):
                 if pruned_through is not None:
                     acked = note_lost(run, device_id, epoch, acked, pruned_through,
                                       self._links(run, device_id, acked + 1, pruned_through), seen_at)
-                stored = self._insert_rows(db, cur, replayable)
+                stored, counts = self._insert_rows(db, cur, replayable)
                 # the partition key is in the primary key, so a *different* record for a held seq
                 # (another wall time) would not collide: under the device lock, every writer before
                 # us has committed, and a seq held twice means this batch conflicts
@@ -180,6 +186,7 @@ class PostgresStorage(SQLStorage):
                     raise RecordConflict(f"{device_id} seq {double[0][0]} differs from the stored record")
                 acked = advance_acked(acked, span, lambda after, limit: [r[0] for r in run(
                     SEQS_AFTER, (device_id, epoch, after, limit))])
+                add_to_rollup(run, device_id, counts)
                 cur.execute("UPDATE devices SET acked_seq=%s, last_seen=%s, records=records+%s WHERE device_id=%s",
                             (acked, seen_at, stored, device_id))
             return stored, acked

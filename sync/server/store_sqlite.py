@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sync.server.filemodes import secure_sqlite_file
+from sync.server.fleet.store import add_to_rollup, hour_counts
 from sync.server.migrations import migrate_sqlite
 from sync.server.storage import (
     RECORD_COLUMNS,
@@ -26,9 +27,16 @@ from sync.wire.sqlite import immediate_transaction
 _T = TypeVar("_T")
 
 
-def _noting_hashes(rows: Iterable[tuple], sent: list[tuple[int, bytes]]) -> Iterator[tuple]:
+SEQS_HELD = "SELECT seq FROM records WHERE device_id=? AND epoch=? AND seq BETWEEN ? AND ?"
+
+
+def _noting_hashes(rows: Iterable[tuple], sent: list[tuple[int, bytes]], new: list[tuple],
+                   held: set[int]) -> Iterator[tuple]:
+    """Pass rows to the insert, noting each (seq, hash) and the rows of seqs not ``held`` before."""
     for row in rows:
         sent.append((row[2], row[16]))
+        if row[2] not in held:
+            new.append(row)
         yield row
 
 
@@ -74,12 +82,17 @@ class SQLiteStorage(SQLStorage):
             if pruned_through is not None:
                 acked = note_lost(self._all, device_id, epoch, acked, pruned_through,
                                   self._links(self._all, device_id, acked + 1, pruned_through), seen_at)
+            # held before this write (another server process may have stored some since ingest read the
+            # links): the hourly roll-up counts only the rows this transaction stores
+            held = {r[0] for r in self._db.execute(SEQS_HELD, (device_id, epoch, *span))}
             before = self._db.total_changes
             sent: list[tuple[int, bytes]] = []
-            self._db.executemany(sql, _noting_hashes(rows, sent))
+            counted: list[tuple] = []
+            self._db.executemany(sql, _noting_hashes(rows, sent, counted, held))
             stored = self._db.total_changes - before
             if stored < len(sent):  # some seqs were held: by the same records, or it is a conflict
                 self._check_same(device_id, epoch, span, sent)
+            add_to_rollup(self._db.execute, device_id, hour_counts(counted))
             acked = advance_acked(acked, span, lambda after, limit: [r[0] for r in self._db.execute(
                 SEQS_AFTER, (device_id, epoch, after, limit))])
             self._db.execute("UPDATE devices SET acked_seq=?, last_seen=?, records=records+? WHERE device_id=?",

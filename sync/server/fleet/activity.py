@@ -1,7 +1,8 @@
 """Scans per hour and refusals by reason, from the server's hourly counts, in Vietnam's local time.
 
-The storage keeps one row per (device, hour, decision, reason) with a count, updated as batches are
-ingested, so a dashboard over months of national logs reads thousands of rows, not millions.
+The storage keeps one row per (device, hour, decision, reason) with a count, and the same for the
+whole fleet, updated as batches are ingested (``fleet.store``), so a dashboard over months of
+national logs reads thousands of rows, not millions.
 Here those rows become what the charts show: today's 24 hours, the last 7 days, and the reasons
 for refusals (and for checks by hand), for the whole fleet or one checkpoint.
 """
@@ -9,7 +10,7 @@ for refusals (and for checks by hand), for the whole fleet or one checkpoint.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 
@@ -53,6 +54,25 @@ class Activity:
     @property
     def refusals_today(self) -> int:
         return self.decisions_today.get("REFUSE", 0)
+
+
+@dataclass(frozen=True)
+class DayCounts:
+    """A checkpoint's figures in the fleet table: scans and refusals today."""
+
+    scans_today: int
+    refusals_today: int
+
+
+def day_counts(per_device: Mapping[str, Mapping[str, int]], device_ids: Iterable[str]) -> DayCounts:
+    """Sum the devices' decisions of today (device id -> decision -> scans)."""
+    scans = refusals = 0
+    for device_id in device_ids:
+        decisions = per_device.get(device_id)
+        if decisions:
+            scans += sum(decisions.values())
+            refusals += decisions.get("REFUSE", 0)
+    return DayCounts(scans, refusals)
 
 
 def activity(rows: Iterable[HourCount], now: datetime, devices: set[str] | None = None) -> Activity:

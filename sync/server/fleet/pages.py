@@ -14,7 +14,7 @@ from datetime import datetime
 from html import escape
 from urllib.parse import urlencode
 
-from sync.server.fleet.activity import LOCAL, Activity
+from sync.server.fleet.activity import LOCAL, Activity, DayCounts
 from sync.server.fleet.health import SEVERITY, CheckpointHealth, Health
 from sync.server.fleet.sharing import SharingAlarm
 from sync.wire.reasons import MESSAGES, Reason
@@ -196,7 +196,7 @@ class FleetFilter:
 class FleetPage:
     checkpoints: list[CheckpointHealth]
     activity: Activity
-    per_checkpoint: dict[str, Activity]
+    per_checkpoint: dict[str, DayCounts]
     now: datetime
     lang: str = "vi"
     chosen: FleetFilter = field(default_factory=FleetFilter)

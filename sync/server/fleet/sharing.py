@@ -8,14 +8,18 @@ shows the places and times, never the holder.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 
 from sync.server.registry import Registry, device_checkpoint
+
+log = logging.getLogger(__name__)
 
 #: faster than this between two checkpoints is not one person travelling (motorway speed, margin)
 MAX_SPEED_KMH = 150.0
@@ -89,3 +93,50 @@ def sharing_alarms(scans: list[tuple[bytes, str, str]], registry: Registry, *,
 
 def recent_alarms(store: SharingQueries, registry: Registry, now: datetime) -> list[SharingAlarm]:
     return sharing_alarms(store.multi_device_scans((now - LOOKBACK).astimezone(UTC).isoformat()), registry)
+
+
+class AlarmBoard:
+    """The alarms the fleet view shows, recomputed in the background at most every ``refresh_s``.
+
+    Finding them reads a whole day of records (about a second per few hundred thousand scans, more
+    than a page may take at national scale), so a page shows the last result and, when it is older
+    than ``refresh_s``, starts one recomputation in a thread for the pages after it. Only the first
+    page after start waits for it. One query per minute per admin process, however many commanders
+    look.
+    """
+
+    def __init__(self, store: SharingQueries, registry: Callable[[], Registry], refresh_s: float = 60.0):
+        self._store, self._registry, self.refresh_s = store, registry, refresh_s
+        self._lock = threading.Lock()
+        self._result: tuple[datetime, list[SharingAlarm]] | None = None
+        self._running = False
+
+    def _compute(self) -> tuple[datetime, list[SharingAlarm]]:
+        now = datetime.now(UTC)
+        result = (now, recent_alarms(self._store, self._registry(), now))
+        with self._lock:
+            self._result, self._running = result, False
+        return result
+
+    def _refresh_in_background(self) -> None:
+        try:
+            self._compute()
+        except Exception as exc:  # the page keeps the last result; the next page tries again
+            with self._lock:
+                self._running = False
+            log.error("event=sharing_alarms_failed error=%r action=showing the previous alarms; check the database",
+                      exc)
+
+    def current(self, now: datetime) -> tuple[datetime, list[SharingAlarm]]:
+        """(when computed, alarms): at most ``refresh_s`` old plus one computation."""
+        with self._lock:
+            result, stale = self._result, self._result is None or (now - self._result[0]).total_seconds() >= \
+                self.refresh_s
+            start = stale and result is not None and not self._running
+            if start:
+                self._running = True
+        if result is None:
+            return self._compute()
+        if start:
+            threading.Thread(target=self._refresh_in_background, name="sharing-alarms", daemon=True).start()
+        return result

@@ -2,11 +2,20 @@
 
 A mixin of ``storage.SQLStorage`` (SQL with ``?`` placeholders, both back-ends). The heartbeat table
 keeps one row per device, replaced on every heartbeat: the latest is all the fleet view needs.
+
+Hourly counts come from ``hourly_activity``, a roll-up kept in the ingest transaction: each batch
+adds its newly stored records, counted per (device, UTC hour, decision, reason), in ONE upsert.
+Records a re-pushed batch repeats are never stored, so never counted (exactly once, with no
+watermark to keep: a device's backlog from last week lands in last week's hours). The fleet's
+totals are rows of their own (device ``*``), so the fleet charts read a few thousand rows however
+many devices there are; the rows are upserted in key order, so concurrent batches never deadlock.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import Counter
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 from sync.server.fleet.activity import HourCount
@@ -16,6 +25,57 @@ FLEET_SCHEMA = """
 CREATE TABLE IF NOT EXISTS heartbeats (
     device_id TEXT PRIMARY KEY, received_at TEXT NOT NULL, body TEXT NOT NULL);
 """ + TRACE_INDEXES
+
+#: the device id of the fleet-wide rows of the roll-up (no device id can be ``*``)
+FLEET_TOTAL = "*"
+#: the roll-up of every record held, into an empty ``hourly_activity`` (step 6; bulk-loaded benchmarks).
+#: Hours are the first 13 characters of the device's wall time (ISO-8601 UTC: ``2021-09-01T08``). Rows
+#: are written in hour order, as ingest makes them: one day's rows are then near each other on disk
+ROLLUP_FILL = f"""
+INSERT INTO hourly_activity (device_id, hour, decision, reason, scans)
+    SELECT device_id, substr(wall_time, 1, 13), decision, reason, COUNT(*) FROM records GROUP BY 1, 2, 3, 4
+    ORDER BY 2, 1;
+INSERT INTO hourly_activity (device_id, hour, decision, reason, scans)
+    SELECT '{FLEET_TOTAL}', hour, decision, reason, SUM(scans) FROM hourly_activity GROUP BY 2, 3, 4 ORDER BY 2;
+"""
+#: schema step 6: the hourly roll-up, filled from the records held when it is created
+ROLLUP_SCHEMA = """
+CREATE TABLE IF NOT EXISTS hourly_activity (
+    device_id TEXT NOT NULL, hour TEXT NOT NULL, decision TEXT NOT NULL, reason TEXT NOT NULL,
+    scans BIGINT NOT NULL, PRIMARY KEY (device_id, hour, decision, reason));
+CREATE INDEX IF NOT EXISTS hourly_activity_by_hour ON hourly_activity (hour);
+""" + ROLLUP_FILL
+#: rows per upsert statement (SQLite allows 32,766 parameters; a batch rarely needs more than one)
+_UPSERT_ROWS = 1000
+
+
+def hour_counts(rows: Iterable[tuple]) -> Counter[tuple[str, str, str]]:
+    """(hour, decision, reason) -> records, of storage rows (RECORD_COLUMNS order) one batch stored."""
+    return Counter((row[3][:13], row[11], row[12]) for row in rows)
+
+
+def hour_counts_of(stored: Iterable[tuple[str, str, str]]) -> Counter[tuple[str, str, str]]:
+    """The same from (wall time, decision, reason) triples (what an INSERT ... RETURNING gives)."""
+    return Counter((wall[:13], decision, reason) for wall, decision, reason in stored)
+
+
+def add_to_rollup(run: Callable[[str, tuple], object], device_id: str,
+                  counts: Counter[tuple[str, str, str]]) -> None:
+    """Add one batch's counts to the device's and the fleet's hours, inside the batch's transaction."""
+    if not counts:
+        return
+    rows = sorted([(device_id, *key, n) for key, n in counts.items()]
+                  + [(FLEET_TOTAL, *key, n) for key, n in counts.items()])  # one lock order for every writer
+    for i in range(0, len(rows), _UPSERT_ROWS):
+        chunk = rows[i:i + _UPSERT_ROWS]
+        run("INSERT INTO hourly_activity (device_id, hour, decision, reason, scans) VALUES "
+            + ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk))
+            + " ON CONFLICT (device_id, hour, decision, reason) DO UPDATE SET scans = hourly_activity.scans + "
+              "excluded.scans", tuple(v for row in chunk for v in row))
+
+
+def _hour(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H")
 
 
 class FleetQueries:
@@ -36,21 +96,31 @@ class FleetQueries:
                        "ON CONFLICT (device_id) DO UPDATE SET received_at = excluded.received_at, "
                        "body = excluded.body", (device_id, received_at.astimezone(UTC).isoformat(), body))
 
-    def heartbeats(self) -> dict[str, tuple[datetime, str]]:
-        """device id -> (received at, heartbeat JSON) for every device that ever sent one."""
+    def heartbeats(self, device_ids: list[str] | None = None) -> dict[str, tuple[datetime, str]]:
+        """device id -> (received at, heartbeat JSON) for every device (or each of ``device_ids``)
+        that ever sent one."""
+        if device_ids is not None and not device_ids:
+            return {}
+        where = f" WHERE device_id IN ({', '.join('?' * len(device_ids))})" if device_ids else ""
         with self._lock:
-            rows = self._all("SELECT device_id, received_at, body FROM heartbeats")
+            rows = self._all(f"SELECT device_id, received_at, body FROM heartbeats{where}", tuple(device_ids or ()))
         return {d: (datetime.fromisoformat(at), body) for d, at, body in rows}
 
-    def hourly_counts(self, since: datetime) -> list[HourCount]:
-        """Decisions per device, UTC hour, decision and reason, for scans at or after ``since``.
-
-        Device wall times are ISO-8601 UTC text, so the hour is their first 13 characters.
-        """
-        start = since.astimezone(UTC).isoformat()
+    def device_ids(self) -> list[str]:
+        """Every enrolled device (the fleet view adds those the registry lacks)."""
         with self._lock:
-            rows = self._all("SELECT device_id, substr(wall_time, 1, 13), decision, reason, COUNT(*) FROM records "
-                             "WHERE wall_time >= ? GROUP BY 1, 2, 3, 4", (start,))
+            return [r[0] for r in self._all("SELECT device_id FROM devices ORDER BY device_id")]
+
+    def hourly_counts(self, since: datetime, device_ids: Iterable[str] | None = None) -> list[HourCount]:
+        """Decisions per UTC hour, decision and reason from the hour of ``since`` on: of the given
+        devices (one row per device), or of the whole fleet (device ``*``)."""
+        ids = [FLEET_TOTAL] if device_ids is None else list(device_ids)
+        if not ids:
+            return []
+        marks = ", ".join("?" * len(ids))
+        with self._lock:
+            rows = self._all(f"SELECT device_id, hour, decision, reason, scans FROM hourly_activity WHERE device_id "
+                             f"IN ({marks}) AND hour >= ?", (*ids, _hour(since)))
         out = []
         for device_id, hour, decision, reason, n in rows:
             try:
@@ -60,12 +130,27 @@ class FleetQueries:
             out.append(HourCount(device_id, at, decision, reason, int(n)))
         return out
 
-    def recent_decisions(self, device_ids: list[str], limit: int = 20) -> list[tuple[str, str, str, str, str | None]]:
-        """The latest decisions of some devices: (device id, wall time, decision, reason, kind); no holder."""
-        if not device_ids:
-            return []
-        marks = ", ".join("?" * len(device_ids))
+    def decisions_since(self, since: datetime) -> dict[str, Counter[str]]:
+        """device id -> decision -> scans from the hour of ``since`` on (the fleet table's "today")."""
         with self._lock:
-            return [tuple(r) for r in self._all(
-                f"SELECT device_id, wall_time, decision, reason, kind FROM records WHERE device_id IN ({marks}) "
-                "ORDER BY wall_time DESC LIMIT ?", (*device_ids, limit))]
+            rows = self._all("SELECT device_id, decision, SUM(scans) FROM hourly_activity WHERE hour >= ? "
+                             "AND device_id <> ? GROUP BY device_id, decision", (_hour(since), FLEET_TOTAL))
+        out: dict[str, Counter[str]] = {}
+        for device_id, decision, n in rows:
+            out.setdefault(device_id, Counter())[decision] = int(n)
+        return out
+
+    def recent_decisions(self, device_ids: list[str], limit: int = 20) -> list[tuple[str, str, str, str, str | None]]:
+        """The latest decisions of some devices: (device id, wall time, decision, reason, kind); no holder.
+
+        One query per device, each the newest end of its ``(device_id, wall_time)`` index: with
+        ``device_id IN (...)`` the planner reads every record of the devices (a month of a busy
+        device is ten thousand rows) to sort them.
+        """
+        rows: list[tuple[str, str, str, str, str | None]] = []
+        for device_id in dict.fromkeys(device_ids):
+            with self._lock:
+                rows.extend(tuple(r) for r in self._all(
+                    "SELECT device_id, wall_time, decision, reason, kind FROM records WHERE device_id = ? "
+                    "ORDER BY wall_time DESC LIMIT ?", (device_id, limit)))
+        return sorted(rows, key=lambda r: r[1], reverse=True)[:limit]
