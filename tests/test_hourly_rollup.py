@@ -14,7 +14,7 @@ from test_sync_push import make_client
 from edge.verdict import Decision, Reason, Verdict
 from sync.server import migrations, store_pg, store_sqlite
 from sync.server.app import create_app
-from sync.server.fleet.store import FLEET_TOTAL
+from sync.server.fleet.store import FLEET_TOTAL, FLEET_TOTAL_ROWS, fleet_total_row
 from sync.server.ingest import ingest
 from sync.server.runner import ServerThread
 from sync.server.settings import ServerSettings
@@ -33,8 +33,12 @@ def counted_from_records(storage) -> dict[tuple, int]:
 
 
 def rollup(storage) -> dict[tuple, int]:
-    return {tuple(r[:4]): int(r[4]) for r in storage._all(
-        "SELECT device_id, hour, decision, reason, scans FROM hourly_activity")}
+    """The roll-up's rows, the fleet's shards added up under FLEET_TOTAL."""
+    out: dict[tuple, int] = {}
+    for device_id, *key, n in storage._all("SELECT device_id, hour, decision, reason, scans FROM hourly_activity"):
+        row = (FLEET_TOTAL if device_id in FLEET_TOTAL_ROWS else device_id, *key)
+        out[row] = out.get(row, 0) + int(n)
+    return out
 
 
 def test_repushed_and_overlapping_batches_are_counted_once(db_url, tmp_path, server_x25519):
@@ -54,6 +58,11 @@ def test_repushed_and_overlapping_batches_are_counted_once(db_url, tmp_path, ser
         got = rollup(storage)
         assert got == counted_from_records(storage)
         assert sum(n for (d, *_), n in got.items() if d == FLEET_TOTAL) == 49
+        # each device adds to its own shard of the fleet's rows (no one row every batch waits for)
+        shards = {r[0] for r in storage._all("SELECT DISTINCT device_id FROM hourly_activity WHERE device_id LIKE ?",
+                                             ("*%",))}
+        assert shards == {fleet_total_row("dev-a"), fleet_total_row("dev-b")}
+        assert len({fleet_total_row(f"HN-CP-{i:03d}") for i in range(200)}) == len(FLEET_TOTAL_ROWS)
         # the queries the pages use: the fleet's hours, one device's hours, today's decisions per device
         since = datetime(2026, 3, 1, tzinfo=UTC)
         fleet = storage.hourly_counts(since)

@@ -7,13 +7,16 @@ Hourly counts come from ``hourly_activity``, a roll-up kept in the ingest transa
 adds its newly stored records, counted per (device, UTC hour, decision, reason), in ONE upsert.
 Records a re-pushed batch repeats are never stored, so never counted (exactly once, with no
 watermark to keep: a device's backlog from last week lands in last week's hours). The fleet's
-totals are rows of their own (device ``*``), so the fleet charts read a few thousand rows however
-many devices there are; the rows are upserted in key order, so concurrent batches never deadlock.
+totals are rows of their own, so the fleet charts read a few thousand rows however many devices
+there are; they are spread over ``FLEET_TOTAL_SHARDS`` rows per hour, decision and reason (a device
+always adds to the same one), because with one row every batch of the hour would wait for the one
+before it to commit. Rows are upserted in key order, so concurrent batches never deadlock.
 """
 
 from __future__ import annotations
 
 import threading
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -26,9 +29,20 @@ CREATE TABLE IF NOT EXISTS heartbeats (
     device_id TEXT PRIMARY KEY, received_at TEXT NOT NULL, body TEXT NOT NULL);
 """ + TRACE_INDEXES
 
-#: the device id of the fleet-wide rows of the roll-up (no device id can be ``*``)
+#: the device id the fleet's totals are reported under (no device id can start with ``*``)
 FLEET_TOTAL = "*"
-#: the roll-up of every record held, into an empty ``hourly_activity`` (step 6; bulk-loaded benchmarks).
+#: rows the fleet's totals of one hour, decision and reason are spread over (``*00`` .. ``*15``)
+FLEET_TOTAL_SHARDS = 16
+FLEET_TOTAL_ROWS = tuple(f"{FLEET_TOTAL}{i:02d}" for i in range(FLEET_TOTAL_SHARDS))
+
+
+def fleet_total_row(device_id: str) -> str:
+    """The fleet-total row a device's batches add to (the same in every server process)."""
+    return FLEET_TOTAL_ROWS[zlib.crc32(device_id.encode()) % FLEET_TOTAL_SHARDS]
+
+
+#: the roll-up of every record held, into an empty ``hourly_activity`` (step 6; bulk-loaded benchmarks);
+#: the fleet's totals go to the first shard (readers add the shards up).
 #: Hours are the first 13 characters of the device's wall time (ISO-8601 UTC: ``2021-09-01T08``). Rows
 #: are written in hour order, as ingest makes them: one day's rows are then near each other on disk
 ROLLUP_FILL = f"""
@@ -36,7 +50,7 @@ INSERT INTO hourly_activity (device_id, hour, decision, reason, scans)
     SELECT device_id, substr(wall_time, 1, 13), decision, reason, COUNT(*) FROM records GROUP BY 1, 2, 3, 4
     ORDER BY 2, 1;
 INSERT INTO hourly_activity (device_id, hour, decision, reason, scans)
-    SELECT '{FLEET_TOTAL}', hour, decision, reason, SUM(scans) FROM hourly_activity GROUP BY 2, 3, 4 ORDER BY 2;
+    SELECT '{FLEET_TOTAL_ROWS[0]}', hour, decision, reason, SUM(scans) FROM hourly_activity GROUP BY 2, 3, 4 ORDER BY 2;
 """
 #: schema step 6: the hourly roll-up, filled from the records held when it is created
 ROLLUP_SCHEMA = """
@@ -65,7 +79,7 @@ def add_to_rollup(run: Callable[[str, tuple], object], device_id: str,
     if not counts:
         return
     rows = sorted([(device_id, *key, n) for key, n in counts.items()]
-                  + [(FLEET_TOTAL, *key, n) for key, n in counts.items()])  # one lock order for every writer
+                  + [(fleet_total_row(device_id), *key, n) for key, n in counts.items()])  # one lock order
     for i in range(0, len(rows), _UPSERT_ROWS):
         chunk = rows[i:i + _UPSERT_ROWS]
         run("INSERT INTO hourly_activity (device_id, hour, decision, reason, scans) VALUES "
@@ -113,14 +127,19 @@ class FleetQueries:
 
     def hourly_counts(self, since: datetime, device_ids: Iterable[str] | None = None) -> list[HourCount]:
         """Decisions per UTC hour, decision and reason from the hour of ``since`` on: of the given
-        devices (one row per device), or of the whole fleet (device ``*``)."""
-        ids = [FLEET_TOTAL] if device_ids is None else list(device_ids)
+        devices (one row per device), or of the whole fleet (device ``FLEET_TOTAL``, its shards added up)."""
+        ids = list(FLEET_TOTAL_ROWS) if device_ids is None else list(device_ids)
         if not ids:
             return []
         marks = ", ".join("?" * len(ids))
         with self._lock:
             rows = self._all(f"SELECT device_id, hour, decision, reason, scans FROM hourly_activity WHERE device_id "
                              f"IN ({marks}) AND hour >= ?", (*ids, _hour(since)))
+        if device_ids is None:
+            fleet: Counter[tuple[str, str, str]] = Counter()
+            for _shard, hour, decision, reason, n in rows:
+                fleet[(hour, decision, reason)] += int(n)
+            rows = [(FLEET_TOTAL, *key, n) for key, n in fleet.items()]
         out = []
         for device_id, hour, decision, reason, n in rows:
             try:
@@ -134,7 +153,7 @@ class FleetQueries:
         """device id -> decision -> scans from the hour of ``since`` on (the fleet table's "today")."""
         with self._lock:
             rows = self._all("SELECT device_id, decision, SUM(scans) FROM hourly_activity WHERE hour >= ? "
-                             "AND device_id <> ? GROUP BY device_id, decision", (_hour(since), FLEET_TOTAL))
+                             "AND device_id NOT LIKE ? GROUP BY device_id, decision", (_hour(since), f"{FLEET_TOTAL}%"))
         out: dict[str, Counter[str]] = {}
         for device_id, decision, n in rows:
             out.setdefault(device_id, Counter())[decision] = int(n)
