@@ -395,6 +395,11 @@ class SQLStorage(SecurityQueries, FleetQueries, TraceQueries, SharingQueries):
                 "COALESCE(SUM(records), 0) FROM devices", (online_since, silent_before))[0]
         return OpsStats(*(int(v) for v in row))
 
+    def count_records(self) -> int:
+        """Rows in ``records``, counted (audits: the per-device ``records`` counters must agree)."""
+        with self._lock:
+            return int(self._all("SELECT COUNT(*) FROM records")[0][0])
+
     def schema_version(self) -> int:
         with self._lock:
             return int(self._all("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")[0][0])
