@@ -16,8 +16,8 @@ The client is a minimal asyncio HTTP/1.1 writer over pre-built, pre-signed bodie
 client would cost more CPU than the servers on a 2-core machine, and measure itself).
 
 Where the CPU goes during the drain is reported per accepted record: the two server processes,
-this simulator, and PostgreSQL's processes on this host; ``cpu_bound_pg_per_s`` is the rate the
-host's cores would sustain for the servers and PostgreSQL alone (the simulator shares the cores
+this simulator, and the PostgreSQL backends of the bench's database; ``cpu_bound_pg_per_s`` is the
+rate the host's cores would sustain for the servers and those backends alone (the simulator shares the cores
 here; a real fleet does not). At the end the rows in the database are counted: every accepted
 record is stored exactly once (``exactly_once_*``).
 """
@@ -261,21 +261,36 @@ def _raise_fd_limit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def _postgres_cpu_seconds() -> float:
-    """User + system CPU time of the PostgreSQL processes on this host (every backend, the WAL
-    writer, the checkpointer); 0 where none is visible."""
-    total = 0
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            if Path(f"/proc/{pid}/comm").read_text().strip() != "postgres":
-                continue
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:  # ended meanwhile
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+def _proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (0 if it has ended)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class PostgresCpu:
+    """CPU time of the PostgreSQL backends serving one database (the server processes'
+    connections; other users of a shared PostgreSQL are not counted, nor are its shared WAL
+    writer and checkpointer). Needs PostgreSQL on this host; 0 elsewhere."""
+
+    def __init__(self, db_url: str):
+        self.db_url = db_url
+        self._start: dict[int, float] = {}
+
+    def _backends(self) -> list[int]:
+        import psycopg
+        with psycopg.connect(self.db_url, autocommit=True) as conn:
+            return [row[0] for row in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")]
+
+    def start(self) -> None:
+        self._start = {pid: _proc_cpu_seconds(pid) for pid in self._backends()}
+
+    def seconds(self) -> float:
+        """CPU seconds since ``start`` (of backends that began since too)."""
+        return sum(_proc_cpu_seconds(pid) - self._start.get(pid, 0.0) for pid in self._backends())
 
 
 def _stored_rows(db_url: str) -> int:
@@ -299,11 +314,15 @@ def run_engine(db_url: str, data_dir: Path, fleet: list[Device], drain_batches: 
         loop = asyncio.new_event_loop()
         conns = [Connection(servers[i % 2].port) for i in range(len(fleet))]
         cpu_before = sum(s.cpu_seconds() for s in servers)
-        client_before, pg_before = time.process_time(), _postgres_cpu_seconds()
+        pg_cpu_meter = PostgresCpu(db_url) if db_url.startswith("postgresql://") else None
+        if pg_cpu_meter is not None:
+            pg_cpu_meter.start()
+        client_before = time.process_time()
         with RssSampler(servers) as rss:
             seconds, stored, lat, errors = loop.run_until_complete(drain(fleet, conns, range(drain_batches)))
         cpu = sum(s.cpu_seconds() for s in servers) - cpu_before
-        client_cpu, pg_cpu = time.process_time() - client_before, _postgres_cpu_seconds() - pg_before
+        client_cpu = time.process_time() - client_before
+        pg_cpu = pg_cpu_meter.seconds() if pg_cpu_meter is not None else 0.0
         accepted = stored
         per_batch = stored / max(1, len(fleet) * drain_batches)
         out.update(drain_per_s=stored / seconds, cpu_us_per_record=cpu * 1e6 / max(1, stored),
@@ -363,12 +382,16 @@ def run(quick: bool = False, devices: int | None = None, **_opts) -> dict[str, f
         figures["server_fleet_build_s"] = round(time.perf_counter() - t0, 1)
         if _pg_available():
             import psycopg
-            schema = f"bench_{uuid.uuid4().hex[:10]}"
+            # a database of its own: its backends' CPU is told apart from other users of the server
+            database = f"bench_server_{uuid.uuid4().hex[:10]}"
+            with psycopg.connect(PG_URL, autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{database}"')
             try:
-                pg = run_engine(f"{PG_URL}?schema={schema}", tmp / "data", fleet, drain_batches, steady_s, True)
+                pg = run_engine(PG_URL.rsplit("/", 1)[0] + f"/{database}", tmp / "data", fleet, drain_batches,
+                                steady_s, True)
             finally:
                 with psycopg.connect(PG_URL, autocommit=True) as conn:
-                    conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+                    conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
             figures.update({
                 "http_ingest_pg_per_s": round(pg["drain_per_s"], 1),
                 "drain_p99_ms_pg": round(pg["drain_p99_ms"], 1),
