@@ -200,15 +200,9 @@ class PostgresStorage(SQLStorage):
                 n += 1
         return n
 
-    def _insert_rows(self, db: psycopg.Connection, cur: psycopg.Cursor, rows: Replayable) -> int:
-        """COPY straight into ``records``, streaming rows while they are checked (ingest checked
-        these seqs were not held); if another writer stored one meanwhile, replay the rows through
-        a temp table + INSERT ... ON CONFLICT DO NOTHING."""
-        try:
-            with db.transaction():
-                return self._copy(cur, "records", rows)
-        except psycopg.errors.UniqueViolation:
-            log.info("event=pg_copy_conflict action=none; another writer stored some of these records, merging")
+    def _merge_rows(self, cur: psycopg.Cursor, rows: Replayable) -> int:
+        """The rows through a temp table + INSERT ... ON CONFLICT DO NOTHING (another writer stored
+        some of them); a stored record that differs is a RecordConflict."""
         cur.execute("CREATE TEMP TABLE IF NOT EXISTS incoming (LIKE records) ON COMMIT DELETE ROWS")
         self._copy(cur, "incoming", rows)
         cur.execute(f"INSERT INTO records ({_COLS}) SELECT {_COLS} FROM incoming ON CONFLICT DO NOTHING")
@@ -229,7 +223,7 @@ class PostgresStorage(SQLStorage):
                epoch: int = 0, pruned_through: int | None = None) -> tuple[int, int]:
         replayable = Replayable(rows)
 
-        def work(db: psycopg.Connection) -> tuple[int, int]:
+        def work(db: psycopg.Connection, merge: bool) -> tuple[int, int]:
             with db.transaction(), db.cursor() as cur:
                 def run(sql: str, params: tuple) -> list[tuple]:
                     cur.execute(sql.replace("?", "%s"), params)
@@ -243,7 +237,9 @@ class PostgresStorage(SQLStorage):
                 if pruned_through is not None:
                     acked = note_lost(run, device_id, epoch, acked, pruned_through,
                                       self._links(run, device_id, acked + 1, pruned_through), seen_at)
-                stored = self._insert_rows(db, cur, replayable)
+                # COPY straight into records, streaming rows while they are checked (ingest checked
+                # these seqs were not held); merged if another writer stored one meanwhile
+                stored = self._merge_rows(cur, replayable) if merge else self._copy(cur, "records", replayable)
                 # the partition key is in the primary key, so a *different* record for a held seq
                 # (another wall time) would not collide: under the device lock, every writer before
                 # us has committed, and a seq held twice means this batch conflicts
@@ -256,7 +252,12 @@ class PostgresStorage(SQLStorage):
                             (acked, seen_at, stored, device_id))
             return stored, acked
         with self._lock:
-            return self._run(work)
+            try:
+                return self._run(lambda db: work(db, merge=False))
+            except psycopg.errors.UniqueViolation:  # rolled back (no savepoint: two round trips a batch)
+                log.info("event=pg_copy_conflict action=none; another writer stored some of these records, "
+                         "merging")
+            return self._run(lambda db: work(db, merge=True))
 
     def drop_records_before(self, cutoff: datetime, *, dry_run: bool = False) -> dict[str, Any]:
         """Drop whole months of records scanned before ``cutoff`` (and older rows of the default
