@@ -249,6 +249,8 @@ class SQLStorage(SecurityQueries, FleetQueries, TraceQueries, SharingQueries):
     """
 
     _lock: threading.Lock
+    #: how many threads can run queries at once (the server sizes its database executor with it)
+    concurrency: int = 1
 
     def _all(self, sql: str, params: tuple = ()) -> list[tuple]:
         raise NotImplementedError

@@ -53,7 +53,7 @@ _T = TypeVar("_T")
 #: connections per server process: requests run their queries concurrently (one connection under a
 #: lock serialised every round trip and commit of the process); a few are enough to keep the cores
 #: busy, more only contend inside PostgreSQL and count against its max_connections
-POOL_SIZE = 4
+POOL_SIZE = 8
 
 
 class ConnectionPool:
@@ -120,6 +120,7 @@ class PostgresStorage(SQLStorage):
     def __init__(self, url: str, *, create: bool = False, pool_size: int = POOL_SIZE):
         self._conninfo, self._schema = split_schema(url)
         self._lock = ConnectionPool(pool_size)
+        self.concurrency = pool_size
         with self._lock:
             self._lock.current = self._connect(create=create)
             self.schema = migrate_postgres(self._lock.current, f"PostgreSQL schema {self._schema or 'public'}",
