@@ -323,6 +323,24 @@ def test_a_different_record_stored_meanwhile_forks_the_chain_through_ingest(db_u
         storage.close()
 
 
+def test_the_same_records_stored_meanwhile_are_merged_not_doubled(db_url, tmp_path, server_x25519):
+    """The race with identical records (a device's retry reaching the other server process): the
+    straight COPY collides, the transaction is rolled back and the rows are merged; stored once."""
+    opener = HolderOpener(server_x25519)
+    storage = open_storage(db_url)
+    try:
+        storage.enroll("dev-e", raw(Ed25519PrivateKey.generate()))
+        log = device_log(tmp_path, "dev-e", server_x25519, datetime(2026, 3, 1, tzinfo=UTC), 8)
+        racing = _FirstWriterCommitsMeanwhile(storage, db_url, opener, "dev-e", log.records()[:5])
+        result = ingest(racing, opener, "dev-e", log.records())
+        assert (result.epoch, result.acked_seq, result.stored, result.duplicates) == (0, 8, 3, 5)
+        assert result.acked_hash == log.records()[-1]["hash"]
+        assert [r["hash"].hex() for r in storage.records("dev-e")] == [r["hash"] for r in log.records()]
+        assert storage.count_records() == 8 and storage.fleet()[0].records == 8
+    finally:
+        storage.close()
+
+
 @pytest.mark.postgres
 def test_retention_drops_whole_old_months_and_ingest_goes_on(tmp_path, server_x25519, monkeypatch):
     if not _pg_available():

@@ -36,14 +36,15 @@ def pg_url():
         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
-def terminate(backend_pid: int) -> None:
+def terminate(storage: PostgresStorage) -> set[int]:
+    """End the backends of all the storage's open connections (what a database restart does); their pids."""
     import psycopg
+    pids = set(storage.backend_pids())
+    assert pids
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
-        assert conn.execute("SELECT pg_terminate_backend(%s)", (backend_pid,)).fetchone()[0]
-
-
-def backend_pid(storage: PostgresStorage) -> int:
-    return storage._db.info.backend_pid
+        for pid in pids:
+            assert conn.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]
+    return pids
 
 
 def test_next_push_after_backend_killed_succeeds(pg_url, server_x25519, scanlog, device_key):
@@ -55,12 +56,11 @@ def test_next_push_after_backend_killed_succeeds(pg_url, server_x25519, scanlog,
         append_samples(scanlog, 10)
         assert client.push() == 10
         for round_ in range(2):  # twice: the replacement connection is itself replaceable
-            old = backend_pid(storage)
-            terminate(old)
+            old = terminate(storage)
             append_samples(scanlog, 10, start=10 * (round_ + 1))
             # the very next request works: no 5xx, no retry by the client, no server restart
             assert client.push() == 10
-            assert backend_pid(storage) != old
+            assert set(storage.backend_pids()).isdisjoint(old)
         assert_server_matches(storage, scanlog)
 
 
@@ -73,7 +73,7 @@ def test_database_down_answers_503_then_recovers(pg_url, server_x25519, scanlog,
         append_samples(scanlog, 5)
         good = storage._conninfo
         storage._conninfo = "postgresql://postgres@127.0.0.1:9/test"  # nothing listens: database "down"
-        terminate(backend_pid(storage))
+        terminate(storage)
         resp = requests.post(srv.url + f"{API}/push", data=b"{}", headers={HEADER_DEVICE: "dev-1"}, timeout=30)
         assert resp.status_code == 503 and resp.headers["Retry-After"] == "5"
         assert resp.json()["error"] == "storage_unavailable"
@@ -99,7 +99,7 @@ class KillDuringCopy:
             for i, row in enumerate(rows):
                 if i == self.after_rows and not self.killed:
                     self.killed = True
-                    terminate(backend_pid(self.inner))
+                    terminate(self.inner)
                 yield row
         return self.inner.insert(device_id, rows_then_kill(), seen_at, span=span, **chain)
 

@@ -10,9 +10,11 @@ database: sessions, tokens and the audit trail live there. Every request first p
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Literal
@@ -107,10 +109,14 @@ def read_enrollment_certificate(settings: ServerSettings, certificate: str) -> E
 def create_app(settings: ServerSettings, storage: SQLStorage | None = None, *, serve: Serve = "all") -> FastAPI:
     """Build the server app; it owns ``storage`` (opened from ``settings.db_url`` if not given)."""
     store = storage or open_storage(settings.db_url)
+    # the push path's database work (key look-up, ingest) runs on as many threads as the storage
+    # has connections: no thread waits for a connection, and a hop costs less than anyio's pool
+    db_executor = ThreadPoolExecutor(max_workers=store.concurrency, thread_name_prefix="db")
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         yield
+        db_executor.shutdown(wait=True)
         store.close()
 
     app = FastAPI(title="checkpoint central server", docs_url=None, redoc_url=None, openapi_url=None,
@@ -131,17 +137,18 @@ def create_app(settings: ServerSettings, storage: SQLStorage | None = None, *, s
                       headers={"Retry-After": "5"})
 
     if serve in ("all", "device"):
-        _device_routes(app, settings, store)
+        _device_routes(app, settings, store, db_executor)
     if serve in ("all", "admin"):
         from sync.server.admin import admin_routes
         admin_routes(app, settings, store)
-    app.add_middleware(RequestGuard, store=store, limits=settings.limits, rate_storage=settings.rate_limit_storage)
+    app.add_middleware(RequestGuard, store=store, limits=settings.limits, rate_storage=settings.rate_limit_storage,
+                       executor=db_executor)
     install_metrics(app, store)  # outermost of ours: counts what the guard refuses too
     install_openapi(app)
     return app
 
 
-def _device_routes(app: FastAPI, settings: ServerSettings, store: SQLStorage) -> None:
+def _device_routes(app: FastAPI, settings: ServerSettings, store: SQLStorage, db_executor: ThreadPoolExecutor) -> None:
     opener = HolderOpener(settings.encryption_key)
     risk_updates = settings.risk_updates or _default_risk_updates(settings)
     limiter = MovingWindowRateLimiter(storage_from_string(settings.rate_limit_storage))
@@ -255,7 +262,8 @@ def _device_routes(app: FastAPI, settings: ServerSettings, store: SQLStorage) ->
         body = await request.body()  # read and capped by the guard
         device_id = authenticate(request, body)
         try:
-            result = await run_in_threadpool(ingest_body, store, opener, device_id, body, settings.identifier_key)
+            result = await asyncio.get_running_loop().run_in_executor(
+                db_executor, ingest_body, store, opener, device_id, body, settings.identifier_key)
         except IngestError as exc:
             log.error("event=push_refused device=%s error=%s detail=%s", device_id, exc.error, exc.detail)
             if exc.error == "bad_batch":

@@ -20,6 +20,7 @@ import math
 import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from concurrent.futures import Executor
 from typing import Any
 
 from limits import parse_many
@@ -65,9 +66,12 @@ async def send_error(send: Send, status: int, error: str, detail: str, *, retry_
 class RequestGuard:
     """Caps, deadlines and device pre-authentication in front of the whole app."""
 
-    def __init__(self, app: ASGIApp, *, store: Any, limits: RequestLimits, rate_storage: str = "memory://"):
+    def __init__(self, app: ASGIApp, *, store: Any, limits: RequestLimits, rate_storage: str = "memory://",
+                 executor: Executor | None = None):
         self.app = app
         self.store = store
+        #: where device keys are looked up (the app's database executor; anyio's pool if None)
+        self.executor = executor
         self.limits = limits
         self.limiter = MovingWindowRateLimiter(storage_from_string(rate_storage))
         self.device_rate = parse_many(limits.device_rate)
@@ -170,7 +174,11 @@ class RequestGuard:
                         _client(scope), scope["path"])
             raise _Rejected(401, "unauthorized", "request not authenticated")
         try:
-            key = await run_in_threadpool(self.store.active_device_key, device_id)
+            if self.executor is None:
+                key = await run_in_threadpool(self.store.active_device_key, device_id)
+            else:
+                key = await asyncio.get_running_loop().run_in_executor(self.executor, self.store.active_device_key,
+                                                                       device_id)
         except StorageError as exc:
             log.error("event=server_storage_error error=%s action=check the database", exc)
             raise _Rejected(503, "storage_unavailable", "the server cannot reach its database; retry later",

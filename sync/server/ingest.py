@@ -89,6 +89,8 @@ class _Counts:
     duplicates: int = 0
     undecryptable: int = 0
     last_seq: int = 0
+    #: hash of the batch's last record (the acked hash when the batch closes the chain)
+    last_hash: bytes = b""
 
 
 def _checked_rows(opener: HolderOpener, device_id: str, epoch: int, recs: list[Mapping[str, Any]],
@@ -164,14 +166,20 @@ def _checked_rows(opener: HolderOpener, device_id: str, epoch: int, recs: list[M
     if after is not None and prev is not None and after[0] != prev:
         raise IngestError(409, "chain_broken", f"{device_id} seq {expected_seq - 1} does not lead to the held "
                           f"seq {expected_seq}")
-    counts.last_seq = expected_seq - 1
+    counts.last_seq, counts.last_hash = expected_seq - 1, prev or b""
 
 
-def acked_answer(storage: Storage, device_id: str, state: DeviceState, **counts: int) -> PushResult:
-    """The answer naming what the server holds: acked seq, the hash there (the device's proof), epoch."""
+def acked_answer(storage: Storage, device_id: str, state: DeviceState, known: tuple[int, bytes] | None = None,
+                 **counts: int) -> PushResult:
+    """The answer naming what the server holds: acked seq, the hash there (the device's proof), epoch.
+    ``known``: a (seq, hash) the server holds now (the batch's last record), read instead of the database."""
     acked = state.acked_seq
-    held = storage.links(device_id, acked, acked).get(acked) if acked else None
-    return PushResult(device_id=device_id, acked_seq=acked, acked_hash=held[1].hex() if held else None,
+    if known is not None and acked and known[0] == acked:
+        acked_hash: bytes | None = known[1]
+    else:
+        held = storage.links(device_id, acked, acked).get(acked) if acked else None
+        acked_hash = held[1] if held else None
+    return PushResult(device_id=device_id, acked_seq=acked, acked_hash=acked_hash.hex() if acked_hash else None,
                       epoch=state.epoch, **counts)
 
 
@@ -200,10 +208,9 @@ def ingest(storage: Storage, opener: HolderOpener, device_id: str,
     if pruned_through is not None and pruned_through != lo - 1:
         raise IngestError(422, "bad_batch", f"{device_id} pruned_through {pruned_through} must be the seq "
                           f"before the batch ({lo - 1})")
-    state = storage.device_state(device_id)
     for _attempt in range(MAX_FORKS_PER_BATCH):
         counts = _Counts()
-        links = storage.links(device_id, lo - 1, min(hi + 1, MAX_SEQ))
+        state, links = storage.chain_view(device_id, lo - 1, min(hi + 1, MAX_SEQ))
         rows = _checked_rows(opener, device_id, state.epoch, recs, links, counts, id_key)
         try:
             stored, acked = storage.insert(device_id, rows, datetime.now(UTC).isoformat(timespec="seconds"),
@@ -213,22 +220,19 @@ def ingest(storage: Storage, opener: HolderOpener, device_id: str,
             log.error("event=chain_forked device=%s seq=%d epoch=%d action=the device log went back (restored or "
                       "swapped SD card): both versions are kept; review them, then 'checkpoint server "
                       "resolve-fork %s'", device_id, fork.seq, epoch, device_id)
-            state = storage.device_state(device_id)
             continue
         except StaleEpoch:
-            state = storage.device_state(device_id)
             continue
         except RecordConflict as exc:
             # another writer stored a different record under one of these seqs after ``links`` was
             # read (rolled back): check again against what it stored, which forks the chain there
             log.warning("event=ingest_conflict device=%s detail=%s action=none; re-checking the batch against "
                         "the record stored meanwhile", device_id, exc)
-            state = storage.device_state(device_id)
             continue
         if counts.last_seq != hi:  # a storage back-end that did not read every row
             raise RuntimeError(f"storage stopped reading the batch at seq {counts.last_seq} of {hi}")
         written = len(recs) - counts.duplicates
-        return acked_answer(storage, device_id, DeviceState(state.epoch, acked), stored=stored,
+        return acked_answer(storage, device_id, DeviceState(state.epoch, acked), (hi, counts.last_hash), stored=stored,
                             duplicates=counts.duplicates + written - stored, undecryptable=counts.undecryptable)
     raise IngestError(409, "conflict", f"{device_id} chain forked {MAX_FORKS_PER_BATCH} times by one batch: "
                       "retry later")

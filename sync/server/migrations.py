@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sync.server import partitions
 from sync.server.fleet.store import FLEET_SCHEMA, ROLLUP_SCHEMA
@@ -189,28 +190,68 @@ def _refuse_empty(has_versions: object, has_records: object, create: bool, where
                           "(or check the database URL)")
 
 
-def migrate_sqlite(db: sqlite3.Connection, where: str = "SQLite", *, create: bool = True) -> int:
-    """Bring an SQLite server database (autocommit connection) to ``LATEST``; return the version.
-    ``create=False``: a database without the server's tables is refused, not filled."""
-    with immediate_transaction(db):
-        has_versions = db.execute("SELECT 1 FROM sqlite_master WHERE name='schema_migrations'").fetchone()
-        has_records = db.execute("SELECT 1 FROM sqlite_master WHERE name='records'").fetchone()
+@dataclass(frozen=True)
+class _Engine:
+    """What differs between the engines when steps are applied: how the whole run is made one
+    transaction (and, on PostgreSQL, one process at a time), how a table is found, the parameter
+    placeholder, and how a step's SQL script is run."""
+
+    name: str
+    transaction: Callable[[Any], AbstractContextManager[object]]
+    has_table: Callable[[Any, str], bool]
+    placeholder: str
+    step: Callable[[Migration], str | Callable[[Any], None] | None]
+    run_script: Callable[[Any, str], None]
+
+
+@contextmanager
+def _pg_transaction(db: psycopg.Connection) -> Iterator[None]:
+    with db.transaction():
+        db.execute("SELECT pg_advisory_xact_lock(%s)", (PG_LOCK_KEY,))
+        yield
+
+
+def _sqlite_script(db: sqlite3.Connection, script: str) -> None:
+    for statement in script.split(";"):  # sqlite3 runs one statement per execute
+        if statement.strip():
+            db.execute(statement)
+
+
+_SQLITE = _Engine("sqlite", immediate_transaction,
+                  lambda db, name: db.execute("SELECT 1 FROM sqlite_master WHERE name=?", (name,)).fetchone()
+                  is not None, "?", lambda m: m.sqlite, _sqlite_script)
+_POSTGRES = _Engine("postgresql", _pg_transaction,
+                    lambda db, name: db.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0] is not None,
+                    "%s", lambda m: m.postgres, lambda db, script: db.execute(script))
+
+
+def _migrate(db: Any, engine: _Engine, where: str, create: bool) -> int:
+    """Apply the pending steps in one transaction; return the version."""
+    record = f"INSERT INTO schema_migrations VALUES ({', '.join([engine.placeholder] * 3)})"
+    with engine.transaction(db):
+        has_versions = engine.has_table(db, "schema_migrations")
+        has_records = engine.has_table(db, "records")
         _refuse_empty(has_versions, has_records, create, where)
         db.execute(_VERSION_TABLE)
         if not has_versions and has_records:
-            db.execute("INSERT INTO schema_migrations VALUES (1, ?, ?)", (f"adopted: {MIGRATIONS[0].name}", _now()))
+            db.execute(record, (1, f"adopted: {MIGRATIONS[0].name}", _now()))
         current = db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()[0]
         _check_not_newer(current, where)
         for step in _pending(current):
-            if callable(step.sqlite):
-                step.sqlite(db)
-            elif step.sqlite:
-                for statement in step.sqlite.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-            db.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", (step.version, step.name, _now()))
-            log.info("event=schema_migrated engine=sqlite version=%d name=%r", step.version, step.name)
+            change = engine.step(step)
+            if callable(change):
+                change(db)
+            elif change:
+                engine.run_script(db, change)
+            db.execute(record, (step.version, step.name, _now()))
+            log.info("event=schema_migrated engine=%s version=%d name=%r", engine.name, step.version, step.name)
     return max(current, LATEST)
+
+
+def migrate_sqlite(db: sqlite3.Connection, where: str = "SQLite", *, create: bool = True) -> int:
+    """Bring an SQLite server database (autocommit connection) to ``LATEST``; return the version.
+    ``create=False``: a database without the server's tables is refused, not filled."""
+    return _migrate(db, _SQLITE, where, create)
 
 
 def migrate_postgres(db: psycopg.Connection, where: str = "PostgreSQL", *, create: bool = True) -> int:
@@ -219,24 +260,7 @@ def migrate_postgres(db: psycopg.Connection, where: str = "PostgreSQL", *, creat
     Several processes may call this at once: the advisory lock serialises them, and the later ones
     find nothing pending. ``create=False``: a schema without the server's tables is refused.
     """
-    with db.transaction():
-        db.execute("SELECT pg_advisory_xact_lock(%s)", (PG_LOCK_KEY,))
-        has_versions = db.execute("SELECT to_regclass('schema_migrations')").fetchone()[0] is not None
-        has_records = db.execute("SELECT to_regclass('records')").fetchone()[0] is not None
-        _refuse_empty(has_versions, has_records, create, where)
-        db.execute(_VERSION_TABLE)
-        if not has_versions and has_records:
-            db.execute("INSERT INTO schema_migrations VALUES (1, %s, %s)", (f"adopted: {MIGRATIONS[0].name}", _now()))
-        current = db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()[0]
-        _check_not_newer(current, where)
-        for step in _pending(current):
-            if callable(step.postgres):
-                step.postgres(db)
-            elif step.postgres:
-                db.execute(step.postgres)
-            db.execute("INSERT INTO schema_migrations VALUES (%s, %s, %s)", (step.version, step.name, _now()))
-            log.info("event=schema_migrated engine=postgresql version=%d name=%r", step.version, step.name)
-    return max(current, LATEST)
+    return _migrate(db, _POSTGRES, where, create)
 
 
 def schema_version(rows: list[tuple]) -> int:

@@ -113,6 +113,9 @@ class Storage(Protocol):
 
     def device_state(self, device_id: str) -> DeviceState: ...
 
+    def chain_view(self, device_id: str, lo: int, hi: int) -> tuple[DeviceState, dict[int, tuple[bytes, bytes]]]:
+        """``device_state`` and ``links`` read together (what ingest reads before each batch)."""
+
     def insert(self, device_id: str, rows: Iterable[tuple], seen_at: str, *, span: tuple[int, int],
                epoch: int = 0, pruned_through: int | None = None) -> tuple[int, int]:
         """Store rows (RECORD_COLUMNS order) once each, in one transaction; return (newly stored, acked_seq).
@@ -246,6 +249,8 @@ class SQLStorage(SecurityQueries, FleetQueries, TraceQueries, SharingQueries):
     """
 
     _lock: threading.Lock
+    #: how many threads can run queries at once (the server sizes its database executor with it)
+    concurrency: int = 1
 
     def _all(self, sql: str, params: tuple = ()) -> list[tuple]:
         raise NotImplementedError
@@ -278,9 +283,9 @@ class SQLStorage(SecurityQueries, FleetQueries, TraceQueries, SharingQueries):
         return [*((int(e), int(b)) for e, b in rows), (0, 0)]
 
     def _links(self, run: Callable[[str, tuple], list[tuple]], device_id: str, lo: int,
-               hi: int) -> dict[int, tuple[bytes, bytes]]:
+               hi: int, epochs: list[tuple[int, int]] | None = None) -> dict[int, tuple[bytes, bytes]]:
         out: dict[int, tuple[bytes, bytes]] = {}
-        for epoch, first, last in chain_slices(self._epochs(device_id, run), max(lo, 1), hi):
+        for epoch, first, last in chain_slices(epochs or self._epochs(device_id, run), max(lo, 1), hi):
             for seq, prev, digest in run("SELECT seq, prev_hash, hash FROM records WHERE device_id=? AND epoch=? "
                                          "AND seq BETWEEN ? AND ?", (device_id, epoch, first, last)):
                 out[int(seq)] = (bytes(prev), bytes(digest))
@@ -294,6 +299,15 @@ class SQLStorage(SecurityQueries, FleetQueries, TraceQueries, SharingQueries):
         with self._lock:
             rows = self._all("SELECT epoch, acked_seq FROM devices WHERE device_id=?", (device_id,))
         return DeviceState(int(rows[0][0]), int(rows[0][1])) if rows else DeviceState(0, 0)
+
+    def chain_view(self, device_id: str, lo: int, hi: int) -> tuple[DeviceState, dict[int, tuple[bytes, bytes]]]:
+        # the device row and its epochs in one query: a push reads them once per batch
+        with self._lock:
+            rows = self._all("SELECT d.epoch, d.acked_seq, e.epoch, e.base_seq FROM devices d LEFT JOIN epochs e "
+                             "ON e.device_id = d.device_id WHERE d.device_id=? ORDER BY e.epoch DESC", (device_id,))
+            state = DeviceState(int(rows[0][0]), int(rows[0][1])) if rows else DeviceState(0, 0)
+            epochs = [*((int(e), int(b)) for _epoch, _acked, e, b in rows if e is not None), (0, 0)]
+            return state, self._links(self._all, device_id, lo, hi, epochs)
 
     def acked_seq(self, device_id: str) -> int:
         return self.device_state(device_id).acked_seq
@@ -382,6 +396,11 @@ class SQLStorage(SecurityQueries, FleetQueries, TraceQueries, SharingQueries):
                 "AND r.epoch = d.epoch AND r.seq > d.acked_seq), "
                 "COALESCE(SUM(records), 0) FROM devices", (online_since, silent_before))[0]
         return OpsStats(*(int(v) for v in row))
+
+    def count_records(self) -> int:
+        """Rows in ``records``, counted (audits: the per-device ``records`` counters must agree)."""
+        with self._lock:
+            return int(self._all("SELECT COUNT(*) FROM records")[0][0])
 
     def schema_version(self) -> int:
         with self._lock:

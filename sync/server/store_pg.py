@@ -52,19 +52,86 @@ _COLS = ", ".join((*RECORD_COLUMNS, "scanned_at"))
 _DOUBLE_SEQ = ("SELECT seq FROM records WHERE device_id=? AND epoch=? AND seq BETWEEN ? AND ? "
                "GROUP BY seq HAVING COUNT(*) > 1 LIMIT 1")
 _T = TypeVar("_T")
+#: connections per server process: requests run their queries concurrently (one connection under a
+#: lock serialised every round trip and commit of the process); a few are enough to keep the cores
+#: busy, more only contend inside PostgreSQL and count against its max_connections
+POOL_SIZE = 8
+
+
+class ConnectionPool:
+    """The lock that SQLStorage's queries take (``with storage._lock:``), over up to ``size``
+    connections: each block gets a connection of its own for its thread, so up to ``size`` blocks
+    run at once and the queries of one block still share one connection (and its transaction).
+
+    A slot is handed out without connecting; ``PostgresStorage._run`` opens (or replaces) the
+    connection of the slot, so connection errors surface there, as StorageError.
+    """
+
+    def __init__(self, size: int):
+        self.size = size
+        self._idle: list[psycopg.Connection | None] = [None] * size
+        self._cond = threading.Condition()
+        self._local = threading.local()
+
+    @property
+    def current(self) -> psycopg.Connection | None:
+        """The connection lent to this thread (None if not opened yet)."""
+        return self._local.db
+
+    @current.setter
+    def current(self, db: psycopg.Connection | None) -> None:
+        self._local.db = db
+
+    def held(self) -> bool:
+        return getattr(self._local, "held", False)
+
+    def __enter__(self) -> ConnectionPool:
+        with self._cond:
+            while not self._idle:
+                self._cond.wait()
+            self._local.db = self._idle.pop()
+        self._local.held = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        db, self._local.db, self._local.held = self._local.db, None, False
+        with self._cond:
+            self._idle.append(db)
+            self._cond.notify()
+
+    def connections(self) -> list[psycopg.Connection]:
+        """The open connections that are idle or lent to this thread (all of them when no other
+        thread is running queries)."""
+        with self._cond:
+            mine = [self._local.db] if self.held() else []
+            return [db for db in (*self._idle, *mine) if db is not None and not db.closed]
+
+    def close(self) -> None:
+        with self._cond:
+            for db in self._idle:
+                if db is not None:
+                    db.close()
+            self._idle = [None] * len(self._idle)
 
 
 class PostgresStorage(SQLStorage):
-    """One connection, used under a lock; a connection lost (server restart, backend killed, network
-    blip) is replaced on the next call, which is retried once (every write here is idempotent)."""
+    """A few connections (``ConnectionPool``), each used by one thread at a time; a connection lost
+    (server restart, backend killed, network blip) is replaced on the next call, which is retried
+    once (every write here is idempotent)."""
 
-    def __init__(self, url: str, *, create: bool = False):
+    def __init__(self, url: str, *, create: bool = False, pool_size: int = POOL_SIZE):
         self._conninfo, self._schema = split_schema(url)
-        self._lock = threading.Lock()
-        self._db: psycopg.Connection | None = None
-        self._db = self._connect(create=create)
-        self.schema = migrate_postgres(self._db, f"PostgreSQL schema {self._schema or 'public'}", create=create)
+        self._lock = ConnectionPool(pool_size)
+        self.concurrency = pool_size
+        with self._lock:
+            self._lock.current = self._connect(create=create)
+            self.schema = migrate_postgres(self._lock.current, f"PostgreSQL schema {self._schema or 'public'}",
+                                           create=create)
         self._ensure_partitions()
+
+    def backend_pids(self) -> list[int]:
+        """PostgreSQL backend process ids of the open connections (operations and tests)."""
+        return [db.info.backend_pid for db in self._lock.connections()]
 
     def _ensure_partitions(self) -> None:
         """Monthly partitions from last month to a few ahead, and for the months of records that
@@ -89,18 +156,24 @@ class PostgresStorage(SQLStorage):
         return db
 
     def _run(self, work: Callable[[psycopg.Connection], _T]) -> _T:
-        """Run ``work`` on a live connection (caller holds the lock); reconnect and retry once if lost."""
+        """Run ``work`` on this thread's live connection (the caller holds ``_lock``, or one is taken
+        for this call); reconnect and retry once if lost."""
+        if not self._lock.held():
+            with self._lock:
+                return self._run(work)
+        pool = self._lock
         for attempt in (1, 2):
-            if self._db is None or self._db.closed or self._db.broken:
-                if self._db is not None:
+            db = pool.current
+            if db is None or db.closed or db.broken:
+                if db is not None:
                     log.warning("event=pg_reconnect action=the database connection was lost; reconnecting")
-                    self._db.close()
-                self._db = None
-                self._db = self._connect()
+                    db.close()
+                pool.current = None
+                pool.current = db = self._connect()
             try:
-                return work(self._db)
+                return work(db)
             except psycopg.OperationalError as exc:
-                if attempt == 2 or not (self._db.closed or self._db.broken):
+                if attempt == 2 or not (db.closed or db.broken):
                     raise StorageError(f"PostgreSQL error: {exc}") from exc
                 log.warning("event=pg_connection_lost error=%s action=retrying once on a new connection",
                             str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
@@ -130,17 +203,10 @@ class PostgresStorage(SQLStorage):
                 n += 1
         return n
 
-    def _insert_rows(self, db: psycopg.Connection, cur: psycopg.Cursor, rows: Replayable
-                     ) -> tuple[int, Counter[tuple[str, str, str]]]:
-        """COPY straight into ``records``, streaming rows while they are checked (ingest checked
-        these seqs were not held); if another writer stored one meanwhile, replay the rows through
-        a temp table + INSERT ... ON CONFLICT DO NOTHING. Returns how many were stored and their
-        hourly counts (what the roll-up adds: only rows this transaction stored)."""
-        try:
-            with db.transaction():
-                return self._copy(cur, "records", rows), hour_counts(rows.taken)
-        except psycopg.errors.UniqueViolation:
-            log.info("event=pg_copy_conflict action=none; another writer stored some of these records, merging")
+    def _merge_rows(self, cur: psycopg.Cursor, rows: Replayable) -> tuple[int, Counter[tuple[str, str, str]]]:
+        """The rows through a temp table + INSERT ... ON CONFLICT DO NOTHING (another writer stored
+        some of them); a stored record that differs is a RecordConflict. Returns how many were stored
+        and their hourly counts (the roll-up adds only rows this transaction stored)."""
         cur.execute("CREATE TEMP TABLE IF NOT EXISTS incoming (LIKE records) ON COMMIT DELETE ROWS")
         self._copy(cur, "incoming", rows)
         cur.execute(f"INSERT INTO records ({_COLS}) SELECT {_COLS} FROM incoming ON CONFLICT DO NOTHING "
@@ -163,7 +229,7 @@ class PostgresStorage(SQLStorage):
                epoch: int = 0, pruned_through: int | None = None) -> tuple[int, int]:
         replayable = Replayable(rows)
 
-        def work(db: psycopg.Connection) -> tuple[int, int]:
+        def work(db: psycopg.Connection, merge: bool) -> tuple[int, int]:
             with db.transaction(), db.cursor() as cur:
                 def run(sql: str, params: tuple) -> list[tuple]:
                     cur.execute(sql.replace("?", "%s"), params)
@@ -177,7 +243,13 @@ class PostgresStorage(SQLStorage):
                 if pruned_through is not None:
                     acked = note_lost(run, device_id, epoch, acked, pruned_through,
                                       self._links(run, device_id, acked + 1, pruned_through), seen_at)
-                stored, counts = self._insert_rows(db, cur, replayable)
+                # COPY straight into records, streaming rows while they are checked (ingest checked
+                # these seqs were not held); merged if another writer stored one meanwhile
+                if merge:
+                    stored, counts = self._merge_rows(cur, replayable)
+                else:
+                    stored = self._copy(cur, "records", replayable)
+                    counts = hour_counts(replayable.taken)
                 # the partition key is in the primary key, so a *different* record for a held seq
                 # (another wall time) would not collide: under the device lock, every writer before
                 # us has committed, and a seq held twice means this batch conflicts
@@ -191,7 +263,12 @@ class PostgresStorage(SQLStorage):
                             (acked, seen_at, stored, device_id))
             return stored, acked
         with self._lock:
-            return self._run(work)
+            try:
+                return self._run(lambda db: work(db, merge=False))
+            except psycopg.errors.UniqueViolation:  # rolled back (no savepoint: two round trips a batch)
+                log.info("event=pg_copy_conflict action=none; another writer stored some of these records, "
+                         "merging")
+            return self._run(lambda db: work(db, merge=True))
 
     def drop_records_before(self, cutoff: datetime, *, dry_run: bool = False) -> dict[str, Any]:
         """Drop whole months of records scanned before ``cutoff`` (and older rows of the default
@@ -204,6 +281,4 @@ class PostgresStorage(SQLStorage):
                 "kept_from": result.kept_from.isoformat()}
 
     def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
+        self._lock.close()

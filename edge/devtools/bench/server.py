@@ -14,12 +14,19 @@ two processes, as behind a load balancer):
 
 The client is a minimal asyncio HTTP/1.1 writer over pre-built, pre-signed bodies (a general HTTP
 client would cost more CPU than the servers on a 2-core machine, and measure itself).
+
+Where the CPU goes during the drain is reported per accepted record: the two server processes,
+this simulator, and the PostgreSQL backends of the bench's database; ``cpu_bound_pg_per_s`` is the
+rate the host's cores would sustain for the servers and those backends alone (the simulator shares the cores
+here; a real fleet does not). At the end the rows in the database are counted: every accepted
+record is stored exactly once (``exactly_once_*``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import resource
 import tempfile
@@ -254,6 +261,48 @@ def _raise_fd_limit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def _proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (0 if it has ended)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class PostgresCpu:
+    """CPU time of the PostgreSQL backends serving one database (the server processes'
+    connections; other users of a shared PostgreSQL are not counted, nor are its shared WAL
+    writer and checkpointer). Needs PostgreSQL on this host; 0 elsewhere."""
+
+    def __init__(self, db_url: str):
+        self.db_url = db_url
+        self._start: dict[int, float] = {}
+
+    def _backends(self) -> list[int]:
+        import psycopg
+        with psycopg.connect(self.db_url, autocommit=True) as conn:
+            return [row[0] for row in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")]
+
+    def start(self) -> None:
+        self._start = {pid: _proc_cpu_seconds(pid) for pid in self._backends()}
+
+    def seconds(self) -> float:
+        """CPU seconds since ``start`` (of backends that began since too)."""
+        return sum(_proc_cpu_seconds(pid) - self._start.get(pid, 0.0) for pid in self._backends())
+
+
+def _stored_rows(db_url: str) -> int:
+    """Rows in the server's ``records`` table, counted in the database."""
+    from sync.server.storage import open_storage
+    storage = open_storage(db_url)
+    try:
+        return storage.count_records()
+    finally:
+        storage.close()
+
+
 def run_engine(db_url: str, data_dir: Path, fleet: list[Device], drain_batches: int, steady_s: float,
                with_steady: bool) -> dict[str, float]:
     _enroll(db_url, fleet)
@@ -265,11 +314,20 @@ def run_engine(db_url: str, data_dir: Path, fleet: list[Device], drain_batches: 
         loop = asyncio.new_event_loop()
         conns = [Connection(servers[i % 2].port) for i in range(len(fleet))]
         cpu_before = sum(s.cpu_seconds() for s in servers)
+        pg_cpu_meter = PostgresCpu(db_url) if db_url.startswith("postgresql://") else None
+        if pg_cpu_meter is not None:
+            pg_cpu_meter.start()
+        client_before = time.process_time()
         with RssSampler(servers) as rss:
             seconds, stored, lat, errors = loop.run_until_complete(drain(fleet, conns, range(drain_batches)))
         cpu = sum(s.cpu_seconds() for s in servers) - cpu_before
+        client_cpu = time.process_time() - client_before
+        pg_cpu = pg_cpu_meter.seconds() if pg_cpu_meter is not None else 0.0
+        accepted = stored
         per_batch = stored / max(1, len(fleet) * drain_batches)
         out.update(drain_per_s=stored / seconds, cpu_us_per_record=cpu * 1e6 / max(1, stored),
+                   client_cpu_us_per_record=client_cpu * 1e6 / max(1, stored),
+                   postgres_cpu_us_per_record=pg_cpu * 1e6 / max(1, stored),
                    drain_p50_ms=median(lat), drain_p99_ms=percentile(lat, 99),
                    drain_errors=errors, drain_records=stored, rss_mb=rss.peak)
         if with_steady:
@@ -279,12 +337,14 @@ def run_engine(db_url: str, data_dir: Path, fleet: list[Device], drain_batches: 
             steady_range = range(drain_batches, drain_batches + rounds)
             with RssSampler(servers) as rss:
                 seconds, stored, lat, errors = loop.run_until_complete(steady(fleet, conns, steady_range, interval))
+            accepted += stored
             out.update(offered_per_s=rate, steady_records=stored, steady_s=seconds, p50_ms=median(lat),
                        p99_ms=percentile(lat, 99), steady_errors=errors, rss_mb=max(out["rss_mb"], rss.peak))
             attack_range = range(steady_range.stop, steady_range.stop + rounds)
             with RssSampler(servers) as rss:
                 seconds, stored, lat, errors = loop.run_until_complete(
                     steady(fleet, conns, attack_range, interval, hostile_port=servers[0].port))
+            accepted += stored
             out.update(attack_p99_ms=percentile(lat, 99), attack_errors=errors,
                        rss_mb_under_attack=rss.peak)
         for c in conns:
@@ -293,6 +353,7 @@ def run_engine(db_url: str, data_dir: Path, fleet: list[Device], drain_batches: 
     finally:
         for s in servers:
             s.stop()
+    out.update(accepted=accepted, stored_rows=_stored_rows(db_url))
     return out
 
 
@@ -305,11 +366,12 @@ def _pg_available() -> bool:
         return False
 
 
-def run(quick: bool = False, **_opts) -> dict[str, float | int | str]:
+def run(quick: bool = False, devices: int | None = None, **_opts) -> dict[str, float | int | str]:
     """Figures: http_ingest_pg_per_s / http_ingest_sqlite_per_s (drain phase), p50_ms_pg / p99_ms_pg
-    (steady phase at the offered rate), rss_mb (peak of either server process), rss_mb_under_attack."""
+    (steady phase at the offered rate), rss_mb (peak of either server process), rss_mb_under_attack.
+    ``devices``: the fleet size (1,000; 100 with ``quick``)."""
     _raise_fd_limit()
-    devices = 100 if quick else 1000
+    devices = devices or (100 if quick else 1000)
     drain_batches, steady_s = (2, 4.0) if quick else (3, 8.0)
     figures: dict[str, float | int | str] = {"server_devices": devices, "server_records_per_batch": 100}
     with tempfile.TemporaryDirectory(prefix="bench-server-") as d:
@@ -320,16 +382,26 @@ def run(quick: bool = False, **_opts) -> dict[str, float | int | str]:
         figures["server_fleet_build_s"] = round(time.perf_counter() - t0, 1)
         if _pg_available():
             import psycopg
-            schema = f"bench_{uuid.uuid4().hex[:10]}"
+            # a database of its own: its backends' CPU is told apart from other users of the server
+            database = f"bench_server_{uuid.uuid4().hex[:10]}"
+            with psycopg.connect(PG_URL, autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{database}"')
             try:
-                pg = run_engine(f"{PG_URL}?schema={schema}", tmp / "data", fleet, drain_batches, steady_s, True)
+                pg = run_engine(PG_URL.rsplit("/", 1)[0] + f"/{database}", tmp / "data", fleet, drain_batches,
+                                steady_s, True)
             finally:
                 with psycopg.connect(PG_URL, autocommit=True) as conn:
-                    conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+                    conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
             figures.update({
                 "http_ingest_pg_per_s": round(pg["drain_per_s"], 1),
                 "drain_p99_ms_pg": round(pg["drain_p99_ms"], 1),
                 "server_cpu_us_per_record_pg": round(pg["cpu_us_per_record"], 1),
+                "client_cpu_us_per_record_pg": round(pg["client_cpu_us_per_record"], 1),
+                "postgres_cpu_us_per_record": round(pg["postgres_cpu_us_per_record"], 1),
+                "cpu_bound_pg_per_s": round(os.cpu_count() * 1e6 / max(
+                    1.0, pg["cpu_us_per_record"] + pg["postgres_cpu_us_per_record"]), 1),
+                "accepted_pg": int(pg["accepted"]),
+                "exactly_once_pg": pg["stored_rows"] == pg["accepted"],
                 "drain_errors_pg": int(pg["drain_errors"]),
                 "offered_pg_per_s": round(pg["offered_per_s"], 1),
                 "steady_pg_records": int(pg["steady_records"]),
@@ -349,6 +421,7 @@ def run(quick: bool = False, **_opts) -> dict[str, float | int | str]:
         figures.update({"http_ingest_sqlite_per_s": round(lite["drain_per_s"], 1),
                         "drain_p99_ms_sqlite": round(lite["drain_p99_ms"], 1),
                         "server_cpu_us_per_record_sqlite": round(lite["cpu_us_per_record"], 1),
+                        "exactly_once_sqlite": lite["stored_rows"] == lite["accepted"],
                         "drain_errors_sqlite": int(lite["drain_errors"]),
                         "rss_mb_sqlite": round(lite["rss_mb"], 1)})
         figures.setdefault("rss_mb", round(lite["rss_mb"], 1))
