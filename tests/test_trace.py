@@ -50,6 +50,7 @@ def traced_server(tmp_path: Path):
     tokens = {d: issue_token(storage, d) for d in ("HN-A-1", "HN-A-2", "HN-B-1")}
     add_user(storage, "tracer1", "correct horse battery", "tracer")
     add_user(storage, "viewer1", "correct horse battery", "viewer")
+    add_user(storage, "operator1", "correct horse battery", "operator")
     storage.close()
     logs = {d: ScanLog(tmp_path / d / "scanlog.sqlite", device_id=d, boot_id="b",
                        server_encryption_key=settings.encryption_key.public_key()) for d in tokens}
@@ -90,15 +91,27 @@ def test_contacts_are_the_same_checkpoint_within_the_window_ranked_by_closeness(
         traced_holder(citizen_id="1", uci="2", key=settings.identifier_key)
 
 
+def _login(server, user: str) -> dict[str, str]:
+    answer = requests.post(server.url + "/admin/api/login",
+                           json={"username": user, "password": "correct horse battery"}, timeout=10).json()
+    return {"Authorization": f"Bearer {answer['token']}", "X-CSRF-Token": answer["csrf_token"]}
+
+
+def _trail(settings) -> list:
+    storage = open_storage(settings.db_url)
+    try:
+        return storage.audit_log(100)
+    finally:
+        storage.close()
+
+
 def test_only_the_tracer_traces_by_citizen_id_and_every_trace_is_audited(traced_server):
     settings, server, people = traced_server
     query = {"citizen_id": "001090000000", "since": (T0 - timedelta(hours=2)).isoformat(),
              "until": (T0 + timedelta(hours=2)).isoformat(), "window_min": 30}
 
     def login(user: str) -> dict[str, str]:
-        answer = requests.post(server.url + "/admin/api/login",
-                               json={"username": user, "password": "correct horse battery"}, timeout=10).json()
-        return {"Authorization": f"Bearer {answer['token']}", "X-CSRF-Token": answer["csrf_token"]}
+        return _login(server, user)
 
     viewer = requests.post(server.url + "/admin/api/trace", json=query, headers=login("viewer1"), timeout=10)
     assert viewer.status_code == 403
@@ -118,7 +131,7 @@ def test_only_the_tracer_traces_by_citizen_id_and_every_trace_is_audited(traced_
     finally:
         storage.close()
     assert ("user:tracer1", "trace", "ok") in trail and ("user:viewer1", "denied:trace", "denied") in trail
-    assert any(actor.startswith("cli:") and action == "trace" for actor, action, _ in trail)
+    assert any(actor.startswith("cli:") and action == "trace_export" for actor, action, _ in trail)
 
 
 def test_traced_contacts_are_published_as_f1_after_a_dry_run(traced_server, tmp_path: Path):
@@ -156,3 +169,61 @@ def test_traced_contacts_are_published_as_f1_after_a_dry_run(traced_server, tmp_
     refused = requests.post(server.url + "/admin/api/trace/publish", timeout=10, headers=as_viewer,
                             json={"holders": chosen, "until": until, "dry_run": False})
     assert refused.status_code == 403
+
+
+def _rows_of(result: dict) -> list[dict[str, str]]:
+    """The CSV rows an export of this trace answer must hold, as csv.DictReader reads them."""
+    visits = [{"row": "visit", "holder": result["holder"], "checkpoint_id": v["checkpoint_id"],
+               "device_id": v["device_id"], "at": v["at"], "decision": v["decision"], "closest_min": "",
+               "times": "", "checkpoints": ""} for v in result["visits"]]
+    contacts = [{"row": "contact", "holder": c["holder"], "checkpoint_id": "", "device_id": "", "at": "",
+                 "decision": "", "closest_min": str(c["closest_min"]), "times": str(c["times"]),
+                 "checkpoints": " ".join(f"{k}:{n}" for k, n in c["checkpoints"].items())} for c in result["contacts"]]
+    return visits + contacts
+
+
+def test_export_is_the_tracers_alone_audited_and_matches_the_trace(traced_server, tmp_path: Path):
+    import csv
+    import io
+
+    settings, server, people = traced_server
+    query = {"citizen_id": "001090000000", "since": (T0 - timedelta(hours=2)).isoformat(),
+             "until": (T0 + timedelta(hours=2)).isoformat(), "window_min": 30}
+    for user in ("viewer1", "operator1"):
+        refused = requests.post(server.url + "/admin/api/trace/export", json={**query, "format": "csv"},
+                                headers=_login(server, user), timeout=10)
+        assert refused.status_code == 403 and people["F0"].hex() not in refused.text
+    tracer = _login(server, "tracer1")
+    shown = requests.post(server.url + "/admin/api/trace", json=query, headers=tracer, timeout=10).json()
+    exported = requests.post(server.url + "/admin/api/trace/export", json={**query, "format": "csv"},
+                             headers=tracer, timeout=10)
+    assert exported.status_code == 200, exported.text
+    assert exported.headers["content-type"].startswith("text/csv")
+    assert exported.headers["content-disposition"].startswith("attachment; filename=\"trace-")
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert rows == _rows_of(shown) and [r["holder"] for r in rows] == [people["F0"].hex(), people["X"].hex()]
+    assert rows[1]["closest_min"] == "10.0" and rows[1]["times"] == "2" and rows[1]["checkpoints"] == "HN-A:2"
+    as_json = requests.post(server.url + "/admin/api/trace/export", json={**query, "format": "json"},
+                            headers=tracer, timeout=10)
+    assert as_json.status_code == 200 and as_json.json() == shown
+    bad = requests.post(server.url + "/admin/api/trace/export", json={**query, "format": "xlsx"},
+                        headers=tracer, timeout=10)
+    assert bad.status_code == 422 and "format" in bad.json()["detail"]
+
+    out = tmp_path / "contacts.csv"
+    cli = CliRunner().invoke(main, ["trace", "--data-dir", str(settings.data_dir), "--citizen-id", "001090000000",
+                                    "--since", query["since"], "--until", query["until"], "--csv", str(out)])
+    assert cli.exit_code == 0, cli.output
+    assert list(csv.DictReader(io.StringIO(out.read_text()))) == rows and out.stat().st_mode & 0o077 == 0
+
+    trail = _trail(settings)
+    exports = [e for e in trail if e.action == "trace_export"]
+    by_api = [e for e in exports if e.actor == "user:tracer1"]
+    assert [e.outcome for e in by_api] == ["refused", "ok", "ok"]  # newest first: the bad format, json, csv
+    for entry in by_api[1:]:
+        assert entry.target == people["F0"].hex() and entry.at
+        assert entry.detail == f"{query['since']}..{query['until']} ±30 min: 1 visits, 1 contacts"
+    assert any(e.actor.startswith("cli:") and e.detail.endswith("1 visits, 1 contacts as CSV") for e in exports)
+    denied = {e.actor for e in trail if e.action == "denied:trace" and e.target == "/admin/api/trace/export"}
+    assert denied == {"user:viewer1", "user:operator1"}
+    assert "001090000000" not in str([(e.target, e.detail) for e in trail])  # the citizen id is never kept

@@ -13,6 +13,8 @@ Indexes that make it fast: ``records (holder_hash, wall_time)`` for the visits a
 
 from __future__ import annotations
 
+import csv
+import io
 import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -35,6 +37,25 @@ CREATE INDEX IF NOT EXISTS records_by_device_time ON records (device_id, wall_ti
 MAX_VISITS = 2_000
 MAX_CONTACTS = 5_000
 MAX_PERIOD = timedelta(days=62)
+
+
+#: what bounds the scan time of a partitioned back-end adds (PostgreSQL: the partition key, so a
+#: trace reads only the months it asks for); it equals the parsed wall time, so the rows are the same
+PARTITION_BOUNDS = " AND scanned_at >= ?::timestamptz AND scanned_at <= ?::timestamptz"
+
+
+def visits_sql(partitioned: bool) -> str:
+    """A holder's scans in [since, until) (served by ``records_by_holder``); ``?`` placeholders."""
+    return ("SELECT device_id, wall_time, decision FROM records WHERE holder_hash = ? AND wall_time >= ? "
+            f"AND wall_time < ?{PARTITION_BOUNDS if partitioned else ''} ORDER BY wall_time LIMIT ?")
+
+
+def near_sql(devices: int, partitioned: bool) -> str:
+    """The scans with a holder at ``devices`` devices in [start, end] (served by ``records_by_device_time``)."""
+    marks = ", ".join("?" * devices)
+    return (f"SELECT holder_hash, device_id, wall_time FROM records WHERE device_id IN ({marks}) "
+            f"AND wall_time >= ? AND wall_time <= ?{PARTITION_BOUNDS if partitioned else ''} "
+            "AND holder_hash IS NOT NULL LIMIT ?")
 
 
 class TraceError(CheckpointError, ValueError):
@@ -91,25 +112,25 @@ class TraceQueries:
     """The record reads tracing needs; a mixin of ``storage.SQLStorage`` (``?`` placeholders)."""
 
     _lock: threading.Lock
+    #: records are partitioned by scan time (PostgreSQL): the queries bound it too
+    partitioned_records = False
 
     def _all(self, sql: str, params: tuple = ()) -> list[tuple]:
         raise NotImplementedError
 
     def visits_of(self, holder: bytes, since: str, until: str, limit: int) -> list[tuple[str, str, str]]:
         """(device id, wall time, decision) of a holder's scans in [since, until), oldest first."""
+        bounds = (since, until) if self.partitioned_records else ()
         with self._lock:
-            return [tuple(r) for r in self._all(
-                "SELECT device_id, wall_time, decision FROM records WHERE holder_hash = ? AND wall_time >= ? "
-                "AND wall_time < ? ORDER BY wall_time LIMIT ?", (holder, since, until, limit))]
+            return [tuple(r) for r in self._all(visits_sql(self.partitioned_records),
+                                                (holder, since, until, *bounds, limit))]
 
     def holders_near(self, device_ids: list[str], start: str, end: str, limit: int) -> list[tuple[bytes, str, str]]:
         """(holder, device id, wall time) of every scan with a holder at these devices in [start, end]."""
-        marks = ", ".join("?" * len(device_ids))
+        bounds = (start, end) if self.partitioned_records else ()
         with self._lock:
-            return [(bytes(h), d, w) for h, d, w in self._all(
-                f"SELECT holder_hash, device_id, wall_time FROM records WHERE device_id IN ({marks}) "
-                "AND wall_time >= ? AND wall_time <= ? AND holder_hash IS NOT NULL LIMIT ?",
-                (*device_ids, start, end, limit))]
+            return [(bytes(h), d, w) for h, d, w in self._all(near_sql(len(device_ids), self.partitioned_records),
+                                                              (*device_ids, start, end, *bounds, limit))]
 
 
 def _iso(at: datetime) -> str:
@@ -165,6 +186,33 @@ def trace_json(result: TraceResult) -> dict:
         "contacts": [{"holder": c.holder.hex(), "closest_min": round(c.closest_s / 60, 1), "times": c.times,
                       "checkpoints": c.checkpoints} for c in result.contacts],
     }
+
+
+#: columns of the CSV export: one row per visit, then one per candidate contact
+CSV_COLUMNS = ("row", "holder", "checkpoint_id", "device_id", "at", "decision", "closest_min", "times", "checkpoints")
+
+
+def trace_csv(result: TraceResult) -> str:
+    """The tracer's CSV export: the traced holder's visits, then the contacts (ranked), keyed values only.
+
+    ``checkpoints`` of a contact is ``ID:count`` pairs joined by spaces (checkpoint ids have no spaces).
+    """
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    holder = result.holder.hex()
+    for v in result.visits:
+        writer.writerow(("visit", holder, v.checkpoint_id, v.device_id, v.at.isoformat(), v.decision, "", "", ""))
+    for c in result.contacts:
+        writer.writerow(("contact", c.holder.hex(), "", "", "", "", round(c.closest_s / 60, 1), c.times,
+                         " ".join(f"{k}:{n}" for k, n in c.checkpoints.items())))
+    return out.getvalue()
+
+
+def trace_summary(result: TraceResult, window_min: int) -> str:
+    """What the audit trail keeps of a trace: the query and how many results (never the results)."""
+    return (f"{result.since.isoformat()}..{result.until.isoformat()} ±{window_min} min: "
+            f"{len(result.visits)} visits, {len(result.contacts)} contacts")
 
 
 @dataclass(frozen=True)
