@@ -17,6 +17,7 @@ BENCHES: dict[str, str] = {
     "sync": "edge.devtools.bench.sync:run",
     "footprint": "edge.devtools.bench.footprint:run",
     "server": "edge.devtools.bench.server:run",
+    "trace": "edge.devtools.bench.trace:run",
 }
 
 
@@ -34,8 +35,14 @@ def _load(name: str):
               help="decode: folder of real QR photos, NAME.jpg beside NAME.txt (else $CHECKPOINT_QR_PHOTOS).")
 @click.option("--publish-rows", type=click.IntRange(min=1), default=None,
               help="risk: only the publisher's time and peak memory for an input of this many rows.")
+@click.option("--records", type=click.IntRange(min=1000), default=None,
+              help="trace: scan records to generate (default 20,000,000).")
+@click.option("--checkpoints", type=click.IntRange(min=1), default=None, help="trace: checkpoints (default 1,000).")
+@click.option("--days", type=click.IntRange(min=1, max=62), default=None, help="trace: days of records (default 30).")
+@click.option("--queries", type=click.IntRange(min=1), default=None, help="trace: traces to time (default 300).")
 def bench(names: tuple[str, ...], as_json: bool, quick: bool, entries: int | None, photos: str | None,
-          publish_rows: int | None) -> None:
+          publish_rows: int | None, records: int | None, checkpoints: int | None, days: int | None,
+          queries: int | None) -> None:
     """Run benchmarks (all when no NAME is given) and print their figures."""
     results: dict[str, dict[str, object]] = {}
     for name in names or tuple(BENCHES):
@@ -46,6 +53,8 @@ def bench(names: tuple[str, ...], as_json: bool, quick: bool, entries: int | Non
             options["photos"] = photos
         if name == "risk" and publish_rows is not None:
             options["publish_rows"] = publish_rows
+        if name == "trace":
+            options.update(records=records, checkpoints=checkpoints, days=days, queries=queries)
         if not as_json:
             click.echo(f"running bench {name} ...", err=True)
         results[name] = _load(name)(**options)

@@ -56,6 +56,8 @@ class PostgresStorage(SQLStorage):
     """One connection, used under a lock; a connection lost (server restart, backend killed, network
     blip) is replaced on the next call, which is retried once (every write here is idempotent)."""
 
+    partitioned_records = True  # records are partitioned by month of scanned_at (migration 3)
+
     def __init__(self, url: str, *, create: bool = False):
         self._conninfo, self._schema = split_schema(url)
         self._lock = threading.Lock()
