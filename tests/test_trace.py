@@ -38,10 +38,11 @@ def _scan(log: ScanLog, person: bytes | None, at: datetime, decision=Decision.PA
 
 
 @pytest.fixture
-def traced_server(tmp_path: Path):
-    """A server whose logs hold: the F0 case at HN-A 08:00; X at HN-A's other device 08:10; Y at HN-A 09:00;
+def traced_server(tmp_path: Path, db_url: str):
+    """On SQLite and on PostgreSQL (partitioned records), a server whose logs hold:
+    the F0 case at HN-A 08:00; X at HN-A's other device 08:10; Y at HN-A 09:00;
     Z at HN-B 08:05; X again at HN-A 08:25 (a second time near the F0 case)."""
-    settings = init_data_dir(tmp_path / "server")
+    settings = init_data_dir(tmp_path / "server", db_url=db_url)
     settings.secure_cookies = False
     Registry(parse_checkpoints(REGISTRY)).save(settings.data_dir)
     key = settings.identifier_key
@@ -121,7 +122,8 @@ def test_only_the_tracer_traces_by_citizen_id_and_every_trace_is_audited(traced_
     assert body["holder"] == people["F0"].hex() and "001090000000" not in answer.text  # keyed values only
     assert [c["holder"] for c in body["contacts"]] == [people["X"].hex()] and body["per_checkpoint"] == {"HN-A": 1}
 
-    cli = CliRunner().invoke(main, ["trace", "--data-dir", str(settings.data_dir), "--citizen-id", "001090000000",
+    cli = CliRunner().invoke(main, ["trace", "--data-dir", str(settings.data_dir), "--db", settings.db_url,
+                                    "--citizen-id", "001090000000",
                                     "--since", query["since"], "--until", query["until"], "--json"])
     assert cli.exit_code == 0, cli.output
     assert json.loads(cli.output)["contacts"] == body["contacts"]
@@ -211,7 +213,8 @@ def test_export_is_the_tracers_alone_audited_and_matches_the_trace(traced_server
     assert bad.status_code == 422 and "format" in bad.json()["detail"]
 
     out = tmp_path / "contacts.csv"
-    cli = CliRunner().invoke(main, ["trace", "--data-dir", str(settings.data_dir), "--citizen-id", "001090000000",
+    cli = CliRunner().invoke(main, ["trace", "--data-dir", str(settings.data_dir), "--db", settings.db_url,
+                                    "--citizen-id", "001090000000",
                                     "--since", query["since"], "--until", query["until"], "--csv", str(out)])
     assert cli.exit_code == 0, cli.output
     assert list(csv.DictReader(io.StringIO(out.read_text()))) == rows and out.stat().st_mode & 0o077 == 0
