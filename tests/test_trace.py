@@ -24,16 +24,18 @@ from sync.server.runner import ServerThread
 from sync.server.settings import init_data_dir
 from sync.server.storage import open_storage
 from sync.server.trace import TraceError, trace, traced_holder
-from sync.wire.identifiers import certificate_hash, holder_hash
+from sync.wire.identifiers import certificate_hash, holder_hash, keyed_certificate
 
 T0 = datetime(2026, 11, 20, 1, 0, tzinfo=UTC)  # 08:00 in Hà Nội
+DCC_UCI = "URN:UVCI:01:VN:TRACE0001"
 REGISTRY = ("checkpoint_id,name,province,devices\n"
             "HN-A,Chốt A,Hà Nội,2\n"
             "HN-B,Chốt B,Hà Nội,1\n")
 
 
-def _scan(log: ScanLog, person: bytes | None, at: datetime, decision=Decision.PASS, reason=Reason.OK) -> None:
-    log.append(Verdict(decision, reason, format="CP1", kind="resident", holder_hash=person),
+def _scan(log: ScanLog, person: bytes | None, at: datetime, decision=Decision.PASS, reason=Reason.OK,
+          fmt: str = "CP1") -> None:
+    log.append(Verdict(decision, reason, format=fmt, kind="resident", holder_hash=person),
                wall_time=at, monotonic=at.timestamp(), clock_trusted=True, policy_version=1, risk_version=1)
 
 
@@ -61,6 +63,7 @@ def traced_server(tmp_path: Path, db_url: str):
     _scan(logs["HN-B-1"], people["Z"], T0 + timedelta(minutes=5))
     _scan(logs["HN-A-1"], None, T0 + timedelta(minutes=1), Decision.CHECK, Reason.NOT_A_PASS)  # no holder
     _scan(logs["HN-A-1"], people["X"], T0 + timedelta(minutes=25))
+    _scan(logs["HN-B-1"], certificate_hash(DCC_UCI), T0 + timedelta(minutes=15), fmt="HC1")  # a vaccine passport
     with ServerThread(create_app(settings)) as server:
         for device_id, log in logs.items():
             client = SyncClient(server.url, log, Ed25519PrivateKey.generate(), timeout_s=5)
@@ -87,7 +90,19 @@ def test_contacts_are_the_same_checkpoint_within_the_window_ranked_by_closeness(
             trace(storage, Registry(), people["F0"], T0, T0 + timedelta(days=90), timedelta(minutes=30))
     finally:
         storage.close()
-    assert traced_holder(citizen_id=None, uci="URN:UVCI:01:VN:ABC", key=None) == certificate_hash("URN:UVCI:01:VN:ABC")
+    storage = open_storage(settings.db_url)
+    try:  # a DCC holder is traced by the UCI of their certificate
+        by_uci = trace(storage, Registry.load(settings.data_dir),
+                       traced_holder(citizen_id=None, uci=DCC_UCI, key=settings.identifier_key),
+                       T0 - timedelta(days=1), T0 + timedelta(days=1), timedelta(minutes=30))
+    finally:
+        storage.close()
+    assert [v.checkpoint_id for v in by_uci.visits] == ["HN-B"] and [c.holder for c in by_uci.contacts] == [people["Z"]]
+    # the server keys the DCC certificate hashes it stores, so a trace by UCI looks the keyed value up
+    assert traced_holder(citizen_id=None, uci="URN:UVCI:01:VN:ABC", key=settings.identifier_key) == \
+        keyed_certificate(certificate_hash("URN:UVCI:01:VN:ABC"), settings.identifier_key)
+    with pytest.raises(TraceError):
+        traced_holder(citizen_id=None, uci="URN:UVCI:01:VN:ABC", key=None)
     with pytest.raises(TraceError):
         traced_holder(citizen_id="1", uci="2", key=settings.identifier_key)
 

@@ -25,7 +25,7 @@ import numpy as np
 from sync.server.publish.risk import RiskPublisher
 from sync.server.registry import Registry, device_checkpoint
 from sync.wire.errors import CheckpointError
-from sync.wire.identifiers import IdentifierKey, certificate_hash, holder_hash
+from sync.wire.identifiers import IdentifierKey, certificate_hash, holder_hash, keyed_certificate
 from sync.wire.risk.records import encode_until, lookup_many
 from sync.wire.risk.types import RiskStatus
 
@@ -101,11 +101,11 @@ def traced_holder(*, citizen_id: str | None, uci: str | None, key: IdentifierKey
     """The 16-byte value the logs hold for the named person or certificate."""
     if bool(citizen_id) == bool(uci):
         raise TraceError("name exactly one of a citizen id and a DCC certificate id (UCI)")
+    if key is None:
+        raise TraceError("this server has no identifier key: it cannot look holders up")
     if citizen_id:
-        if key is None:
-            raise TraceError("this server has no identifier key: it cannot look citizen ids up")
         return holder_hash(citizen_id, key)
-    return certificate_hash(uci or "")
+    return keyed_certificate(certificate_hash(uci or ""), key)  # what ingest stores for a DCC holder
 
 
 class TraceQueries:
