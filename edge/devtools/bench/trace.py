@@ -290,6 +290,7 @@ def run(quick: bool = False, records: int | None = None, checkpoints: int | None
                 near_scans, near_text, near_buffers = _plan(db, near_sql(len(devices), True),
                                                             (*devices, start, stop, start, stop, 5000))
             sizes = disk(db)
+            stored = db.execute("SELECT count(*) FROM records").fetchone()[0]
             partitions_used = [r[0] for r in db.execute(
                 "SELECT c.relname || ' ' || pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i "
                 "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'records'::regclass ORDER BY 1")]
@@ -305,7 +306,8 @@ def run(quick: bool = False, records: int | None = None, checkpoints: int | None
         scale = NATIONAL / records
         p99 = percentile(latencies, 99)
         figures: dict[str, object] = {
-            "trace_records": records, "trace_checkpoints": checkpoints, "trace_days": days,
+            "trace_records": records, "trace_records_stored": stored, "trace_database": name,
+            "trace_checkpoints": checkpoints, "trace_days": days,
             "trace_load_s": round(load_s, 1), "trace_load_per_s": int(records / load_s),
             "trace_queries": queries, "trace_period_days": min(TRACE_DAYS, days), "trace_window_min": window_min,
             "trace_p50_ms": round(median(latencies), 1), "trace_p99_ms": round(p99, 1),
