@@ -39,6 +39,8 @@ def test_demo_end_to_end(tmp_path: Path):
     assert traced.contacts[0] != "F0 case" and "vaccinated resident" in traced.contacts
     assert "F1 close contact" in traced.contacts and "not a pass (a web link)" not in traced.contacts  # no holder
     assert "vaccinated resident" in traced.dry_run_new and traced.risk_version == 2
+    assert set(traced.unlistable) == {"VN vaccine passport (DCC)", "F0 case's vaccine passport",
+                                      "DE passport (list: not DE)"}
     assert ("risk", 2) in traced.installed
     assert [(e.shown, e.verdict.reason) for e in traced.rescans] == [(Decision.REFUSE, Reason.RISK_F1)]
     first = next(e for e in outcome.events if e.text == traced.rescans[0].text)

@@ -165,10 +165,12 @@ def test_traced_contacts_are_published_as_f1_after_a_dry_run(traced_server, tmp_
                            json={"username": "tracer1", "password": "correct horse battery"}, timeout=10).json()
     headers = {"Authorization": f"Bearer {answer['token']}", "X-CSRF-Token": answer["csrf_token"]}
     until = (datetime.now(UTC) + timedelta(days=14)).date().isoformat()
-    chosen = [people["X"].hex(), people["Y"].hex(), people["F0"].hex()]
+    dcc = traced_holder(citizen_id=None, uci=DCC_UCI, key=settings.identifier_key).hex()
+    chosen = [people["X"].hex(), people["Y"].hex(), people["F0"].hex(), dcc]
     dry = requests.post(server.url + "/admin/api/trace/publish", headers=headers, timeout=10,
                         json={"holders": chosen, "until": until, "dry_run": True}).json()
     assert dry["new"] == [people["X"].hex()] and dry["changed"] == [people["Y"].hex()]  # Y gets an end date
+    assert dry["unlistable"] == [dcc]  # a keyed certificate value: no device could look it up
     assert dry["kept"] == [people["F0"].hex()] and dry["version"] == 1  # F0 stays F0; nothing published yet
     done = requests.post(server.url + "/admin/api/trace/publish", headers=headers, timeout=10,
                          json={"holders": chosen, "until": until, "dry_run": False}).json()

@@ -463,17 +463,20 @@ def admin_routes(app: FastAPI, settings: ServerSettings, store: SQLStorage) -> N
             raise _Denied(409, "no_publisher", "this server has no publisher key or data directory", html=False)
         publisher = RiskPublisher(settings.data_dir / "risk", settings.publisher_key)
         try:
-            plan, version = await run_in_threadpool(publish_f1, publisher, holders, req.until, dry_run=req.dry_run)
+            dcc = await run_in_threadpool(store.dcc_holders, holders)
+            plan, version = await run_in_threadpool(lambda: publish_f1(publisher, holders, req.until,
+                                                                       dry_run=req.dry_run, dcc=dcc))
         except (TraceError, RiskPublishError) as exc:
             await audit(who, request, "publish_f1", f"{len(holders)} holders", "refused", str(exc)[:200])
             raise _Denied(409, "refused", str(exc)[:300], html=False) from None
         outcome = "dry_run" if req.dry_run else "ok"
         await audit(who, request, "publish_f1", f"{len(holders)} holders", outcome,
-                    f"new {len(plan.new)}, changed {len(plan.changed)}, kept {len(plan.kept)}, until {req.until}, "
+                    f"new {len(plan.new)}, changed {len(plan.changed)}, kept {len(plan.kept)}, "
+                    f"not listable (DCC) {len(plan.unlistable)}, until {req.until}, "
                     f"risk version {version}")
         return {"dry_run": req.dry_run, "version": version, "until": req.until.isoformat(),
                 "new": [h.hex() for h in plan.new], "changed": [h.hex() for h in plan.changed],
-                "kept": [h.hex() for h in plan.kept]}
+                "kept": [h.hex() for h in plan.kept], "unlistable": [h.hex() for h in plan.unlistable]}
 
     @app.post("/admin/api/users")
     async def api_add_user(request: Request) -> dict:

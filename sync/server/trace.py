@@ -17,7 +17,7 @@ import csv
 import io
 import threading
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
@@ -125,6 +125,18 @@ class TraceQueries:
             return [tuple(r) for r in self._all(visits_sql(self.partitioned_records),
                                                 (holder, since, until, *bounds, limit))]
 
+    def dcc_holders(self, holders: list[bytes]) -> set[bytes]:
+        """The holders among these whose scans were EU DCCs: the server keeps keyed certificate
+        values for them, which no device can look up (a device hashes the UCI, it has no key)."""
+        found: set[bytes] = set()
+        for start in range(0, len(holders), 500):
+            part = holders[start:start + 500]
+            with self._lock:
+                rows = self._all(f"SELECT DISTINCT holder_hash FROM records WHERE holder_hash IN "
+                                 f"({', '.join('?' * len(part))}) AND format = 'HC1'", tuple(part))
+            found.update(bytes(r[0]) for r in rows)
+        return found
+
     def holders_near(self, device_ids: list[str], start: str, end: str, limit: int) -> list[tuple[bytes, str, str]]:
         """(holder, device id, wall time) of every scan with a holder at these devices in [start, end]."""
         bounds = (start, end) if self.partitioned_records else ()
@@ -224,6 +236,9 @@ class F1Plan:
     changed: list[bytes]
     kept: list[bytes]
     until: date
+    #: DCC holders: not published (a device looks a DCC up by its certificate hash, not by the keyed
+    #: value the server holds); the health authority lists them by UCI (``checkpoint risk publish``)
+    unlistable: list[bytes] = field(default_factory=list)
 
 
 def plan_f1(current: np.ndarray, holders: list[bytes], until: date) -> F1Plan:
@@ -244,16 +259,20 @@ def plan_f1(current: np.ndarray, holders: list[bytes], until: date) -> F1Plan:
     return F1Plan(new, changed, kept, until)
 
 
-def publish_f1(publisher: RiskPublisher, holders: list[bytes], until: date, *, dry_run: bool) -> tuple[F1Plan, int]:
+def publish_f1(publisher: RiskPublisher, holders: list[bytes], until: date, *, dry_run: bool,
+               dcc: set[bytes] = frozenset()) -> tuple[F1Plan, int]:
     """Publish the traced contacts as F1 until ``until`` (the devices apply it at their next sync).
 
+    ``dcc``: the holders known only from EU DCC scans (``TraceQueries.dcc_holders``), left out.
     Returns the plan and the new list version (the current one for a dry run or nothing to change).
     """
     if not holders or len(holders) > MAX_CONTACTS or any(len(h) != 16 for h in holders):
         raise TraceError(f"select 1 to {MAX_CONTACTS} contacts (16-byte holder values)")
     if until <= datetime.now(UTC).date():
         raise TraceError("an F1 listing needs an end date after today")
-    plan = plan_f1(publisher.records(), holders, until)
+    listable = [h for h in holders if h not in dcc]
+    plan = plan_f1(publisher.records(), listable, until)
+    plan = replace(plan, unlistable=[h for h in holders if h in dcc])
     if dry_run or not (plan.new or plan.changed):
         return plan, publisher.latest_version
     version = publisher.publish([(h, RiskStatus.F1, until) for h in plan.new + plan.changed])

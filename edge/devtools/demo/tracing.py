@@ -21,8 +21,7 @@ from edge.verdict import Decision, Reason
 
 #: the contacts' F1 listing lasts this long (the tracer's choice)
 F1_DAYS = 14
-#: whom the demo shows again at the checkpoint after the F1 list reached it (a CP1 pass that was
-#: green before; a DCC contact is a keyed value on the server, which no device can look up)
+#: whom the demo shows again at the checkpoint after the F1 list reached it (a CP1 pass that was green before)
 RESCANNED = ("vaccinated resident",)
 
 
@@ -33,6 +32,7 @@ class TraceOutcome:
     visits: int = 0
     contacts: list[str] = field(default_factory=list)        # traveller labels, closest first
     dry_run_new: list[str] = field(default_factory=list)
+    unlistable: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
     risk_version: int = 0
     installed: list[tuple[str, int]] = field(default_factory=list)
@@ -85,10 +85,13 @@ def trace_f0(central: Central, url: str, config: Config, workdir: Path, labels: 
     until = (now + timedelta(days=F1_DAYS)).date().isoformat()
     dry = tracer.post("/admin/api/trace/publish", {"holders": chosen, "until": until, "dry_run": True})
     outcome.dry_run_new, outcome.kept = [name(h) for h in dry["new"]], [name(h) for h in dry["kept"]]
+    outcome.unlistable = [name(h) for h in dry["unlistable"]]
     kept = f" ({', '.join(outcome.kept)}: already F0, an F0 stays F0)" if outcome.kept else ""
     say(f"      the tracer selects them all; dry run of publishing them as F1 until {until}: new {len(dry['new'])} "
         f"({', '.join(outcome.dry_run_new)}), changed {len(dry['changed'])} "
-        f"({', '.join(name(h) for h in dry['changed']) or '-'}), kept {len(dry['kept'])}{kept}")
+        f"({', '.join(name(h) for h in dry['changed']) or '-'}), kept {len(dry['kept'])}{kept}; not listable "
+        f"{len(dry['unlistable'])} ({', '.join(name(h) for h in dry['unlistable']) or '-'}: vaccine passports, "
+        "which devices look up by certificate hash: the health authority lists them by UCI)")
     done = tracer.post("/admin/api/trace/publish", {"holders": chosen, "until": until, "dry_run": False})
     outcome.risk_version = done["version"]
     say(f"      published: signed risk list version {done['version']} (the audit trail records both, by 'tracer')")
