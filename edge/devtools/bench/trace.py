@@ -281,6 +281,9 @@ def run(quick: bool = False, records: int | None = None, checkpoints: int | None
                 latencies.append((time.perf_counter() - began) * 1000)
                 visits.append(len(result.visits))
                 contacts.append(len(result.contacts))
+                if progress and len(latencies) % 50 == 0:
+                    print(f"  bench trace: {len(latencies)}/{queries} traces, median so far "
+                          f"{median(latencies):.0f} ms", file=sys.stderr, flush=True)
         finally:
             storage.close()
         with psycopg.connect(db_url, autocommit=True) as db:
