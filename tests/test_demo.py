@@ -4,8 +4,9 @@ import io
 from pathlib import Path
 
 from edge.cli.demo import run_demo
-from edge.verdict import Decision
-from sync.server.settings import IDENTIFIER_KEY
+from edge.verdict import Decision, Reason
+from sync.server.settings import IDENTIFIER_KEY, ServerSettings
+from sync.server.storage import open_storage
 from sync.wire.identifiers import IdentifierKey, keyed_certificate
 
 
@@ -31,3 +32,24 @@ def test_demo_end_to_end(tmp_path: Path):
     for record in outcome.device_records:
         assert all(h.hex() not in str(record) for h in holders)
     assert "the server holds exactly the device's records" in text
+    # the F1 trace: the F0 case's visit found, contacts from this run's scans, published as F1 through
+    # the signed risk list, and the resident who passed before is refused at the next scan
+    traced = outcome.trace
+    assert traced is not None and traced.problems == [] and traced.visits == 1
+    assert traced.contacts[0] != "F0 case" and "vaccinated resident" in traced.contacts
+    assert "F1 close contact" in traced.contacts and "not a pass (a web link)" not in traced.contacts  # no holder
+    assert "vaccinated resident" in traced.dry_run_new and traced.risk_version == 2
+    assert set(traced.unlistable) == {"VN vaccine passport (DCC)", "F0 case's vaccine passport",
+                                      "DE passport (list: not DE)"}
+    assert ("risk", 2) in traced.installed
+    assert [(e.shown, e.verdict.reason) for e in traced.rescans] == [(Decision.REFUSE, Reason.RISK_F1)]
+    first = next(e for e in outcome.events if e.text == traced.rescans[0].text)
+    assert first.shown is Decision.PASS  # the same pass was green before the trace
+    storage = open_storage(ServerSettings.from_data_dir(tmp_path / "server").db_url)
+    try:
+        trail = [(e.actor, e.action, e.outcome) for e in storage.audit_log(50)]
+    finally:
+        storage.close()
+    assert ("user:tracer", "trace", "ok") in trail and ("user:tracer", "publish_f1", "dry_run") in trail
+    assert ("user:tracer", "publish_f1", "ok") in trail
+    assert "[6/7] F1 tracing" in text and "now REFUSE/risk_f1" in text

@@ -37,7 +37,9 @@ def test_readme_hand_run_recipe_with_relative_paths(tmp_path: Path):
         out, err = daemon.communicate(timeout=30)
         assert still_running, f"the hand-run daemon exited early ({daemon.returncode}): {err[-2000:]}"
         assert daemon.returncode == 0, err[-2000:]
-        assert out.count("[  PASS  ]") >= 2 and "Traceback" not in err
+        # the demo traced its F0 case and listed the resident as F1: the DCC holder is the one green left
+        # (a second green for the same pass within the anti-passback window is amber)
+        assert out.count("[  PASS  ]") >= 1 and out.count("[ REFUSE ]") >= 5 and "Traceback" not in err
         status = subprocess.run([*CHECKPOINT, "status", "--config", "demo/device/config.toml"], cwd=tmp_path,
                                 env=env, capture_output=True, text=True, timeout=60)
         assert "device:           HN-CP-001" in status.stdout and "policy:           version 1" in status.stdout

@@ -24,24 +24,27 @@ from sync.server.runner import ServerThread
 from sync.server.settings import init_data_dir
 from sync.server.storage import open_storage
 from sync.server.trace import TraceError, trace, traced_holder
-from sync.wire.identifiers import certificate_hash, holder_hash
+from sync.wire.identifiers import certificate_hash, holder_hash, keyed_certificate
 
 T0 = datetime(2026, 11, 20, 1, 0, tzinfo=UTC)  # 08:00 in Hà Nội
+DCC_UCI = "URN:UVCI:01:VN:TRACE0001"
 REGISTRY = ("checkpoint_id,name,province,devices\n"
             "HN-A,Chốt A,Hà Nội,2\n"
             "HN-B,Chốt B,Hà Nội,1\n")
 
 
-def _scan(log: ScanLog, person: bytes | None, at: datetime, decision=Decision.PASS, reason=Reason.OK) -> None:
-    log.append(Verdict(decision, reason, format="CP1", kind="resident", holder_hash=person),
+def _scan(log: ScanLog, person: bytes | None, at: datetime, decision=Decision.PASS, reason=Reason.OK,
+          fmt: str = "CP1") -> None:
+    log.append(Verdict(decision, reason, format=fmt, kind="resident", holder_hash=person),
                wall_time=at, monotonic=at.timestamp(), clock_trusted=True, policy_version=1, risk_version=1)
 
 
 @pytest.fixture
-def traced_server(tmp_path: Path):
-    """A server whose logs hold: the F0 case at HN-A 08:00; X at HN-A's other device 08:10; Y at HN-A 09:00;
+def traced_server(tmp_path: Path, db_url: str):
+    """On SQLite and on PostgreSQL (partitioned records), a server whose logs hold:
+    the F0 case at HN-A 08:00; X at HN-A's other device 08:10; Y at HN-A 09:00;
     Z at HN-B 08:05; X again at HN-A 08:25 (a second time near the F0 case)."""
-    settings = init_data_dir(tmp_path / "server")
+    settings = init_data_dir(tmp_path / "server", db_url=db_url)
     settings.secure_cookies = False
     Registry(parse_checkpoints(REGISTRY)).save(settings.data_dir)
     key = settings.identifier_key
@@ -50,6 +53,7 @@ def traced_server(tmp_path: Path):
     tokens = {d: issue_token(storage, d) for d in ("HN-A-1", "HN-A-2", "HN-B-1")}
     add_user(storage, "tracer1", "correct horse battery", "tracer")
     add_user(storage, "viewer1", "correct horse battery", "viewer")
+    add_user(storage, "operator1", "correct horse battery", "operator")
     storage.close()
     logs = {d: ScanLog(tmp_path / d / "scanlog.sqlite", device_id=d, boot_id="b",
                        server_encryption_key=settings.encryption_key.public_key()) for d in tokens}
@@ -59,6 +63,7 @@ def traced_server(tmp_path: Path):
     _scan(logs["HN-B-1"], people["Z"], T0 + timedelta(minutes=5))
     _scan(logs["HN-A-1"], None, T0 + timedelta(minutes=1), Decision.CHECK, Reason.NOT_A_PASS)  # no holder
     _scan(logs["HN-A-1"], people["X"], T0 + timedelta(minutes=25))
+    _scan(logs["HN-B-1"], certificate_hash(DCC_UCI), T0 + timedelta(minutes=15), fmt="HC1")  # a vaccine passport
     with ServerThread(create_app(settings)) as server:
         for device_id, log in logs.items():
             client = SyncClient(server.url, log, Ed25519PrivateKey.generate(), timeout_s=5)
@@ -85,9 +90,35 @@ def test_contacts_are_the_same_checkpoint_within_the_window_ranked_by_closeness(
             trace(storage, Registry(), people["F0"], T0, T0 + timedelta(days=90), timedelta(minutes=30))
     finally:
         storage.close()
-    assert traced_holder(citizen_id=None, uci="URN:UVCI:01:VN:ABC", key=None) == certificate_hash("URN:UVCI:01:VN:ABC")
+    storage = open_storage(settings.db_url)
+    try:  # a DCC holder is traced by the UCI of their certificate
+        by_uci = trace(storage, Registry.load(settings.data_dir),
+                       traced_holder(citizen_id=None, uci=DCC_UCI, key=settings.identifier_key),
+                       T0 - timedelta(days=1), T0 + timedelta(days=1), timedelta(minutes=30))
+    finally:
+        storage.close()
+    assert [v.checkpoint_id for v in by_uci.visits] == ["HN-B"] and [c.holder for c in by_uci.contacts] == [people["Z"]]
+    # the server keys the DCC certificate hashes it stores, so a trace by UCI looks the keyed value up
+    assert traced_holder(citizen_id=None, uci="URN:UVCI:01:VN:ABC", key=settings.identifier_key) == \
+        keyed_certificate(certificate_hash("URN:UVCI:01:VN:ABC"), settings.identifier_key)
+    with pytest.raises(TraceError):
+        traced_holder(citizen_id=None, uci="URN:UVCI:01:VN:ABC", key=None)
     with pytest.raises(TraceError):
         traced_holder(citizen_id="1", uci="2", key=settings.identifier_key)
+
+
+def _login(server, user: str) -> dict[str, str]:
+    answer = requests.post(server.url + "/admin/api/login",
+                           json={"username": user, "password": "correct horse battery"}, timeout=10).json()
+    return {"Authorization": f"Bearer {answer['token']}", "X-CSRF-Token": answer["csrf_token"]}
+
+
+def _trail(settings) -> list:
+    storage = open_storage(settings.db_url)
+    try:
+        return storage.audit_log(100)
+    finally:
+        storage.close()
 
 
 def test_only_the_tracer_traces_by_citizen_id_and_every_trace_is_audited(traced_server):
@@ -96,9 +127,7 @@ def test_only_the_tracer_traces_by_citizen_id_and_every_trace_is_audited(traced_
              "until": (T0 + timedelta(hours=2)).isoformat(), "window_min": 30}
 
     def login(user: str) -> dict[str, str]:
-        answer = requests.post(server.url + "/admin/api/login",
-                               json={"username": user, "password": "correct horse battery"}, timeout=10).json()
-        return {"Authorization": f"Bearer {answer['token']}", "X-CSRF-Token": answer["csrf_token"]}
+        return _login(server, user)
 
     viewer = requests.post(server.url + "/admin/api/trace", json=query, headers=login("viewer1"), timeout=10)
     assert viewer.status_code == 403
@@ -108,7 +137,8 @@ def test_only_the_tracer_traces_by_citizen_id_and_every_trace_is_audited(traced_
     assert body["holder"] == people["F0"].hex() and "001090000000" not in answer.text  # keyed values only
     assert [c["holder"] for c in body["contacts"]] == [people["X"].hex()] and body["per_checkpoint"] == {"HN-A": 1}
 
-    cli = CliRunner().invoke(main, ["trace", "--data-dir", str(settings.data_dir), "--citizen-id", "001090000000",
+    cli = CliRunner().invoke(main, ["trace", "--data-dir", str(settings.data_dir), "--db", settings.db_url,
+                                    "--citizen-id", "001090000000",
                                     "--since", query["since"], "--until", query["until"], "--json"])
     assert cli.exit_code == 0, cli.output
     assert json.loads(cli.output)["contacts"] == body["contacts"]
@@ -118,7 +148,7 @@ def test_only_the_tracer_traces_by_citizen_id_and_every_trace_is_audited(traced_
     finally:
         storage.close()
     assert ("user:tracer1", "trace", "ok") in trail and ("user:viewer1", "denied:trace", "denied") in trail
-    assert any(actor.startswith("cli:") and action == "trace" for actor, action, _ in trail)
+    assert any(actor.startswith("cli:") and action == "trace_export" for actor, action, _ in trail)
 
 
 def test_traced_contacts_are_published_as_f1_after_a_dry_run(traced_server, tmp_path: Path):
@@ -135,10 +165,12 @@ def test_traced_contacts_are_published_as_f1_after_a_dry_run(traced_server, tmp_
                            json={"username": "tracer1", "password": "correct horse battery"}, timeout=10).json()
     headers = {"Authorization": f"Bearer {answer['token']}", "X-CSRF-Token": answer["csrf_token"]}
     until = (datetime.now(UTC) + timedelta(days=14)).date().isoformat()
-    chosen = [people["X"].hex(), people["Y"].hex(), people["F0"].hex()]
+    dcc = traced_holder(citizen_id=None, uci=DCC_UCI, key=settings.identifier_key).hex()
+    chosen = [people["X"].hex(), people["Y"].hex(), people["F0"].hex(), dcc]
     dry = requests.post(server.url + "/admin/api/trace/publish", headers=headers, timeout=10,
                         json={"holders": chosen, "until": until, "dry_run": True}).json()
     assert dry["new"] == [people["X"].hex()] and dry["changed"] == [people["Y"].hex()]  # Y gets an end date
+    assert dry["unlistable"] == [dcc]  # a keyed certificate value: no device could look it up
     assert dry["kept"] == [people["F0"].hex()] and dry["version"] == 1  # F0 stays F0; nothing published yet
     done = requests.post(server.url + "/admin/api/trace/publish", headers=headers, timeout=10,
                          json={"holders": chosen, "until": until, "dry_run": False}).json()
@@ -156,3 +188,62 @@ def test_traced_contacts_are_published_as_f1_after_a_dry_run(traced_server, tmp_
     refused = requests.post(server.url + "/admin/api/trace/publish", timeout=10, headers=as_viewer,
                             json={"holders": chosen, "until": until, "dry_run": False})
     assert refused.status_code == 403
+
+
+def _rows_of(result: dict) -> list[dict[str, str]]:
+    """The CSV rows an export of this trace answer must hold, as csv.DictReader reads them."""
+    visits = [{"row": "visit", "holder": result["holder"], "checkpoint_id": v["checkpoint_id"],
+               "device_id": v["device_id"], "at": v["at"], "decision": v["decision"], "closest_min": "",
+               "times": "", "checkpoints": ""} for v in result["visits"]]
+    contacts = [{"row": "contact", "holder": c["holder"], "checkpoint_id": "", "device_id": "", "at": "",
+                 "decision": "", "closest_min": str(c["closest_min"]), "times": str(c["times"]),
+                 "checkpoints": " ".join(f"{k}:{n}" for k, n in c["checkpoints"].items())} for c in result["contacts"]]
+    return visits + contacts
+
+
+def test_export_is_the_tracers_alone_audited_and_matches_the_trace(traced_server, tmp_path: Path):
+    import csv
+    import io
+
+    settings, server, people = traced_server
+    query = {"citizen_id": "001090000000", "since": (T0 - timedelta(hours=2)).isoformat(),
+             "until": (T0 + timedelta(hours=2)).isoformat(), "window_min": 30}
+    for user in ("viewer1", "operator1"):
+        refused = requests.post(server.url + "/admin/api/trace/export", json={**query, "format": "csv"},
+                                headers=_login(server, user), timeout=10)
+        assert refused.status_code == 403 and people["F0"].hex() not in refused.text
+    tracer = _login(server, "tracer1")
+    shown = requests.post(server.url + "/admin/api/trace", json=query, headers=tracer, timeout=10).json()
+    exported = requests.post(server.url + "/admin/api/trace/export", json={**query, "format": "csv"},
+                             headers=tracer, timeout=10)
+    assert exported.status_code == 200, exported.text
+    assert exported.headers["content-type"].startswith("text/csv")
+    assert exported.headers["content-disposition"].startswith("attachment; filename=\"trace-")
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert rows == _rows_of(shown) and [r["holder"] for r in rows] == [people["F0"].hex(), people["X"].hex()]
+    assert rows[1]["closest_min"] == "10.0" and rows[1]["times"] == "2" and rows[1]["checkpoints"] == "HN-A:2"
+    as_json = requests.post(server.url + "/admin/api/trace/export", json={**query, "format": "json"},
+                            headers=tracer, timeout=10)
+    assert as_json.status_code == 200 and as_json.json() == shown
+    bad = requests.post(server.url + "/admin/api/trace/export", json={**query, "format": "xlsx"},
+                        headers=tracer, timeout=10)
+    assert bad.status_code == 422 and "format" in bad.json()["detail"]
+
+    out = tmp_path / "contacts.csv"
+    cli = CliRunner().invoke(main, ["trace", "--data-dir", str(settings.data_dir), "--db", settings.db_url,
+                                    "--citizen-id", "001090000000",
+                                    "--since", query["since"], "--until", query["until"], "--csv", str(out)])
+    assert cli.exit_code == 0, cli.output
+    assert list(csv.DictReader(io.StringIO(out.read_text()))) == rows and out.stat().st_mode & 0o077 == 0
+
+    trail = _trail(settings)
+    exports = [e for e in trail if e.action == "trace_export"]
+    by_api = [e for e in exports if e.actor == "user:tracer1"]
+    assert [e.outcome for e in by_api] == ["refused", "ok", "ok"]  # newest first: the bad format, json, csv
+    for entry in by_api[1:]:
+        assert entry.target == people["F0"].hex() and entry.at
+        assert entry.detail == f"{query['since']}..{query['until']} ±30 min: 1 visits, 1 contacts"
+    assert any(e.actor.startswith("cli:") and e.detail.endswith("1 visits, 1 contacts as CSV") for e in exports)
+    denied = {e.actor for e in trail if e.action == "denied:trace" and e.target == "/admin/api/trace/export"}
+    assert denied == {"user:viewer1", "user:operator1"}
+    assert "001090000000" not in str([(e.target, e.detail) for e in trail])  # the citizen id is never kept

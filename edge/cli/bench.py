@@ -19,6 +19,7 @@ BENCHES: dict[str, str] = {
     "footprint": "edge.devtools.bench.footprint:run",
     "server": "edge.devtools.bench.server:run",
     "dashboard": "edge.devtools.bench.dashboard:run",
+    "trace": "edge.devtools.bench.trace:run",
 }
 
 
@@ -42,10 +43,14 @@ def _load(name: str):
 @click.option("--devices", type=click.IntRange(min=2), default=None,
               help="dashboard: enrolled devices (two per checkpoint) [1000].")
 @click.option("--records", type=click.IntRange(min=1), default=None,
-              help="dashboard: scan records in the database [10000000].")
+              help="dashboard, trace: scan records in the database [10,000,000; trace 20,000,000].")
+@click.option("--checkpoints", type=click.IntRange(min=1), default=None, help="trace: checkpoints [1,000].")
+@click.option("--days", type=click.IntRange(min=1, max=62), default=None, help="trace: days of records [30].")
+@click.option("--queries", type=click.IntRange(min=1), default=None, help="trace: traces to time [300].")
 @reports_errors
 def bench(names: tuple[str, ...], as_json: bool, quick: bool, entries: int | None, photos: str | None,
-          fetch_photos: bool, publish_rows: int | None, devices: int | None, records: int | None) -> None:
+          fetch_photos: bool, publish_rows: int | None, devices: int | None, records: int | None,
+          checkpoints: int | None, days: int | None, queries: int | None) -> None:
     """Run benchmarks (all when no NAME is given) and print their figures."""
     if photos is not None and fetch_photos:
         raise click.UsageError("--photos DIR and --fetch-photos name two photo sets: give one")
@@ -62,6 +67,8 @@ def bench(names: tuple[str, ...], as_json: bool, quick: bool, entries: int | Non
             options["publish_rows"] = publish_rows
         if name == "dashboard":
             options.update({"devices": devices, "records": records})
+        if name == "trace":
+            options.update(records=records, checkpoints=checkpoints, days=days, queries=queries)
         if not as_json:
             click.echo(f"running bench {name} ...", err=True)
         results[name] = _load(name)(**options)

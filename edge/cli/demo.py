@@ -23,6 +23,7 @@ from edge.device.appliance import Appliance
 from edge.device.daemon import DecisionEvent
 from edge.devtools.demo.attacks import attack_the_lists
 from edge.devtools.demo.scenario import Traveller
+from edge.devtools.demo.tracing import TraceOutcome, trace_f0
 from edge.devtools.demo.world import Central, demo_now, make_travellers, provision_device, render_frames
 from edge.verdict import Reason
 
@@ -39,6 +40,8 @@ class DemoOutcome:
     server_url: str = ""
     #: what went wrong when the lists were attacked after the run (empty: every attack refused)
     attack_problems: list[str] = field(default_factory=list)
+    #: the F0 case traced, the contacts published as F1 and refused at their next scan
+    trace: TraceOutcome | None = None
 
     @property
     def mismatches(self) -> list[str]:
@@ -62,7 +65,18 @@ class DemoOutcome:
         if self.daemon_exit not in (0, None):
             problems.append(f"daemon exited with {self.daemon_exit}")
         problems.extend(self.attack_problems)
+        problems.extend(self.trace.problems if self.trace else ["the F1 trace did not run"])
         return problems
+
+
+def _labels(outcome: DemoOutcome) -> dict[bytes, str]:
+    """The holder value the server stores for each traveller (the server's record of each decision)."""
+    by_text = {p.text: p.label for p in outcome.travellers}
+    labels = {}
+    for event, record in zip(outcome.events, outcome.server_records, strict=False):
+        if record["holder_hash"]:
+            labels[bytes(record["holder_hash"])] = by_text.get(event.text, "unexpected code")
+    return labels
 
 
 def _hex(value: object) -> str:
@@ -81,7 +95,7 @@ def run_demo(workdir: Path, out: TextIO, *, db_url: str | None = None, serve: bo
     central = Central.create(workdir / "server", db_url=db_url)
     central.publish(now)
     url = central.start()
-    say(f"[1/6] central server on {url} (db {central.settings.db_url.split('?')[0]}): published signed "
+    say(f"[1/7] central server on {url} (db {central.settings.db_url.split('?')[0]}): published signed "
         "trust list (a CP1 issuer, VN and DE DCC signers), a policy naming this checkpoint, and a risk "
         "list covering CP1 and VN DCCs (1 F0 by citizen id and vaccine-passport UCI, 1 F1; ids keyed with "
         f"the server's identifier key {central.id_key.key_id}, which no device holds)")
@@ -90,7 +104,7 @@ def run_demo(workdir: Path, out: TextIO, *, db_url: str | None = None, serve: bo
         people = make_travellers(central, now)
         frames = render_frames(workdir / "frames", people)
         config = provision_device(workdir / "device", central, url, workdir / "frames")
-        say(f"[2/6] issued {len(people)} passes, rendered {frames} camera-like frames (perspective, blur, noise, "
+        say(f"[2/7] issued {len(people)} passes, rendered {frames} camera-like frames (perspective, blur, noise, "
             f"glare); provisioned device {config.device.id}")
 
         outcome = DemoOutcome(people, server_url=url)
@@ -98,10 +112,10 @@ def run_demo(workdir: Path, out: TextIO, *, db_url: str | None = None, serve: bo
         assert appliance.sync is not None
         appliance.sync.ensure_enrolled()  # with the bundle's token file, as a device on the road does
         first = appliance.sync.sync_until_done(deadline_s=30)
-        say(f"[3/6] device enrolled its own key and synced: installed {first.installed}; "
+        say(f"[3/7] device enrolled its own key and synced: installed {first.installed}; "
             f"clock trusted: {appliance.clock.trusted()}")
 
-        say("[4/6] daemon running on the replay camera; each decision is committed before the lamp shows it:")
+        say("[4/7] daemon running on the replay camera; each decision is committed before the lamp shows it:")
         labels = {p.text: p for p in people}
         def narrate(event: DecisionEvent) -> None:
             person = labels.get(event.text)
@@ -120,10 +134,12 @@ def run_demo(workdir: Path, out: TextIO, *, db_url: str | None = None, serve: bo
         finally:
             storage.close()
         latencies = [e.latency_ms for e in outcome.events]
-        say(f"[5/6] synced: server acknowledged up to seq {pushed.acked_seq}")
+        say(f"[5/7] synced: server acknowledged up to seq {pushed.acked_seq}")
         appliance.close()
         appliance = None
-        say("[6/6] the lists attacked (the device restarts on an edited card, then is served another "
+        say("[6/7] F1 tracing: the F0 case was refused above; who was at this checkpoint with them?")
+        outcome.trace = trace_f0(central, url, config, workdir, _labels(outcome), people, now, say)
+        say("[7/7] the lists attacked (the device restarts on an edited card, then is served another "
             "checkpoint's validly signed policy):")
         f0_case = next(p for p in people if p.expected_reason is Reason.RISK_F0)
         outcome.attack_problems = attack_the_lists(central, config, f0_case.text, say)
@@ -143,7 +159,7 @@ def run_demo(workdir: Path, out: TextIO, *, db_url: str | None = None, serve: bo
             say("the server holds exactly the device's records (same seqs, same hashes); "
                 f"every verdict was as expected. {time.monotonic() - started:.1f} s")
         if serve:
-            password = central.add_demo_user()
+            password = central.add_account("demo", "admin")
             say(f"\nserver stays up: open {url}/ in a browser and log in as 'demo' (role admin), password "
                 f"{password} . Ctrl-C to stop.")
             try:

@@ -40,7 +40,7 @@ from sync.server.published import UPLOADABLE, published_lists, published_version
 from sync.server.registry import RegistryFile
 from sync.server.settings import ServerSettings
 from sync.server.storage import SQLStorage
-from sync.server.trace import TraceError, publish_f1, trace, trace_json, traced_holder
+from sync.server.trace import TraceError, publish_f1, trace, trace_csv, trace_json, trace_summary, traced_holder
 from sync.wire.envelope import EnvelopeError, open_envelope
 from sync.wire.errors import CheckpointError
 from sync.wire.fsutil import write_atomic
@@ -102,6 +102,10 @@ class TraceRequest(_Model):
     since: datetime
     until: datetime
     window_min: int = Field(30, ge=1, le=720)
+
+
+class ExportRequest(TraceRequest):
+    format: Literal["csv", "json"] = "csv"
 
 
 class PublishF1Request(_Model):
@@ -400,6 +404,22 @@ def admin_routes(app: FastAPI, settings: ServerSettings, store: SQLStorage) -> N
         await audit(who, request, "trace", holder.lower(), "ok", f"{len(rows)} records")
         return [dict(zip(("device_id", "seq", "wall_time", "decision", "reason"), r, strict=True)) for r in rows]
 
+    async def traced(request: Request, who: Principal, action: str, model: type[TraceRequest]) -> tuple:
+        """Run the trace a tracer's body asks for; audit it (who, query, how many results) as ``action``."""
+        try:
+            req = model.model_validate_json(await request.body())
+            holder = traced_holder(citizen_id=req.citizen_id, uci=req.uci, key=settings.identifier_key)
+            result = await run_in_threadpool(trace, store, RegistryFile(settings.data_dir).current(), holder,
+                                             req.since, req.until, timedelta(minutes=req.window_min))
+        except (ValidationError, TraceError) as exc:
+            fields = ", format" if model is ExportRequest else ""
+            detail = (str(exc) if isinstance(exc, TraceError)
+                      else f"body: {{citizen_id or uci, since, until, window_min{fields}}}")
+            await audit(who, request, action, "-", "refused", detail[:200])
+            raise _Denied(422, "bad_request", detail[:300], html=False) from None
+        await audit(who, request, action, holder.hex(), "ok", trace_summary(result, req.window_min))
+        return req, result
+
     @app.post("/admin/api/trace")
     async def api_trace_contacts(request: Request) -> dict:
         """A holder's visits in a period and the candidate contacts (tracer role only, audited).
@@ -408,19 +428,23 @@ def admin_routes(app: FastAPI, settings: ServerSettings, store: SQLStorage) -> N
         here and never stored; the answer carries keyed values only.
         """
         who = await require(request, Permission.TRACE)
-        try:
-            req = TraceRequest.model_validate_json(await request.body())
-            holder = traced_holder(citizen_id=req.citizen_id, uci=req.uci, key=settings.identifier_key)
-            result = await run_in_threadpool(trace, store, RegistryFile(settings.data_dir).current(), holder,
-                                             req.since, req.until, timedelta(minutes=req.window_min))
-        except (ValidationError, TraceError) as exc:
-            detail = str(exc) if isinstance(exc, TraceError) else "body: {citizen_id or uci, since, until, window_min}"
-            await audit(who, request, "trace", "-", "refused", detail[:200])
-            raise _Denied(422, "bad_request", detail[:300], html=False) from None
-        await audit(who, request, "trace", holder.hex(), "ok",
-                    f"{req.since.isoformat()}..{req.until.isoformat()} ±{req.window_min} min: "
-                    f"{len(result.visits)} visits, {len(result.contacts)} contacts")
+        _req, result = await traced(request, who, "trace", TraceRequest)
         return trace_json(result)
+
+    @app.post("/admin/api/trace/export")
+    async def api_trace_export(request: Request) -> Response:
+        """The trace as a file to take away (``format``: csv or json): the only way results leave the
+        server. Tracer role only; audited as ``trace_export`` (who, when, the query, how many results)."""
+        who = await require(request, Permission.TRACE)
+        req, result = await traced(request, who, "trace_export", ExportRequest)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        name = f"trace-{result.holder.hex()[:8]}-{stamp}.{req.format}"
+        if req.format == "csv":
+            body, media = trace_csv(result), "text/csv; charset=utf-8"
+        else:
+            body, media = json.dumps(trace_json(result), ensure_ascii=False), "application/json"
+        return Response(body, media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"',
+                                                         "Cache-Control": "no-store"})
 
     @app.post("/admin/api/trace/publish")
     async def api_trace_publish(request: Request) -> dict:
@@ -439,17 +463,20 @@ def admin_routes(app: FastAPI, settings: ServerSettings, store: SQLStorage) -> N
             raise _Denied(409, "no_publisher", "this server has no publisher key or data directory", html=False)
         publisher = RiskPublisher(settings.data_dir / "risk", settings.publisher_key)
         try:
-            plan, version = await run_in_threadpool(publish_f1, publisher, holders, req.until, dry_run=req.dry_run)
+            dcc = await run_in_threadpool(store.dcc_holders, holders)
+            plan, version = await run_in_threadpool(lambda: publish_f1(publisher, holders, req.until,
+                                                                       dry_run=req.dry_run, dcc=dcc))
         except (TraceError, RiskPublishError) as exc:
             await audit(who, request, "publish_f1", f"{len(holders)} holders", "refused", str(exc)[:200])
             raise _Denied(409, "refused", str(exc)[:300], html=False) from None
         outcome = "dry_run" if req.dry_run else "ok"
         await audit(who, request, "publish_f1", f"{len(holders)} holders", outcome,
-                    f"new {len(plan.new)}, changed {len(plan.changed)}, kept {len(plan.kept)}, until {req.until}, "
+                    f"new {len(plan.new)}, changed {len(plan.changed)}, kept {len(plan.kept)}, "
+                    f"not listable (DCC) {len(plan.unlistable)}, until {req.until}, "
                     f"risk version {version}")
         return {"dry_run": req.dry_run, "version": version, "until": req.until.isoformat(),
                 "new": [h.hex() for h in plan.new], "changed": [h.hex() for h in plan.changed],
-                "kept": [h.hex() for h in plan.kept]}
+                "kept": [h.hex() for h in plan.kept], "unlistable": [h.hex() for h in plan.unlistable]}
 
     @app.post("/admin/api/users")
     async def api_add_user(request: Request) -> dict:

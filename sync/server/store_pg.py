@@ -119,6 +119,8 @@ class PostgresStorage(SQLStorage):
     (server restart, backend killed, network blip) is replaced on the next call, which is retried
     once (every write here is idempotent)."""
 
+    partitioned_records = True  # records are partitioned by month of scanned_at (migration 3)
+
     def __init__(self, url: str, *, create: bool = False, pool_size: int = POOL_SIZE):
         self._conninfo, self._schema = split_schema(url)
         self._lock = ConnectionPool(pool_size)

@@ -13,9 +13,11 @@ Indexes that make it fast: ``records (holder_hash, wall_time)`` for the visits a
 
 from __future__ import annotations
 
+import csv
+import io
 import threading
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
@@ -23,7 +25,7 @@ import numpy as np
 from sync.server.publish.risk import RiskPublisher
 from sync.server.registry import Registry, device_checkpoint
 from sync.wire.errors import CheckpointError
-from sync.wire.identifiers import IdentifierKey, certificate_hash, holder_hash
+from sync.wire.identifiers import IdentifierKey, certificate_hash, holder_hash, keyed_certificate
 from sync.wire.risk.records import encode_until, lookup_many
 from sync.wire.risk.types import RiskStatus
 
@@ -35,6 +37,25 @@ CREATE INDEX IF NOT EXISTS records_by_device_time ON records (device_id, wall_ti
 MAX_VISITS = 2_000
 MAX_CONTACTS = 5_000
 MAX_PERIOD = timedelta(days=62)
+
+
+#: what bounds the scan time of a partitioned back-end adds (PostgreSQL: the partition key, so a
+#: trace reads only the months it asks for); it equals the parsed wall time, so the rows are the same
+PARTITION_BOUNDS = " AND scanned_at >= ?::timestamptz AND scanned_at <= ?::timestamptz"
+
+
+def visits_sql(partitioned: bool) -> str:
+    """A holder's scans in [since, until) (served by ``records_by_holder``); ``?`` placeholders."""
+    return ("SELECT device_id, wall_time, decision FROM records WHERE holder_hash = ? AND wall_time >= ? "
+            f"AND wall_time < ?{PARTITION_BOUNDS if partitioned else ''} ORDER BY wall_time LIMIT ?")
+
+
+def near_sql(devices: int, partitioned: bool) -> str:
+    """The scans with a holder at ``devices`` devices in [start, end] (served by ``records_by_device_time``)."""
+    marks = ", ".join("?" * devices)
+    return (f"SELECT holder_hash, device_id, wall_time FROM records WHERE device_id IN ({marks}) "
+            f"AND wall_time >= ? AND wall_time <= ?{PARTITION_BOUNDS if partitioned else ''} "
+            "AND holder_hash IS NOT NULL LIMIT ?")
 
 
 class TraceError(CheckpointError, ValueError):
@@ -80,36 +101,48 @@ def traced_holder(*, citizen_id: str | None, uci: str | None, key: IdentifierKey
     """The 16-byte value the logs hold for the named person or certificate."""
     if bool(citizen_id) == bool(uci):
         raise TraceError("name exactly one of a citizen id and a DCC certificate id (UCI)")
+    if key is None:
+        raise TraceError("this server has no identifier key: it cannot look holders up")
     if citizen_id:
-        if key is None:
-            raise TraceError("this server has no identifier key: it cannot look citizen ids up")
         return holder_hash(citizen_id, key)
-    return certificate_hash(uci or "")
+    return keyed_certificate(certificate_hash(uci or ""), key)  # what ingest stores for a DCC holder
 
 
 class TraceQueries:
     """The record reads tracing needs; a mixin of ``storage.SQLStorage`` (``?`` placeholders)."""
 
     _lock: threading.Lock
+    #: records are partitioned by scan time (PostgreSQL): the queries bound it too
+    partitioned_records = False
 
     def _all(self, sql: str, params: tuple = ()) -> list[tuple]:
         raise NotImplementedError
 
     def visits_of(self, holder: bytes, since: str, until: str, limit: int) -> list[tuple[str, str, str]]:
         """(device id, wall time, decision) of a holder's scans in [since, until), oldest first."""
+        bounds = (since, until) if self.partitioned_records else ()
         with self._lock:
-            return [tuple(r) for r in self._all(
-                "SELECT device_id, wall_time, decision FROM records WHERE holder_hash = ? AND wall_time >= ? "
-                "AND wall_time < ? ORDER BY wall_time LIMIT ?", (holder, since, until, limit))]
+            return [tuple(r) for r in self._all(visits_sql(self.partitioned_records),
+                                                (holder, since, until, *bounds, limit))]
+
+    def dcc_holders(self, holders: list[bytes]) -> set[bytes]:
+        """The holders among these whose scans were EU DCCs: the server keeps keyed certificate
+        values for them, which no device can look up (a device hashes the UCI, it has no key)."""
+        found: set[bytes] = set()
+        for start in range(0, len(holders), 500):
+            part = holders[start:start + 500]
+            with self._lock:
+                rows = self._all(f"SELECT DISTINCT holder_hash FROM records WHERE holder_hash IN "
+                                 f"({', '.join('?' * len(part))}) AND format = 'HC1'", tuple(part))
+            found.update(bytes(r[0]) for r in rows)
+        return found
 
     def holders_near(self, device_ids: list[str], start: str, end: str, limit: int) -> list[tuple[bytes, str, str]]:
         """(holder, device id, wall time) of every scan with a holder at these devices in [start, end]."""
-        marks = ", ".join("?" * len(device_ids))
+        bounds = (start, end) if self.partitioned_records else ()
         with self._lock:
-            return [(bytes(h), d, w) for h, d, w in self._all(
-                f"SELECT holder_hash, device_id, wall_time FROM records WHERE device_id IN ({marks}) "
-                "AND wall_time >= ? AND wall_time <= ? AND holder_hash IS NOT NULL LIMIT ?",
-                (*device_ids, start, end, limit))]
+            return [(bytes(h), d, w) for h, d, w in self._all(near_sql(len(device_ids), self.partitioned_records),
+                                                              (*device_ids, start, end, *bounds, limit))]
 
 
 def _iso(at: datetime) -> str:
@@ -167,6 +200,33 @@ def trace_json(result: TraceResult) -> dict:
     }
 
 
+#: columns of the CSV export: one row per visit, then one per candidate contact
+CSV_COLUMNS = ("row", "holder", "checkpoint_id", "device_id", "at", "decision", "closest_min", "times", "checkpoints")
+
+
+def trace_csv(result: TraceResult) -> str:
+    """The tracer's CSV export: the traced holder's visits, then the contacts (ranked), keyed values only.
+
+    ``checkpoints`` of a contact is ``ID:count`` pairs joined by spaces (checkpoint ids have no spaces).
+    """
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    holder = result.holder.hex()
+    for v in result.visits:
+        writer.writerow(("visit", holder, v.checkpoint_id, v.device_id, v.at.isoformat(), v.decision, "", "", ""))
+    for c in result.contacts:
+        writer.writerow(("contact", c.holder.hex(), "", "", "", "", round(c.closest_s / 60, 1), c.times,
+                         " ".join(f"{k}:{n}" for k, n in c.checkpoints.items())))
+    return out.getvalue()
+
+
+def trace_summary(result: TraceResult, window_min: int) -> str:
+    """What the audit trail keeps of a trace: the query and how many results (never the results)."""
+    return (f"{result.since.isoformat()}..{result.until.isoformat()} ±{window_min} min: "
+            f"{len(result.visits)} visits, {len(result.contacts)} contacts")
+
+
 @dataclass(frozen=True)
 class F1Plan:
     """What publishing traced contacts as F1 would change: new entries, and entries whose status or
@@ -176,6 +236,9 @@ class F1Plan:
     changed: list[bytes]
     kept: list[bytes]
     until: date
+    #: DCC holders: not published (a device looks a DCC up by its certificate hash, not by the keyed
+    #: value the server holds); the health authority lists them by UCI (``checkpoint risk publish``)
+    unlistable: list[bytes] = field(default_factory=list)
 
 
 def plan_f1(current: np.ndarray, holders: list[bytes], until: date) -> F1Plan:
@@ -196,16 +259,20 @@ def plan_f1(current: np.ndarray, holders: list[bytes], until: date) -> F1Plan:
     return F1Plan(new, changed, kept, until)
 
 
-def publish_f1(publisher: RiskPublisher, holders: list[bytes], until: date, *, dry_run: bool) -> tuple[F1Plan, int]:
+def publish_f1(publisher: RiskPublisher, holders: list[bytes], until: date, *, dry_run: bool,
+               dcc: set[bytes] = frozenset()) -> tuple[F1Plan, int]:
     """Publish the traced contacts as F1 until ``until`` (the devices apply it at their next sync).
 
+    ``dcc``: the holders known only from EU DCC scans (``TraceQueries.dcc_holders``), left out.
     Returns the plan and the new list version (the current one for a dry run or nothing to change).
     """
     if not holders or len(holders) > MAX_CONTACTS or any(len(h) != 16 for h in holders):
         raise TraceError(f"select 1 to {MAX_CONTACTS} contacts (16-byte holder values)")
     if until <= datetime.now(UTC).date():
         raise TraceError("an F1 listing needs an end date after today")
-    plan = plan_f1(publisher.records(), holders, until)
+    listable = [h for h in holders if h not in dcc]
+    plan = plan_f1(publisher.records(), listable, until)
+    plan = replace(plan, unlistable=[h for h in holders if h in dcc])
     if dry_run or not (plan.new or plan.changed):
         return plan, publisher.latest_version
     version = publisher.publish([(h, RiskStatus.F1, until) for h in plan.new + plan.changed])

@@ -79,12 +79,12 @@ class Central:
         RiskPublisher(data_dir / "risk", key, coverage=Coverage.parse(list(RISK_COVERS))).publish(
             risk_entries(self.id_key), published_at=now)
 
-    def add_demo_user(self) -> str:
-        """An admin account with a fresh random password (for ``checkpoint demo --serve``)."""
+    def add_account(self, username: str, role: str) -> str:
+        """An account with a fresh random password (the demo's tracer; ``demo``, an admin, for ``--serve``)."""
         password = secrets.token_urlsafe(12)
         storage = open_storage(self.settings.db_url)
         try:
-            add_user(storage, "demo", password, "admin")
+            add_user(storage, username, password, role)
         finally:
             storage.close()
         return password
