@@ -104,7 +104,8 @@ def holder_hash(citizen_id: str, key: IdentifierKey) -> bytes:
     normalised = normalise_citizen_id(citizen_id)
     if not normalised:
         raise ValueError("citizen id is empty")
-    return hmac.new(key.secret, _DOMAIN + normalised.encode(), hashlib.sha256).digest()[:HOLDER_HASH_BYTES]
+    # the one-shot form: no HMAC object per call (a national risk list keys millions of ids)
+    return hmac.digest(key.secret, _DOMAIN + normalised.encode(), "sha256")[:HOLDER_HASH_BYTES]
 
 
 _CERT_DOMAIN = b"checkpoint-dcc-certificate-v1\x00"

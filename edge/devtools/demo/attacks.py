@@ -39,7 +39,8 @@ def attack_the_lists(central: Central, config: Config, f0_pass: str, say: Callab
         if (verdict.reason, Fault.LIST_DAMAGED in faults) != (Reason.RISK_LIST_DAMAGED, True):
             problems.append(f"edited risk store: got {_show(verdict)} and faults {sorted(faults)}")
         assert device.sync is not None
-        repaired = device.sync.run_once()
+        # as the daemon does: a server that says "slow down" (429, the demo syncs often) is waited for
+        repaired = device.sync.sync_until_done(deadline_s=60)
         verdict = device.verifier.verify(f0_pass)
         say(f"      next sync installed {repaired.installed}: F0 case {_show(verdict)}")
         if verdict.decision is not Decision.REFUSE or Fault.LIST_DAMAGED in _faults(device):
@@ -49,7 +50,7 @@ def attack_the_lists(central: Central, config: Config, f0_pass: str, say: Callab
         assert central.settings.publisher_key is not None
         other = default_policy("hn-zone-2", 2, ("hn-zone-2",))
         published.write_bytes(sign_policy(other, central.settings.publisher_key))
-        served = device.sync.run_once()
+        served = device.sync.sync_until_done(deadline_s=60)
         say(f"      a validly signed policy for zone-2 checkpoints served: installed {served.installed}, "
             f"policy in use version {device.verifier.policy_version}")
         if ("policy", 2) in served.installed or device.verifier.policy_version != 1:

@@ -108,19 +108,24 @@ def parse_keys(row: dict, id_keys: list[IdentifierKey]) -> list[bytes]:
     return keys + [certificate_hash(uci) for uci in ucis]
 
 
+def row_changes(row: dict, id_keys: list[IdentifierKey]) -> list[Change]:
+    """The changes of one row (one per key it names); ValueError on any defect (the caller says where)."""
+    keys = parse_keys(row, id_keys)
+    status_text = str(row.get("status") or "").strip()
+    if status_text.lower() in _REMOVE:
+        return [(key, None, None) for key in keys]
+    status = _STATUS.get(status_text.upper())
+    if status is None:
+        raise ValueError(f"unknown status {status_text!r} (use F0, F1, REVOKED or remove)")
+    until_text = str(row.get("until") or "").strip()
+    until = date.fromisoformat(until_text) if until_text else None
+    return [(key, status, until) for key in keys]
+
+
 def parse_row(row: dict, where: str, id_keys: list[IdentifierKey] | None = None) -> list[Change]:
     """The changes of one row (one per key it names); RiskInputError names ``where`` on any defect."""
     try:
-        keys = parse_keys(row, id_keys or [])
-        status_text = str(row.get("status") or "").strip()
-        if status_text.lower() in _REMOVE:
-            return [(key, None, None) for key in keys]
-        status = _STATUS.get(status_text.upper())
-        if status is None:
-            raise ValueError(f"unknown status {status_text!r} (use F0, F1, REVOKED or remove)")
-        until_text = str(row.get("until") or "").strip()
-        until = date.fromisoformat(until_text) if until_text else None
-        return [(key, status, until) for key in keys]
+        return row_changes(row, id_keys or [])
     except ValueError as exc:
         raise RiskInputError(f"{where}: {exc}") from None
 
@@ -241,11 +246,11 @@ class _Outcome:
 
 def _take(outcome: _Outcome, spill: _Spill, line: int, row: dict, id_keys: list[IdentifierKey]) -> None:
     outcome.rows += 1
-    try:
+    try:  # (where a row is, is only spelt out for a bad row: millions of good ones pass here)
         coded = [(key, REMOVED, 0) if status is None else (key, int(status), encode_until(until))
-                 for key, status, until in parse_row(row, f"line {line}", id_keys)]
-    except (RiskInputError, ValueError) as exc:
-        outcome.add_problem(line, str(exc) if isinstance(exc, RiskInputError) else f"line {line}: {exc}")
+                 for key, status, until in row_changes(row, id_keys)]
+    except ValueError as exc:
+        outcome.add_problem(line, f"line {line}: {exc}")
         return
     for key, code, days in coded:  # a row naming a citizen and their DCCs gives one entry each
         spill.add(key, code, days)
@@ -274,7 +279,9 @@ def _plain_rows(path: Path, start: int, end: int, first_line: int, header: list[
                     yield line, _json_object(path, line, text)
                 else:
                     cells = text.split(",")
-                    if len(cells) > width:
+                    if len(cells) == width:
+                        yield line, dict(zip(header, cells, strict=True))
+                    elif len(cells) > width:
                         yield line, None
                     else:
                         yield line, dict(zip(header, cells + [""] * (width - len(cells)), strict=True))
