@@ -20,14 +20,17 @@ from edge.cli import main
 from edge.devtools.server_procs import new_server_database
 from edge.scan.scanlog import ScanLog
 from edge.verdict import Decision, Reason, Verdict
+from sync.server import migrations
 from sync.server.app import create_app
 from sync.server.ingest import _checked_rows, _Counts, ingest
 from sync.server.migrations import LATEST, POSTGRES_V1, POSTGRES_V2, SQLITE_V1, SchemaError, _sqlite_v2
+from sync.server.registry import Registry, parse_checkpoints
 from sync.server.runner import ServerThread
 from sync.server.security_store import security_schema
 from sync.server.settings import ServerSettings
 from sync.server.storage import RECORD_COLUMNS, RecordConflict, open_storage
 from sync.server.store_pg import split_schema
+from sync.server.trace import near_sql, trace, trace_json
 from sync.wire.sealed import HolderOpener
 
 
@@ -395,3 +398,70 @@ def test_retention_drops_whole_old_months_and_ingest_goes_on(tmp_path, server_x2
     finally:
         with psycopg.connect(PG_DSN, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def _index_names(db_url: str) -> set[str]:
+    if db_url.startswith("sqlite:///"):
+        with sqlite3.connect(db_url.removeprefix("sqlite:///")) as db:
+            return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='records' "
+                                              "AND sql IS NOT NULL")}
+    conninfo, schema = split_schema(db_url)
+    with psycopg.connect(conninfo) as db:
+        return {r[0] for r in db.execute("SELECT indexname FROM pg_indexes WHERE schemaname=%s AND tablename='records' "
+                                         "AND indexname <> 'records_pkey'", (schema,))}
+
+
+def _contact_window_plan(db_url: str, devices: list[str], start: str, end: str) -> str:
+    """The plan of one contact window, as the trace asks it; on PostgreSQL after a VACUUM (the
+    visibility map) and with the cheaper-looking sequential scans of a tiny table turned off."""
+    if db_url.startswith("sqlite:///"):
+        with sqlite3.connect(db_url.removeprefix("sqlite:///")) as db:
+            return " ".join(r[3] for r in db.execute("EXPLAIN QUERY PLAN " + near_sql(len(devices), False),
+                                                     (*devices, start, end, 10)))
+    conninfo, schema = split_schema(db_url)
+    with psycopg.connect(conninfo, autocommit=True) as db:
+        db.execute(f'SET search_path TO "{schema}"')
+        db.execute("VACUUM (ANALYZE) records")
+        db.execute("SET enable_seqscan = off")
+        db.execute("SET enable_bitmapscan = off")
+        sql = "EXPLAIN (COSTS OFF) " + near_sql(len(devices), True).replace("?", "%s")
+        return " ".join(r[0] for r in db.execute(sql, (*devices, start, end, start, end, 10)))
+
+
+def test_step_7_covering_trace_indexes_from_a_step_6_database(empty_db_url, tmp_path, server_x25519, monkeypatch):
+    """A database a step-6 server filled is upgraded: step 5's trace indexes are replaced by the
+    covering ones (not kept beside them), a trace answers the same as before, and a contact window
+    is read from the index alone."""
+    step6 = tuple(m for m in migrations.MIGRATIONS if m.version <= 6)
+    assert step6[-1].version == 6
+    log = device_log(tmp_path, "HN-T-1", server_x25519, datetime(2026, 3, 1, tzinfo=UTC), 30, step=timedelta(hours=1))
+    registry = Registry(parse_checkpoints("checkpoint_id,name,province,devices\nHN-T,Chốt T,Hà Nội,1\n"))
+    holder, since = (1).to_bytes(16, "big"), datetime(2026, 3, 1, tzinfo=UTC)
+    window = timedelta(hours=3, minutes=30)
+    with monkeypatch.context() as old_server:
+        old_server.setattr(migrations, "MIGRATIONS", step6)
+        old_server.setattr(migrations, "LATEST", 6)
+        storage = open_storage(empty_db_url, create=True)
+        try:
+            assert storage.schema_version() == 6
+            storage.enroll("HN-T-1", raw(Ed25519PrivateKey.generate()))
+            ingest(storage, HolderOpener(server_x25519), "HN-T-1", log.records())
+            before = trace_json(trace(storage, registry, holder, since, since + timedelta(days=3), window))
+        finally:
+            storage.close()
+    assert {"records_by_holder", "records_by_device_time"} <= _index_names(empty_db_url)
+    storage = open_storage(empty_db_url)  # the upgrade happens here
+    try:
+        assert storage.schema_version() == LATEST >= 7
+        after = trace_json(trace(storage, registry, holder, since, since + timedelta(days=3), window))
+    finally:
+        storage.close()
+    # holder 1 scanned at 01:00; within ± 3.5 h: holders 2 and 4 (every third scan has no holder)
+    assert after == before and len(before["visits"]) == 1
+    assert [c["holder"] for c in before["contacts"]] == [(2).to_bytes(16, "big").hex(), (4).to_bytes(16, "big").hex()]
+    names = _index_names(empty_db_url)
+    assert {"records_by_holder_cover", "records_by_device_time_cover"} <= names
+    assert not names & {"records_by_holder", "records_by_device_time"}
+    plan = _contact_window_plan(empty_db_url, ["HN-T-1"], "2026-03-01T00:00:00+00:00", "2026-03-01T06:00:00+00:00")
+    assert ("COVERING INDEX records_by_device_time_cover" in plan if empty_db_url.startswith("sqlite")
+            else "Index Only Scan" in plan and "Index Cond: ((device_id = " in plan), plan

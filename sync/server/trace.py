@@ -7,8 +7,12 @@ checkpoint (every device of it, from the registry) within ± ``window`` of it. C
 how close in time they came (then by how often), with counts per checkpoint, so a tracer can pick
 whom to publish as F1 instead of locking down a whole street.
 
-Indexes that make it fast: ``records (holder_hash, wall_time)`` for the visits and
-``records (device_id, wall_time)`` for the windows (``TRACE_INDEXES``).
+Indexes that make it fast (schema step 7, ``covering_trace_indexes``): ``records (holder_hash,
+wall_time)`` for the visits and ``records (device_id, wall_time)`` for the windows, each carrying the
+other columns its query reads, so both are index-only scans: a window reads a few index pages, not
+one heap page per scan in it. On PostgreSQL an index-only scan skips the heap only for pages the
+visibility map marks all-visible; for an insert-only table like ``records`` autovacuum keeps it so
+(since PostgreSQL 13 inserts alone trigger it), and a bulk load should ``VACUUM (ANALYZE)`` at its end.
 """
 
 from __future__ import annotations
@@ -29,10 +33,34 @@ from sync.wire.identifiers import IdentifierKey, certificate_hash, holder_hash, 
 from sync.wire.risk.records import encode_until, lookup_many
 from sync.wire.risk.types import RiskStatus
 
+#: schema step 5's trace indexes, as released (step 7 replaces them)
 TRACE_INDEXES = """
 CREATE INDEX IF NOT EXISTS records_by_holder ON records (holder_hash, wall_time);
 CREATE INDEX IF NOT EXISTS records_by_device_time ON records (device_id, wall_time);
 """
+#: step 7: the same keys covering what ``visits_sql`` and ``near_sql`` read (and, on partitioned
+#: PostgreSQL, the ``scanned_at`` bounds they filter on); SQLite has no INCLUDE: the columns go last
+#: in the key. The device/time one also serves the fleet view's recent decisions of a device.
+COVERING_TRACE_INDEXES: dict[str, tuple[tuple[str, str], ...]] = {
+    "sqlite": (("records_by_holder_cover", "(holder_hash, wall_time, device_id, decision)"),
+               ("records_by_device_time_cover", "(device_id, wall_time, holder_hash)")),
+    "postgresql": (("records_by_holder_cover", "(holder_hash, wall_time) INCLUDE (device_id, decision, scanned_at)"),
+                   ("records_by_device_time_cover", "(device_id, wall_time) INCLUDE (holder_hash, scanned_at)")),
+}
+
+
+def covering_trace_indexes(engine: str) -> str:
+    """The CREATE INDEX statements of the trace indexes of ``engine`` ("sqlite" or "postgresql")."""
+    return "".join(f"CREATE INDEX IF NOT EXISTS {name} ON records {columns};\n"
+                   for name, columns in COVERING_TRACE_INDEXES[engine])
+
+
+def covering_trace_step(engine: str) -> str:
+    """Schema step 7: drop step 5's trace indexes first (so the disk they take is not needed twice),
+    then build the covering ones."""
+    drops = "".join(f"DROP INDEX IF EXISTS {name};\n" for name in ("records_by_holder", "records_by_device_time"))
+    return drops + covering_trace_indexes(engine)
+
 #: a trace never returns more than this many visits or contacts (a tracer narrows the period instead)
 MAX_VISITS = 2_000
 MAX_CONTACTS = 5_000
@@ -45,13 +73,14 @@ PARTITION_BOUNDS = " AND scanned_at >= ?::timestamptz AND scanned_at <= ?::times
 
 
 def visits_sql(partitioned: bool) -> str:
-    """A holder's scans in [since, until) (served by ``records_by_holder``); ``?`` placeholders."""
+    """A holder's scans in [since, until) (served by ``records_by_holder_cover``, index only); ``?`` placeholders."""
     return ("SELECT device_id, wall_time, decision FROM records WHERE holder_hash = ? AND wall_time >= ? "
             f"AND wall_time < ?{PARTITION_BOUNDS if partitioned else ''} ORDER BY wall_time LIMIT ?")
 
 
 def near_sql(devices: int, partitioned: bool) -> str:
-    """The scans with a holder at ``devices`` devices in [start, end] (served by ``records_by_device_time``)."""
+    """The scans with a holder at ``devices`` devices in [start, end] (served by
+    ``records_by_device_time_cover``, index only)."""
     marks = ", ".join("?" * devices)
     return (f"SELECT holder_hash, device_id, wall_time FROM records WHERE device_id IN ({marks}) "
             f"AND wall_time >= ? AND wall_time <= ?{PARTITION_BOUNDS if partitioned else ''} "

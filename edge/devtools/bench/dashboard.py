@@ -125,7 +125,7 @@ def fill(db_url: str, data_dir: Path, devices: int, records: int, now: datetime,
     from sync.server.registry import Registry
     from sync.server.storage import open_storage
     from sync.server.store_pg import split_schema
-    from sync.server.trace import TRACE_INDEXES
+    from sync.server.trace import covering_trace_indexes
 
     rng = random.Random(seed)
     checkpoints = _registry(devices, rng)
@@ -150,10 +150,10 @@ def fill(db_url: str, data_dir: Path, devices: int, records: int, now: datetime,
                 for device_id in device_ids:
                     copy.write_row((device_id, rng.randbytes(32), enrolled, now.isoformat(timespec="seconds")))
             # a bulk load builds the holder index once afterwards, not row by row in random order
-            db.execute("DROP INDEX IF EXISTS records_by_holder")
+            db.execute("DROP INDEX IF EXISTS records_by_holder_cover")
             _copy_records(db, device_ids, records, now, rng)
         _say("indexing holders")
-        db.execute(TRACE_INDEXES)
+        db.execute(covering_trace_indexes("postgresql"))
         _say("rolling up and analysing")
         with db.transaction():
             db.execute("DELETE FROM hourly_activity")
