@@ -22,6 +22,7 @@ import hmac
 import os
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,8 +105,31 @@ def holder_hash(citizen_id: str, key: IdentifierKey) -> bytes:
     normalised = normalise_citizen_id(citizen_id)
     if not normalised:
         raise ValueError("citizen id is empty")
-    # the one-shot form: no HMAC object per call (a national risk list keys millions of ids)
     return hmac.digest(key.secret, _DOMAIN + normalised.encode(), "sha256")[:HOLDER_HASH_BYTES]
+
+
+def holder_hasher(key: IdentifierKey) -> Callable[[bytes], bytes]:
+    """``holder_hash`` for millions of ids: normalised id bytes (ASCII, see ``normalise_citizen_id``)
+    to the same 16 bytes.
+
+    HMAC-SHA256 (RFC 2104) with its two keyed SHA-256 states built once and copied per id: a
+    national risk list keys 10 million ids, and ``hmac.digest`` re-derives the key pads on every
+    call, which costs about twice the hashing itself.
+    """
+    if not isinstance(key, IdentifierKey):
+        raise TypeError("holder_hasher needs the IdentifierKey (issuer and central server only)")
+    block = key.secret.ljust(64, b"\0")  # 32 bytes: within SHA-256's 64-byte block, used as is
+    inner = hashlib.sha256(bytes(b ^ 0x36 for b in block) + _DOMAIN)
+    outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+
+    def keyed(normalised: bytes) -> bytes:
+        mac = inner.copy()
+        mac.update(normalised)
+        final = outer.copy()
+        final.update(mac.digest())
+        return final.digest()[:HOLDER_HASH_BYTES]
+
+    return keyed
 
 
 _CERT_DOMAIN = b"checkpoint-dcc-certificate-v1\x00"

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from sync.wire.errors import CheckpointError
-from sync.wire.identifiers import IdentifierKey, certificate_hash, holder_hash
+from sync.wire.identifiers import IdentifierKey, certificate_hash, holder_hash, holder_hasher
 from sync.wire.risk.records import RECORD, REMOVED, encode_until, sort_unique
 from sync.wire.risk.types import KEY_BYTES, Change, RiskStatus
 
@@ -108,17 +108,22 @@ def parse_keys(row: dict, id_keys: list[IdentifierKey]) -> list[bytes]:
     return keys + [certificate_hash(uci) for uci in ucis]
 
 
-def row_changes(row: dict, id_keys: list[IdentifierKey]) -> list[Change]:
-    """The changes of one row (one per key it names); ValueError on any defect (the caller says where)."""
-    keys = parse_keys(row, id_keys)
+def status_until(row: dict) -> tuple[RiskStatus | None, date | None]:
+    """A row's status (None = remove) and end date; ValueError names what is wrong."""
     status_text = str(row.get("status") or "").strip()
     if status_text.lower() in _REMOVE:
-        return [(key, None, None) for key in keys]
+        return None, None
     status = _STATUS.get(status_text.upper())
     if status is None:
         raise ValueError(f"unknown status {status_text!r} (use F0, F1, REVOKED or remove)")
     until_text = str(row.get("until") or "").strip()
-    until = date.fromisoformat(until_text) if until_text else None
+    return status, date.fromisoformat(until_text) if until_text else None
+
+
+def row_changes(row: dict, id_keys: list[IdentifierKey]) -> list[Change]:
+    """The changes of one row (one per key it names); ValueError on any defect (the caller says where)."""
+    keys = parse_keys(row, id_keys)
+    status, until = status_until(row)
     return [(key, status, until) for key in keys]
 
 
@@ -197,24 +202,46 @@ class _Spill:
 
     Keys are keyed hashes, so the buckets are even. Sorting them one by one into the result keeps
     the publisher's memory near one copy of the records (19 bytes a row): a national list of 10
-    million rows is never held as text, as Python objects, or twice while it is sorted.
+    million rows is never held as text, as Python objects, or twice while it is sorted. Records
+    are gathered packed and written a block at a time, bucketed by numpy with a stable sort, so
+    each bucket keeps the file's order (the last row of a key wins).
     """
 
     ROW = struct.Struct("<16sBH")  # the RECORD layout: key, status, until
+    BLOCK = 1 << 18
 
     def __init__(self, folder: Path, part: int) -> None:
         self._files = [open(folder / f"{part}-{b:02x}", "wb", buffering=1 << 16)  # noqa: SIM115
                        for b in range(256)]
-        self._pack = self.ROW.pack
+        self.pending: list[bytes] = []  # packed records (RECORD layout) not yet written
         self.records = 0
 
     def add(self, key: bytes, code: int, until: int) -> None:
-        self._files[key[0]].write(self._pack(key, code, until))
-        self.records += 1
+        self.pending.append(self.ROW.pack(key, code, until))
+        if len(self.pending) >= self.BLOCK:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the pending records to their buckets."""
+        if not self.pending:
+            return
+        packed = b"".join(self.pending)
+        self.pending.clear()
+        first = np.frombuffer(packed, np.uint8)[::RECORD.itemsize]  # each record's first key byte
+        order = np.argsort(first, kind="stable")
+        records = np.frombuffer(packed, RECORD)[order]
+        counts = np.bincount(first, minlength=256)
+        ends = np.cumsum(counts)
+        for bucket in np.flatnonzero(counts):
+            self._files[bucket].write(records[ends[bucket] - counts[bucket]:ends[bucket]].tobytes())
+        self.records += len(records)
 
     def close(self) -> None:
-        for fh in self._files:
-            fh.close()
+        try:
+            self.flush()
+        finally:
+            for fh in self._files:
+                fh.close()
 
 
 def _sorted_records(folder: Path, parts: int, records: int) -> np.ndarray:
@@ -256,51 +283,119 @@ def _take(outcome: _Outcome, spill: _Spill, line: int, row: dict, id_keys: list[
         spill.add(key, code, days)
 
 
-def _plain_rows(path: Path, start: int, end: int, first_line: int, header: list[str] | None,
-                done: Callable[[int], None] | None) -> Iterator[tuple[int, dict | None]]:
-    """Rows of a plain file's byte range ``[start, end)`` (CSV without quotes, or JSON lines);
-    None for a CSV line with more cells than columns. ``done(bytes read)`` follows the reading."""
-    width = len(header) if header else 0
+def _line_blocks(path: Path, start: int, end: int, block: int = 1 << 22) -> Iterator[tuple[int, list[bytes]]]:
+    """The lines of bytes ``[start, end)`` of ``path`` (split at ``\\n``, which is dropped) a block at a
+    time, each block with the number of bytes read so far."""
     with path.open("rb") as fh:
         fh.seek(start)
-        at, line = start, first_line
-        for raw in fh:
-            if at >= end:
+        at, carry = start, b""
+        while at < end:
+            chunk = fh.read(min(block, end - at))
+            if not chunk:
                 break
-            at += len(raw)
-            if done is not None and line % 65536 == 0:
-                done(at - start)
-            try:
-                text = raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as exc:
-                raise RiskInputError(f"{path} line {line}: not UTF-8 text ({exc.reason})") from None
-            if text.strip():
-                if header is None:
-                    yield line, _json_object(path, line, text)
-                else:
-                    cells = text.split(",")
-                    if len(cells) == width:
-                        yield line, dict(zip(header, cells, strict=True))
-                    elif len(cells) > width:
-                        yield line, None
-                    else:
-                        yield line, dict(zip(header, cells + [""] * (width - len(cells)), strict=True))
-            line += 1
-        if done is not None:
-            done(at - start)
+            at += len(chunk)
+            lines = (carry + chunk).split(b"\n")
+            carry = lines.pop()
+            yield at - start, lines
+        if carry:
+            yield at - start, [carry]
+
+
+_TAIL = struct.Struct("<BH")  # the status and end date of a RECORD, after its key
+
+
+class _PlainReader:
+    """Rows of a CSV without quotes, or of JSON lines, from raw lines; bad rows go to the outcome.
+
+    A national list is mostly rows of a citizen id, a status and an end date: for a CSV of just
+    those columns, a line whose id is plain letters and digits and whose status and date were seen
+    before is keyed straight from its bytes (the status and date decoded once per distinct value).
+    Every other line takes the general path, row by row, with the same checks and messages.
+    """
+
+    def __init__(self, path: Path, header: list[str] | None, id_keys: list[IdentifierKey], outcome: _Outcome,
+                 spill: _Spill) -> None:
+        self.path, self.header, self.id_keys = path, header, id_keys
+        self.outcome, self.spill = outcome, spill
+        self._width = len(header) if header else 0
+        self._hashers = [holder_hasher(key) for key in id_keys]
+        self._tails: dict[tuple[bytes, bytes], bytes] = {}  # (status, until) cells -> packed status, until
+        columns = set(header or ())
+        id_columns = columns & {"id", "citizen_id"}
+        self._fast = bool(id_keys) and len(columns) == self._width and len(id_columns) == 1 and (
+            columns - id_columns <= {"status", "until"}) and "status" in columns
+        if self._fast and header is not None:
+            self._id_at = header.index(id_columns.pop())
+            self._status_at = header.index("status")
+            self._until_at = header.index("until") if "until" in columns else None
+
+    def take(self, lines: list[bytes], first_line: int) -> None:
+        """The rows of ``lines``, the first being line number ``first_line`` of the file."""
+        if not self._fast:
+            for offset, raw in enumerate(lines):
+                self._take_line(first_line + offset, raw)
+            return
+        out, hashers, tails, width = self.spill.pending, self._hashers, self._tails, self._width
+        id_at, status_at, until_at = self._id_at, self._status_at, self._until_at
+        taken = 0
+        for offset, raw in enumerate(lines):
+            cells = (raw[:-1] if raw.endswith(b"\r") else raw).split(b",")
+            if len(cells) == width:
+                cell = (cells[status_at], cells[until_at] if until_at is not None else b"")
+                tail = tails.get(cell) or self._tail(cell)
+                ident = cells[id_at]
+                if tail and ident.isalnum():  # (bytes.isalnum is ASCII only: anything else is general)
+                    normal = ident.upper()
+                    for keyed in hashers:
+                        out.append(keyed(normal) + tail)
+                    taken += 1
+                    continue
+            self._take_line(first_line + offset, raw)
+        self.outcome.rows += taken
+
+    def _tail(self, cell: tuple[bytes, bytes]) -> bytes:
+        """The packed status and end date of a status and date cell, or b"" if they need the general path."""
+        try:
+            status, until = status_until({"status": cell[0].decode(), "until": cell[1].decode()})
+            tail = _TAIL.pack(REMOVED, 0) if status is None else _TAIL.pack(int(status), encode_until(until))
+        except (UnicodeDecodeError, ValueError):
+            return b""
+        if len(self._tails) < 65536:  # a list has a few statuses and dates; a bound all the same
+            self._tails[cell] = tail
+        return tail
+
+    def _take_line(self, line: int, raw: bytes) -> None:
+        try:
+            text = raw.decode("utf-8").rstrip("\r")
+        except UnicodeDecodeError as exc:
+            raise RiskInputError(f"{self.path} line {line}: not UTF-8 text ({exc.reason})") from None
+        if not text.strip():
+            return
+        if self.header is None:
+            row = _json_object(self.path, line, text)
+        else:
+            cells = text.split(",")
+            if len(cells) > self._width:
+                self.outcome.rows += 1
+                self.outcome.add_problem(line, f"line {line}: more cells than columns")
+                return
+            row = dict(zip(self.header, cells + [""] * (self._width - len(cells)), strict=True))
+        _take(self.outcome, self.spill, line, row, self.id_keys)
 
 
 def _read_part(path: Path, start: int, end: int, first_line: int, header: list[str] | None, folder: Path,
                part: int, id_keys: list[IdentifierKey], done: Callable[[int], None] | None = None) -> _Outcome:
     """One reader: its byte range of the file into its own spill files."""
     outcome, spill = _Outcome(), _Spill(folder, part)
+    reader = _PlainReader(path, header, id_keys, outcome, spill)
     try:
-        for line, row in _plain_rows(path, start, end, first_line, header, done):
-            if row is None:
-                outcome.rows += 1
-                outcome.add_problem(line, f"line {line}: more cells than columns")
-            else:
-                _take(outcome, spill, line, row, id_keys)
+        line = first_line
+        for read, lines in _line_blocks(path, start, end):
+            reader.take(lines, line)
+            line += len(lines)
+            spill.flush()
+            if done is not None:
+                done(read)
     finally:
         spill.close()
     outcome.records = spill.records

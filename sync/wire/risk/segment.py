@@ -43,12 +43,23 @@ def prefix_bits(entries: int) -> int:
     return bits
 
 
+#: the first 8 key bytes of each record, as a big-endian word, read in place (no copy of the keys)
+_FIRST_WORD = np.dtype({"names": ["word"], "formats": [">u8"], "offsets": [0], "itemsize": RECORD.itemsize})
+_INDEX_CHUNK = 1 << 20
+
+
 def _index(recs: np.ndarray, bits: int) -> np.ndarray:
-    if len(recs) == 0:
-        return np.zeros((1 << bits) + 1, "<u4")
-    prefixes = key_words(recs["key"])[:, 0] >> np.uint64(64 - bits) if bits else np.zeros(len(recs), ">u8")
-    bounds = np.arange((1 << bits) + 1, dtype=np.uint64)
-    return np.searchsorted(prefixes.astype(np.uint64), bounds, side="left").astype("<u4")
+    """Where each ``bits``-bit key prefix starts (and the end): counted a chunk at a time, so a
+    national list is indexed without a copy of its keys (the publisher's memory goal)."""
+    counts = np.zeros(1 << bits, np.int64)
+    if len(recs) and bits:
+        words = np.ascontiguousarray(recs, dtype=RECORD).view(_FIRST_WORD)["word"]
+        shift = np.uint64(64 - bits)
+        for start in range(0, len(words), _INDEX_CHUNK):
+            counts += np.bincount((words[start:start + _INDEX_CHUNK] >> shift).astype(np.intp), minlength=1 << bits)
+    elif len(recs):
+        counts[0] = len(recs)
+    return np.concatenate(([0], np.cumsum(counts))).astype("<u4")
 
 
 def write_segment(path: Path, recs: np.ndarray) -> str:
