@@ -172,7 +172,8 @@ def test_parallel_readers_agree_with_one_reader_and_number_lines_across_the_file
         assert message.index("line 11:") < message.index("line 2501:") < message.index("line 3901:")
 
 
-@pytest.mark.parametrize("header", ["id,status,until", "until,status,citizen_id", "status,id"])
+@pytest.mark.parametrize("header", ["id,status,until", "until,status,citizen_id", "status,id",
+                                    "id,name,status,until,note"])
 def test_plain_rows_are_keyed_exactly_as_the_general_row_parser_keys_them(tmp_path: Path, header: str) -> None:
     """Large plain CSVs take a byte-level path; every odd row must come out as ``parse_row`` says."""
     from sync.server.publish.risk_inputs import read_changes
@@ -186,8 +187,9 @@ def test_plain_rows_are_keyed_exactly_as_the_general_row_parser_keys_them(tmp_pa
         ("079000000006", "F1", "2031-06-30"), ("079000000006", "F0", ""), ("Abc123", "F1", "2031-06-30"),
     ] + [(f"0790{n:08d}", "F0" if n % 3 else "F1", "2030-01-01" if n % 2 else "") for n in range(10, 400)]
     names = header.split(",")
-    lines = [header] + [",".join({"id": i, "citizen_id": i, "status": s, "until": u}[c] for c in names)
-                        for i, s, u in rows]
+    lines = [header] + [",".join({"id": i, "citizen_id": i, "status": s, "until": u, "note": "",
+                                  "name": "Nguyễn Văn A" if n % 4 == 0 else "Tran Van B"}[c] for c in names)
+                        for n, (i, s, u) in enumerate(rows)]
     lines.insert(5, "")  # a blank line is skipped
     text = "\r\n".join(lines[:8]) + "\r\n" + "\n".join(lines[8:]) + "\n"  # CRLF and LF line ends mixed
     source = tmp_path / "list.csv"

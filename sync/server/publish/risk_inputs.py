@@ -307,9 +307,9 @@ _TAIL = struct.Struct("<BH")  # the status and end date of a RECORD, after its k
 class _PlainReader:
     """Rows of a CSV without quotes, or of JSON lines, from raw lines; bad rows go to the outcome.
 
-    A national list is mostly rows of a citizen id, a status and an end date: for a CSV of just
-    those columns, a line whose id is plain letters and digits and whose status and date were seen
-    before is keyed straight from its bytes (the status and date decoded once per distinct value).
+    A national list is mostly rows of a citizen id, a status and an end date: for a CSV naming
+    citizens (not UCIs or keys), an ASCII line whose id is plain letters and digits is keyed straight
+    from its bytes, its status and date decoded once per distinct value (other columns are not read).
     Every other line takes the general path, row by row, with the same checks and messages.
     """
 
@@ -322,8 +322,8 @@ class _PlainReader:
         self._tails: dict[tuple[bytes, bytes], bytes] = {}  # (status, until) cells -> packed status, until
         columns = set(header or ())
         id_columns = columns & {"id", "citizen_id"}
-        self._fast = bool(id_keys) and len(columns) == self._width and len(id_columns) == 1 and (
-            columns - id_columns <= {"status", "until"}) and "status" in columns
+        self._fast = (bool(id_keys) and len(columns) == self._width and len(id_columns) == 1
+                      and "status" in columns and not columns & {"key", "uci"})  # other columns are not read
         if self._fast and header is not None:
             self._id_at = header.index(id_columns.pop())
             self._status_at = header.index("status")
@@ -344,7 +344,7 @@ class _PlainReader:
                 cell = (cells[status_at], cells[until_at] if until_at is not None else b"")
                 tail = tails.get(cell) or self._tail(cell)
                 ident = cells[id_at]
-                if tail and ident.isalnum():  # (bytes.isalnum is ASCII only: anything else is general)
+                if tail and ident.isalnum() and raw.isascii():  # (isalnum of bytes is ASCII letters and digits)
                     normal = ident.upper()
                     for keyed in hashers:
                         out.append(keyed(normal) + tail)
