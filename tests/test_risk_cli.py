@@ -215,3 +215,33 @@ def test_the_bulk_holder_hasher_is_the_holder_hash() -> None:
             assert keyed(normalise_citizen_id(ident).encode()) == holder_hash(ident, key)
     with pytest.raises(TypeError):
         holder_hasher(b"\0" * 32)  # a raw secret is refused: keys are typed
+
+
+@pytest.mark.parametrize(("head", "megabytes"), [
+    ("id,status\n079000000001,F0\n", 3),  # within one read of the file
+    ("id,status\n079000000001,F0\n", 9),  # across reads
+    ('{"id": "079000000001", "status": "F0"}\n', 3),  # JSON lines
+    ('id,status\n"079000000001",F0\n', 2),  # a quoted CSV: read by the csv module
+])
+def test_a_line_without_end_is_refused_by_number_not_read_into_memory(tmp_path: Path, head: str,
+                                                                      megabytes: int) -> None:
+    from sync.server.publish.risk_inputs import MAX_LINE_BYTES, read_changes
+
+    source = tmp_path / ("list.jsonl" if head.startswith("{") else "list.csv")
+    with source.open("w", encoding="ascii") as fh:
+        fh.write(head)
+        fh.write("7" * (megabytes * MAX_LINE_BYTES))  # no line end: a broken export, or a hostile one
+        fh.write("\n" + head.splitlines()[-1] + "\n")
+    for workers in (1, 2):
+        with pytest.raises(RiskInputError, match=rf"line {head.count(chr(10)) + 1}: longer than"):
+            read_changes(source, workers=workers, id_keys=[ID_KEY])
+
+
+def test_a_json_list_too_large_to_read_whole_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    from sync.server.publish.risk_inputs import MAX_WHOLE_BYTES, read_changes
+
+    source = tmp_path / "list.json"
+    with source.open("wb") as fh:
+        fh.truncate(MAX_WHOLE_BYTES + 1)  # sparse: the size is what is checked, before any reading
+    with pytest.raises(RiskInputError, match=r"too large to read whole: give a large list as CSV or JSON lines"):
+        read_changes(source, id_keys=[ID_KEY])

@@ -34,6 +34,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 
@@ -50,9 +51,16 @@ class RiskInputError(CheckpointError, ValueError):
     """An input row is malformed; the message names the file and row."""
 
 
+#: a ``.json`` list is read whole: larger lists are given as CSV or JSON lines, which are streamed
+MAX_WHOLE_BYTES = 64 << 20
+
+
 def load_rows(path: Path) -> list[dict]:
-    """The rows of a CSV (with a header line) or JSON input file."""
+    """The rows of a CSV (with a header line) or JSON input file, read whole (MAX_WHOLE_BYTES at most)."""
     try:
+        if Path(path).stat().st_size > MAX_WHOLE_BYTES:
+            raise RiskInputError(f"{path}: larger than {MAX_WHOLE_BYTES >> 20} MB, too large to read whole: "
+                                 "give a large list as CSV or JSON lines (.jsonl), which are read as a stream")
         text = Path(path).read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise RiskInputError(f"{path}: cannot read input: {exc}") from None
@@ -137,6 +145,8 @@ def parse_row(row: dict, where: str, id_keys: list[IdentifierKey] | None = None)
 
 #: at most this many bad rows are listed (the count of all of them is given)
 MAX_REPORTED = 20
+#: a row longer than this is not a risk-list row (a citizen with many certificates is a few KB)
+MAX_LINE_BYTES = 1 << 20
 #: a plain input larger than this is read by one process per core
 PARALLEL_FROM_BYTES = 8 << 20
 
@@ -164,6 +174,15 @@ def _counted(lines: Iterator[str], progress: Callable[[int], None] | None) -> It
         progress(done)
 
 
+def _bounded_lines(path: Path, handle: TextIO) -> Iterator[str]:
+    """The lines of ``handle``, refusing one longer than MAX_LINE_BYTES before it is all in memory."""
+    for number, line in enumerate(iter(lambda: handle.readline(MAX_LINE_BYTES + 1), ""), 1):
+        if len(line) > MAX_LINE_BYTES:
+            raise RiskInputError(f"{path} line {number}: longer than {MAX_LINE_BYTES:,} characters: "
+                                 "not a risk list row")
+        yield line
+
+
 def iter_rows(path: Path, progress: Callable[[int], None] | None = None) -> Iterator[tuple[int, dict]]:
     """``(line number, row)`` of a CSV (header line first) or JSON-lines file, read as a stream.
 
@@ -180,7 +199,7 @@ def iter_rows(path: Path, progress: Callable[[int], None] | None = None) -> Iter
         raise RiskInputError(f"{path}: cannot read input: {exc}") from None
     with handle:
         try:
-            lines = _counted(iter(handle), progress)
+            lines = _counted(_bounded_lines(path, handle), progress)
             if path.suffix.lower() == ".jsonl":
                 for n, line in enumerate(lines, 1):
                     if line.strip():
@@ -283,12 +302,15 @@ def _take(outcome: _Outcome, spill: _Spill, line: int, row: dict, id_keys: list[
         spill.add(key, code, days)
 
 
-def _line_blocks(path: Path, start: int, end: int, block: int = 1 << 22) -> Iterator[tuple[int, list[bytes]]]:
+def _line_blocks(path: Path, start: int, end: int, first_line: int,
+                 block: int = 1 << 22) -> Iterator[tuple[int, int, list[bytes]]]:
     """The lines of bytes ``[start, end)`` of ``path`` (split at ``\\n``, which is dropped) a block at a
-    time, each block with the number of bytes read so far."""
+    time: (bytes read so far, the block's first line number, its lines). A line longer than
+    MAX_LINE_BYTES is refused by its number (whatever the blocks), so a file without line ends
+    cannot fill the memory."""
     with path.open("rb") as fh:
         fh.seek(start)
-        at, carry = start, b""
+        at, carry, line = start, b"", first_line
         while at < end:
             chunk = fh.read(min(block, end - at))
             if not chunk:
@@ -296,9 +318,15 @@ def _line_blocks(path: Path, start: int, end: int, block: int = 1 << 22) -> Iter
             at += len(chunk)
             lines = (carry + chunk).split(b"\n")
             carry = lines.pop()
-            yield at - start, lines
+            if len(carry) > MAX_LINE_BYTES or (lines and max(map(len, lines)) > MAX_LINE_BYTES):
+                longest = max(range(len(lines)), key=lambda k: len(lines[k]), default=0)
+                at_line = line + (longest if lines and len(lines[longest]) > MAX_LINE_BYTES else len(lines))
+                raise RiskInputError(f"{path} line {at_line}: longer than {MAX_LINE_BYTES:,} bytes: "
+                                     "not a risk list row")
+            yield at - start, line, lines
+            line += len(lines)
         if carry:
-            yield at - start, [carry]
+            yield at - start, line, [carry]
 
 
 _TAIL = struct.Struct("<BH")  # the status and end date of a RECORD, after its key
@@ -389,10 +417,8 @@ def _read_part(path: Path, start: int, end: int, first_line: int, header: list[s
     outcome, spill = _Outcome(), _Spill(folder, part)
     reader = _PlainReader(path, header, id_keys, outcome, spill)
     try:
-        line = first_line
-        for read, lines in _line_blocks(path, start, end):
+        for read, line, lines in _line_blocks(path, start, end, first_line):
             reader.take(lines, line)
-            line += len(lines)
             spill.flush()
             if done is not None:
                 done(read)
