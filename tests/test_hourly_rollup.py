@@ -8,11 +8,17 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from test_server_migrations import _FirstWriterCommitsMeanwhile, device_log, empty_db_url, raw  # noqa: F401
+from test_server_migrations import (  # noqa: F401
+    _FirstWriterCommitsMeanwhile,
+    _store_as_an_old_server,
+    device_log,
+    empty_db_url,
+    raw,
+)
 from test_sync_push import make_client
 
 from edge.verdict import Decision, Reason, Verdict
-from sync.server import migrations, store_pg, store_sqlite
+from sync.server import migrations
 from sync.server.app import create_app
 from sync.server.fleet.store import FLEET_TOTAL, FLEET_TOTAL_ROWS, fleet_total_row
 from sync.server.ingest import ingest
@@ -120,14 +126,13 @@ def test_step_6_fills_the_rollup_from_a_step_5_database(empty_db_url, tmp_path, 
     with monkeypatch.context() as old_server:
         old_server.setattr(migrations, "MIGRATIONS", tuple(step5))
         old_server.setattr(migrations, "LATEST", 5)
-        for module in (store_pg, store_sqlite):  # what a step-5 server's insert did: no roll-up
-            old_server.setattr(module, "add_to_rollup", lambda *_args: None)
         storage = open_storage(db_url, create=True)
         try:
             assert storage.schema_version() == 5
             storage.enroll("dev-f", raw(Ed25519PrivateKey.generate()))
             log = device_log(tmp_path, "dev-f", server_x25519, datetime(2026, 2, 27, tzinfo=UTC), 30)
-            ingest(storage, opener, "dev-f", log.records()[:20])
+            _store_as_an_old_server(storage, opener, "dev-f", log.records()[:20])  # no roll-up then
+            storage._exec("UPDATE devices SET acked_seq=20, records=20 WHERE device_id='dev-f'")
         finally:
             storage.close()
     storage = open_storage(db_url)  # the upgrade happens here

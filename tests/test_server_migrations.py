@@ -20,9 +20,9 @@ from edge.cli import main
 from edge.devtools.server_procs import new_server_database
 from edge.scan.scanlog import ScanLog
 from edge.verdict import Decision, Reason, Verdict
-from sync.server import migrations
+from sync.server import migrations, partitions
 from sync.server.app import create_app
-from sync.server.ingest import _checked_rows, _Counts, ingest
+from sync.server.ingest import IngestError, _checked_rows, _Counts, ingest
 from sync.server.migrations import LATEST, POSTGRES_V1, POSTGRES_V2, SQLITE_V1, SchemaError, _sqlite_v2
 from sync.server.registry import Registry, parse_checkpoints
 from sync.server.runner import ServerThread
@@ -428,6 +428,15 @@ def _contact_window_plan(db_url: str, devices: list[str], start: str, end: str) 
         return " ".join(r[0] for r in db.execute(sql, (*devices, start, end, start, end, 10)))
 
 
+def _store_as_an_old_server(storage, opener: HolderOpener, device_id: str, records: list[dict]) -> None:
+    """The checked rows of ``records`` written as a server of an older schema stored them (today's
+    ingest also keeps columns of later steps)."""
+    columns = (*RECORD_COLUMNS, "scanned_at") if storage.partitioned_records else RECORD_COLUMNS
+    sql = f"INSERT INTO records ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+    for row in _checked_rows(opener, device_id, 0, records, {}, _Counts()):
+        storage._exec(sql, (*row, partitions.scan_time(row[3])) if storage.partitioned_records else row)
+
+
 def test_step_7_covering_trace_indexes_from_a_step_6_database(empty_db_url, tmp_path, server_x25519, monkeypatch):
     """A database a step-6 server filled is upgraded: step 5's trace indexes are replaced by the
     covering ones (not kept beside them), a trace answers the same as before, and a contact window
@@ -445,7 +454,7 @@ def test_step_7_covering_trace_indexes_from_a_step_6_database(empty_db_url, tmp_
         try:
             assert storage.schema_version() == 6
             storage.enroll("HN-T-1", raw(Ed25519PrivateKey.generate()))
-            ingest(storage, HolderOpener(server_x25519), "HN-T-1", log.records())
+            _store_as_an_old_server(storage, HolderOpener(server_x25519), "HN-T-1", log.records())
             before = trace_json(trace(storage, registry, holder, since, since + timedelta(days=3), window))
         finally:
             storage.close()
@@ -465,3 +474,75 @@ def test_step_7_covering_trace_indexes_from_a_step_6_database(empty_db_url, tmp_
     plan = _contact_window_plan(empty_db_url, ["HN-T-1"], "2026-03-01T00:00:00+00:00", "2026-03-01T06:00:00+00:00")
     assert ("COVERING INDEX records_by_device_time_cover" in plan if empty_db_url.startswith("sqlite")
             else "Index Only Scan" in plan and "Index Cond: ((device_id = " in plan), plan
+
+
+class _CountingRecordReads:
+    """The real storage, counting the statements its reads and writes run against ``records``."""
+
+    def __init__(self, storage):
+        self.storage, self.record_queries = storage, 0
+        self._all = storage._all
+        storage._all = self._counting
+
+    def _counting(self, sql: str, params: tuple = ()) -> list[tuple]:
+        self.record_queries += " records " in f"{sql} "
+        return self._all(sql, params)
+
+
+def _head(storage, device_id: str) -> tuple:
+    top, digest = storage._all("SELECT top_seq, acked_hash FROM devices WHERE device_id=?", (device_id,))[0]
+    return top, bytes(digest).hex() if digest is not None else None
+
+
+def test_step_8_chain_head_on_the_device_row(empty_db_url, tmp_path, server_x25519, monkeypatch):
+    """A step-7 database is upgraded with the chain head unknown; the next push reads the records and
+    sets it; from then on a push that extends the chain reads no record, is still checked against
+    the held record before it (a broken link is refused), and a gap, a resend and a fork go the
+    general way and keep the head right."""
+    opener = HolderOpener(server_x25519)
+    log = device_log(tmp_path, "dev-h", server_x25519, datetime(2026, 3, 1, tzinfo=UTC), 40, step=timedelta(hours=1))
+    recs = log.records()
+    step7 = tuple(m for m in migrations.MIGRATIONS if m.version <= 7)
+    with monkeypatch.context() as old_server:
+        old_server.setattr(migrations, "MIGRATIONS", step7)
+        old_server.setattr(migrations, "LATEST", 7)
+        storage = open_storage(empty_db_url, create=True)
+        try:
+            storage.enroll("dev-h", raw(Ed25519PrivateKey.generate()))
+            _store_as_an_old_server(storage, opener, "dev-h", recs[:5])
+            storage._exec("UPDATE devices SET acked_seq=5, records=5 WHERE device_id='dev-h'")
+        finally:
+            storage.close()
+    storage = open_storage(empty_db_url)  # step 8 here
+    try:
+        assert storage.schema_version() == LATEST >= 8
+        assert _head(storage, "dev-h") == (None, None)
+        reads = _CountingRecordReads(storage)
+        assert ingest(storage, opener, "dev-h", recs[5:10]).acked_seq == 10  # the general way: reads records
+        assert reads.record_queries > 0
+        assert _head(storage, "dev-h") == (10, recs[9]["hash"])
+
+        reads.record_queries = 0
+        result = ingest(storage, opener, "dev-h", recs[10:15])
+        assert (result.acked_seq, result.stored, result.acked_hash) == (15, 5, recs[14]["hash"])
+        assert reads.record_queries == 0 and _head(storage, "dev-h") == (15, recs[14]["hash"])
+
+        forged = [dict(r) for r in recs[15:17]]
+        forged[0]["prev_hash"] = "00" * 32  # does not follow the held seq 15
+        with pytest.raises(IngestError, match="does not follow the stored record"):
+            ingest(storage, opener, "dev-h", forged)
+
+        assert ingest(storage, opener, "dev-h", recs[20:25]).acked_seq == 15  # held beyond a gap
+        assert _head(storage, "dev-h") == (25, recs[14]["hash"])
+        assert ingest(storage, opener, "dev-h", recs[15:20]).acked_seq == 25  # the gap filled
+        assert _head(storage, "dev-h") == (25, recs[24]["hash"])
+        again = ingest(storage, opener, "dev-h", recs[20:25])  # a resend: duplicates, nothing stored
+        assert (again.stored, again.duplicates, again.acked_seq) == (0, 5, 25)
+
+        storage.start_epoch("dev-h", after=0, base_seq=25)  # a fork: the head is not known any more
+        assert _head(storage, "dev-h") == (None, None)
+        assert ingest(storage, opener, "dev-h", recs[25:30]).acked_seq == 30
+        assert _head(storage, "dev-h") == (30, recs[29]["hash"])
+        assert storage.count_records() == 30 and len(storage.chain_records("dev-h")) == 30
+    finally:
+        storage.close()

@@ -28,10 +28,11 @@ from sync.wire.protocol import API, HEADER_DEVICE, HEADER_SIGNATURE, MAX_SEQ, b6
 LIMITS = RequestLimits(max_push_bytes=1024 * 1024, body_timeout_s=1.0, header_timeout_s=1.0)
 
 
-def _server(db_url, server_x25519, publisher_key, limits=LIMITS, serve="all") -> ServerThread:
+def _server(db_url, server_x25519, publisher_key, limits=LIMITS, serve="all", http="auto") -> ServerThread:
     settings = ServerSettings(db_url=db_url, encryption_key=server_x25519, publisher_key=publisher_key,
                               limits=limits)
-    srv = ServerThread(create_app(settings, serve=serve), header_timeout_s=limits.header_timeout_s).start()
+    srv = ServerThread(create_app(settings, serve=serve), header_timeout_s=limits.header_timeout_s,
+                       http=http).start()
     srv.storage = srv._server.config.app.state.storage
     return srv
 
@@ -128,6 +129,33 @@ def test_stalled_request_headers_are_closed(server):
     started = time.monotonic()
     answer = _raw(server.port, b"POST /v1/push HTTP/1.1\r\nHost: x\r\n", wait_s=6.0)  # headers never end
     assert answer == b"" and time.monotonic() - started < 5.0  # closed by the 1 s header deadline
+
+
+@pytest.mark.parametrize("http", ["h11", "auto"])
+def test_header_deadline_holds_on_either_protocol_and_on_kept_alive_connections(db_url, server_x25519,
+                                                                                publisher_key, http):
+    """A stalled first request and a stalled second request on a kept-alive connection are both
+    closed by the header deadline, whichever HTTP protocol serves (httptools when installed)."""
+    srv = _server(db_url, server_x25519, publisher_key, http=http)
+    try:
+        if http == "auto":
+            from sync.server.runner import HttpToolsProtocol
+            assert HttpToolsProtocol is not None, "the server extra installs httptools"
+        started = time.monotonic()
+        assert _raw(srv.port, b"GET /v1/health HTTP/1.1\r\nHost: x\r\n", wait_s=6.0) == b""
+        assert time.monotonic() - started < 5.0
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=6.0) as s:
+            s.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+            first = s.recv(65536)
+            assert first.startswith(b"HTTP/1.1 200"), first[:200]
+            started = time.monotonic()
+            s.sendall(b"GET /v1/health HTTP/1.1\r\nHo")  # the next request stalls in its headers
+            rest = b""
+            while chunk := s.recv(65536):
+                rest += chunk
+            assert rest == b"" and time.monotonic() - started < 5.0  # closed at the 1 s deadline, not 30 s
+    finally:
+        srv.stop()
 
 
 def test_one_device_flooding_is_rate_limited_alone(db_url, server_x25519, publisher_key, scanlog, device_key,

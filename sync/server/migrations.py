@@ -128,6 +128,17 @@ DROP TABLE records_v2;
 """
 
 
+#: v8: ``storage.ChainHead`` columns, unknown (NULL) until a device's next push sets them
+CHAIN_HEAD_SQLITE = """
+ALTER TABLE devices ADD COLUMN top_seq INTEGER;
+ALTER TABLE devices ADD COLUMN acked_hash BLOB;
+"""
+CHAIN_HEAD_POSTGRES = """
+ALTER TABLE devices ADD COLUMN IF NOT EXISTS top_seq BIGINT;
+ALTER TABLE devices ADD COLUMN IF NOT EXISTS acked_hash BYTEA;
+"""
+
+
 @dataclass(frozen=True)
 class Migration:
     """One schema step; ``None`` for an engine means the step changes nothing there. A callable runs
@@ -167,6 +178,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     # the index build holds the records' write lock: on a large database this step takes minutes
     Migration(7, "trace indexes cover what the trace queries read (index-only scans), replacing step 5's",
               covering_trace_step("sqlite"), covering_trace_step("postgresql")),
+    Migration(8, "chain head on the device row (top seq held, hash at acked_seq): a push that extends the chain "
+              "reads and checks no records", CHAIN_HEAD_SQLITE, CHAIN_HEAD_POSTGRES),
 )
 LATEST = MIGRATIONS[-1].version
 

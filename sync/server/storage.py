@@ -200,6 +200,50 @@ def advance_acked(acked: int, span: tuple[int, int], seqs_after: Callable[[int, 
 
 
 SEQS_AFTER = "SELECT seq FROM records WHERE device_id=? AND epoch=? AND seq > ? ORDER BY seq LIMIT ?"
+#: what a device's chain head becomes after a write that could not tell it from the batch alone: the
+#: highest seq held in the epoch, and the hash of the record at the new acked_seq
+_HEAD_AFTER = ("SELECT (SELECT MAX(seq) FROM records WHERE device_id=? AND epoch=?), "
+               "(SELECT hash FROM records WHERE device_id=? AND epoch=? AND seq=?)")
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    """What the ``devices`` row says about the end of a device's current chain (schema step 8):
+    ``top_seq``, a bound no record of the epoch is held beyond, and ``acked_hash``, the hash of
+    the record at acked_seq. None for either: not known (a fork, a database from before step 8),
+    so the records are read instead. A batch that starts right after acked_seq while nothing is
+    held beyond it (``follows``) is the usual push: no held record can be in its span, which
+    spares the reads and checks the general case needs."""
+
+    acked_seq: int
+    top_seq: int | None
+    acked_hash: bytes | None
+
+    def follows(self, lo: int) -> bool:
+        """True if a batch starting at seq ``lo`` extends the chain with nothing held in or after it."""
+        return self.top_seq is not None and self.top_seq <= self.acked_seq and lo == self.acked_seq + 1
+
+    def links(self) -> dict[int, tuple[bytes, bytes]] | None:
+        """The held links around a batch that ``follows`` (only the record at acked_seq), or None if
+        its hash is not known."""
+        if self.acked_seq == 0:
+            return {}
+        return {self.acked_seq: (b"", self.acked_hash)} if self.acked_hash is not None else None
+
+
+def head_after_write(run: Callable[[str, tuple], list[tuple]], device_id: str, epoch: int, acked: int,
+                     span: tuple[int, int], taken: list[tuple], fast: bool) -> tuple[int, bytes | None]:
+    """``(top_seq, acked_hash)`` to store after a write: from the batch when it extended the chain
+    (``fast``: every row stored, acked_seq is its last), else read from the records."""
+    if fast:
+        return span[1], taken[-1][16]
+    top, digest = run(_HEAD_AFTER, (device_id, epoch, device_id, epoch, acked))[0]
+    return max(int(top or 0), acked), bytes(digest) if digest is not None else None
+
+
+#: the device row's update at the end of a write (acked, last seen, stored count, chain head)
+DEVICE_AFTER_WRITE = ("UPDATE devices SET acked_seq=?, last_seen=?, records=records+?, top_seq=?, acked_hash=? "
+                      "WHERE device_id=?")
 #: what a device's chain needs beside its records: epochs after a fork, ranges gone for good
 CHAIN_SCHEMA = """
 CREATE TABLE IF NOT EXISTS epochs (
@@ -301,12 +345,21 @@ class SQLStorage(SecurityQueries, FleetQueries, TraceQueries, SharingQueries):
         return DeviceState(int(rows[0][0]), int(rows[0][1])) if rows else DeviceState(0, 0)
 
     def chain_view(self, device_id: str, lo: int, hi: int) -> tuple[DeviceState, dict[int, tuple[bytes, bytes]]]:
-        # the device row and its epochs in one query: a push reads them once per batch
+        # the device row and its epochs in one query: a push reads them once per batch; the records
+        # only if the batch does not simply extend the chain (``ChainHead.follows``)
         with self._lock:
-            rows = self._all("SELECT d.epoch, d.acked_seq, e.epoch, e.base_seq FROM devices d LEFT JOIN epochs e "
-                             "ON e.device_id = d.device_id WHERE d.device_id=? ORDER BY e.epoch DESC", (device_id,))
-            state = DeviceState(int(rows[0][0]), int(rows[0][1])) if rows else DeviceState(0, 0)
-            epochs = [*((int(e), int(b)) for _epoch, _acked, e, b in rows if e is not None), (0, 0)]
+            rows = self._all("SELECT d.epoch, d.acked_seq, d.top_seq, d.acked_hash, e.epoch, e.base_seq FROM devices d "
+                             "LEFT JOIN epochs e ON e.device_id = d.device_id WHERE d.device_id=? "
+                             "ORDER BY e.epoch DESC", (device_id,))
+            if not rows:
+                return DeviceState(0, 0), self._links(self._all, device_id, lo, hi, [(0, 0)])
+            epoch, acked, top, digest = rows[0][:4]
+            state = DeviceState(int(epoch), int(acked))
+            head = ChainHead(state.acked_seq, top, bytes(digest) if digest is not None else None)
+            known = head.links() if head.follows(lo + 1) else None
+            if known is not None:
+                return state, known
+            epochs = [*((int(e), int(b)) for *_head, e, b in rows if e is not None), (0, 0)]
             return state, self._links(self._all, device_id, lo, hi, epochs)
 
     def acked_seq(self, device_id: str) -> int:
@@ -324,7 +377,8 @@ class SQLStorage(SecurityQueries, FleetQueries, TraceQueries, SharingQueries):
         new = current + 1
         run("INSERT INTO epochs (device_id, epoch, base_seq, started_at) VALUES (?, ?, ?, ?)",
             (device_id, new, base_seq, datetime.now(UTC).isoformat(timespec="seconds")))
-        run("UPDATE devices SET epoch=?, acked_seq=? WHERE device_id=?", (new, base_seq, device_id))
+        run("UPDATE devices SET epoch=?, acked_seq=?, top_seq=NULL, acked_hash=NULL WHERE device_id=?",
+            (new, base_seq, device_id))
         return new
 
     def resolve_forks(self, device_id: str, *, by: str) -> int:

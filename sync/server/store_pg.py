@@ -16,17 +16,20 @@ import psycopg
 from psycopg.adapt import PyFormat
 
 from sync.server import partitions
-from sync.server.fleet.store import add_to_rollup, hour_counts, hour_counts_of
+from sync.server.fleet.store import hour_counts, hour_counts_of, with_rollup
 from sync.server.migrations import migrate_postgres
 from sync.server.storage import (
+    DEVICE_AFTER_WRITE,
     RECORD_COLUMNS,
     SEQS_AFTER,
+    ChainHead,
     RecordConflict,
     Replayable,
     SQLStorage,
     StaleEpoch,
     StorageError,
     advance_acked,
+    head_after_write,
     note_lost,
 )
 
@@ -236,13 +239,16 @@ class PostgresStorage(SQLStorage):
                 def run(sql: str, params: tuple) -> list[tuple]:
                     cur.execute(sql.replace("?", "%s"), params)
                     return cur.fetchall() if cur.description else []
-                found = run("SELECT epoch, acked_seq FROM devices WHERE device_id=? FOR UPDATE", (device_id,))
+                found = run("SELECT epoch, acked_seq, top_seq FROM devices WHERE device_id=? FOR UPDATE", (device_id,))
                 if not found:
                     raise StorageError(f"device {device_id!r} is not enrolled")
-                current, acked = found[0]
+                current, acked, top = found[0]
                 if current != epoch:
                     raise StaleEpoch(f"device {device_id} chain forked to epoch {current} meanwhile")
-                if pruned_through is not None:
+                # under the device lock: nothing held in or after the span, so no held record can
+                # collide or be doubled, and acked_seq becomes the span's end
+                fast = not merge and ChainHead(acked, top, None).follows(span[0])
+                if pruned_through is not None and pruned_through > acked:
                     acked = note_lost(run, device_id, epoch, acked, pruned_through,
                                       self._links(run, device_id, acked + 1, pruned_through), seen_at)
                 # COPY straight into records, streaming rows while they are checked (ingest checked
@@ -252,17 +258,22 @@ class PostgresStorage(SQLStorage):
                 else:
                     stored = self._copy(cur, "records", replayable)
                     counts = hour_counts(replayable.taken)
-                # the partition key is in the primary key, so a *different* record for a held seq
-                # (another wall time) would not collide: under the device lock, every writer before
-                # us has committed, and a seq held twice means this batch conflicts
-                double = run(_DOUBLE_SEQ, (device_id, epoch, *span))
-                if double:
-                    raise RecordConflict(f"{device_id} seq {double[0][0]} differs from the stored record")
-                acked = advance_acked(acked, span, lambda after, limit: [r[0] for r in run(
-                    SEQS_AFTER, (device_id, epoch, after, limit))])
-                add_to_rollup(run, device_id, counts)
-                cur.execute("UPDATE devices SET acked_seq=%s, last_seen=%s, records=records+%s WHERE device_id=%s",
-                            (acked, seen_at, stored, device_id))
+                fast = fast and stored == span[1] - span[0] + 1
+                if fast:
+                    acked = span[1]
+                else:
+                    # the partition key is in the primary key, so a *different* record for a held seq
+                    # (another wall time) would not collide: under the device lock, every writer before
+                    # us has committed, and a seq held twice means this batch conflicts
+                    double = run(_DOUBLE_SEQ, (device_id, epoch, *span))
+                    if double:
+                        raise RecordConflict(f"{device_id} seq {double[0][0]} differs from the stored record")
+                    acked = advance_acked(acked, span, lambda after, limit: [r[0] for r in run(
+                        SEQS_AFTER, (device_id, epoch, after, limit))])
+                top, acked_hash = head_after_write(run, device_id, epoch, acked, span, replayable.taken, fast)
+                update = (DEVICE_AFTER_WRITE, (acked, seen_at, stored, top, acked_hash, device_id))
+                for statement in with_rollup(device_id, counts, update):
+                    run(*statement)
             return stored, acked
         with self._lock:
             try:

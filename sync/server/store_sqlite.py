@@ -13,13 +13,16 @@ from sync.server.filemodes import secure_sqlite_file
 from sync.server.fleet.store import add_to_rollup, hour_counts
 from sync.server.migrations import migrate_sqlite
 from sync.server.storage import (
+    DEVICE_AFTER_WRITE,
     RECORD_COLUMNS,
     SEQS_AFTER,
+    ChainHead,
     RecordConflict,
     SQLStorage,
     StaleEpoch,
     StorageError,
     advance_acked,
+    head_after_write,
     note_lost,
 )
 from sync.wire.sqlite import immediate_transaction
@@ -75,16 +78,17 @@ class SQLiteStorage(SQLStorage):
         sql = (f"INSERT INTO records ({', '.join(RECORD_COLUMNS)}) VALUES ({', '.join('?' * len(RECORD_COLUMNS))}) "
                "ON CONFLICT DO NOTHING")
         with self._lock, immediate_transaction(self._db):
-            current, acked = self._db.execute("SELECT epoch, acked_seq FROM devices WHERE device_id=?",
-                                              (device_id,)).fetchone()
+            current, acked, top = self._db.execute("SELECT epoch, acked_seq, top_seq FROM devices WHERE device_id=?",
+                                                   (device_id,)).fetchone()
             if current != epoch:
                 raise StaleEpoch(f"device {device_id} chain forked to epoch {current} meanwhile")
-            if pruned_through is not None:
+            fast = ChainHead(acked, top, None).follows(span[0])  # nothing held in or after the span
+            if pruned_through is not None and pruned_through > acked:
                 acked = note_lost(self._all, device_id, epoch, acked, pruned_through,
                                   self._links(self._all, device_id, acked + 1, pruned_through), seen_at)
             # held before this write (another server process may have stored some since ingest read the
             # links): the hourly roll-up counts only the rows this transaction stores
-            held = {r[0] for r in self._db.execute(SEQS_HELD, (device_id, epoch, *span))}
+            held = set() if fast else {r[0] for r in self._db.execute(SEQS_HELD, (device_id, epoch, *span))}
             before = self._db.total_changes
             sent: list[tuple[int, bytes]] = []
             counted: list[tuple] = []
@@ -93,10 +97,11 @@ class SQLiteStorage(SQLStorage):
             if stored < len(sent):  # some seqs were held: by the same records, or it is a conflict
                 self._check_same(device_id, epoch, span, sent)
             add_to_rollup(self._db.execute, device_id, hour_counts(counted))
-            acked = advance_acked(acked, span, lambda after, limit: [r[0] for r in self._db.execute(
-                SEQS_AFTER, (device_id, epoch, after, limit))])
-            self._db.execute("UPDATE devices SET acked_seq=?, last_seen=?, records=records+? WHERE device_id=?",
-                             (acked, seen_at, stored, device_id))
+            fast = fast and stored == span[1] - span[0] + 1
+            acked = span[1] if fast else advance_acked(acked, span, lambda after, limit: [
+                r[0] for r in self._db.execute(SEQS_AFTER, (device_id, epoch, after, limit))])
+            top, acked_hash = head_after_write(self._all, device_id, epoch, acked, span, counted, fast)
+            self._db.execute(DEVICE_AFTER_WRITE, (acked, seen_at, stored, top, acked_hash, device_id))
         return stored, acked
 
     def _check_same(self, device_id: str, epoch: int, span: tuple[int, int], sent: list[tuple[int, bytes]]) -> None:

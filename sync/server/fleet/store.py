@@ -73,19 +73,39 @@ def hour_counts_of(stored: Iterable[tuple[str, str, str]]) -> Counter[tuple[str,
     return Counter((wall[:13], decision, reason) for wall, decision, reason in stored)
 
 
+def _rollup_rows(device_id: str, counts: Counter[tuple[str, str, str]]) -> list[tuple]:
+    return sorted([(device_id, *key, n) for key, n in counts.items()]
+                  + [(fleet_total_row(device_id), *key, n) for key, n in counts.items()])  # one lock order
+
+
+def _rollup_upsert(rows: list[tuple]) -> tuple[str, tuple]:
+    return ("INSERT INTO hourly_activity (device_id, hour, decision, reason, scans) VALUES "
+            + ", ".join(["(?, ?, ?, ?, ?)"] * len(rows))
+            + " ON CONFLICT (device_id, hour, decision, reason) DO UPDATE SET scans = hourly_activity.scans + "
+              "excluded.scans", tuple(v for row in rows for v in row))
+
+
 def add_to_rollup(run: Callable[[str, tuple], object], device_id: str,
                   counts: Counter[tuple[str, str, str]]) -> None:
     """Add one batch's counts to the device's and the fleet's hours, inside the batch's transaction."""
     if not counts:
         return
-    rows = sorted([(device_id, *key, n) for key, n in counts.items()]
-                  + [(fleet_total_row(device_id), *key, n) for key, n in counts.items()])  # one lock order
+    rows = _rollup_rows(device_id, counts)
     for i in range(0, len(rows), _UPSERT_ROWS):
-        chunk = rows[i:i + _UPSERT_ROWS]
-        run("INSERT INTO hourly_activity (device_id, hour, decision, reason, scans) VALUES "
-            + ", ".join(["(?, ?, ?, ?, ?)"] * len(chunk))
-            + " ON CONFLICT (device_id, hour, decision, reason) DO UPDATE SET scans = hourly_activity.scans + "
-              "excluded.scans", tuple(v for row in chunk for v in row))
+        run(*_rollup_upsert(rows[i:i + _UPSERT_ROWS]))
+
+
+def with_rollup(device_id: str, counts: Counter[tuple[str, str, str]],
+                then: tuple[str, tuple]) -> list[tuple[str, tuple]]:
+    """The statements (``?`` placeholders, PostgreSQL) that add a batch's counts to the roll-up and
+    then run ``then``, in order: the last upsert is a data-modifying CTE of ``then``, so a usual
+    batch (one chunk of roll-up rows) ends its push with one statement and round trip, not two."""
+    rows = _rollup_rows(device_id, counts)
+    chunks = [_rollup_upsert(rows[i:i + _UPSERT_ROWS]) for i in range(0, len(rows), _UPSERT_ROWS)]
+    if not chunks:
+        return [then]
+    upsert, params = chunks.pop()
+    return [*chunks, (f"WITH rollup AS ({upsert}) {then[0]}", params + then[1])]
 
 
 def _hour(at: datetime) -> str:
