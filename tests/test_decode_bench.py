@@ -111,6 +111,8 @@ def test_line_endings_do_not_make_a_photo_miss():
     from edge.devtools.bench.decode import same_text
 
     assert same_text("a\nb", ["a\r\nb"]) and same_text("a\r\nb", ["a\nb"]) and not same_text("a b", ["a\nb"])
+    assert same_text("a\nb ", ["a\r\nb \r\n"]) and same_text("a\n\n", ["a"])  # a trailing newline lost in the file
+    assert not same_text("a\nb", ["a\nb c"]) and not same_text("a\n b", ["a\nb"])
 
 
 def test_bench_refuses_two_photo_sets(tmp_path):
