@@ -1,12 +1,13 @@
 """``checkpoint bench decode``: decode cost and read rate on camera-like frames and real photos.
 
 At 640x480 and 1280x720: ms per idle frame and per frame with a code (median, p95) for our
-decoder (zxing-cpp; its invert pass and a 2x upscaled pass each on every third frame; the second
-pass), with the mean idle cost too (the costlier passes run on a share of the frames only), read
-rate on the camera-like set (perspective, blur, noise, glare, low contrast:
+decoder (zxing-cpp; its invert pass, a 2x upscaled pass and a pass on a busy region, when there is
+one, each on every third frame; the second pass), with the mean idle cost too (the costlier
+passes run on a share of the frames only), read rate on the camera-like set (perspective, blur,
+noise, glare, low contrast:
 :func:`edge.devtools.synth.camera_like`) frame by frame and held (read within three frames of the
 same view, as a code held up is), on the same scenes shown light-on-dark (a phone in dark mode;
-held), and the same figures for the decoder without the invert and upscaled passes (``plain``),
+held), and the same figures for the decoder without the invert, upscaled and region passes (``plain``),
 pyzbar and OpenCV's QRCodeDetector, as ratios to ours (time: theirs / ours).
 
 Real issuers' codes: the EU DCC test vectors hold 400-odd QR pictures made by some forty national
@@ -171,8 +172,8 @@ def held_read(decoder: Decoder, text: str, image: np.ndarray, frames: int = 3) -
 
 
 def plain_decoder() -> Decoder:
-    """The decoder without its invert and upscaled passes (the first pass and the second pass only)."""
-    return Decoder(invert_every=0, upscale_every=0)
+    """The decoder without its invert, upscaled and region passes (the first pass and the second pass only)."""
+    return Decoder(invert_every=0, upscale_every=0, region_every=0)
 
 
 def photo_figures(photos: list[tuple[str, str, np.ndarray]]) -> dict[str, object]:
@@ -200,7 +201,7 @@ def run(quick: bool = False, photos: str | None = None, fetch_photos: bool = Fal
     texts = sample_texts(20)
     ours = Decoder()
     peers = {"plain": plain_decoder().decode,
-             "zxing_only": Decoder(second_pass=False, invert_every=0, upscale_every=0).decode,
+             "zxing_only": Decoder(second_pass=False, invert_every=0, upscale_every=0, region_every=0).decode,
              "opencv": _opencv()}
     pyzbar = _pyzbar()
     if pyzbar is not None:
