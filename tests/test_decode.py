@@ -248,6 +248,30 @@ def test_idle_frames_never_take_the_region_pass():
     assert decoder.stats.region_frames == 0 and decoder.stats.upscale_frames == 4
 
 
+def test_a_textured_background_backs_the_region_pass_off():
+    """A busy patch that is no code (a poster, a bush) would cost the region pass on every third frame;
+    after REGION_PATIENCE fruitless ones it runs on one region frame in REGION_BACKOFF, until a frame
+    shows no busy region."""
+    from edge.scan.decode import REGION_BACKOFF, REGION_PATIENCE
+
+    rng = np.random.default_rng(5)
+    idle = render_idle((640, 480), 2)
+    frame = idle.astype(np.int16)
+    frame[60:360, 100:400] += np.kron(rng.integers(-60, 61, (75, 75)), np.ones((4, 4), np.int16)).astype(np.int16)
+    frame = np.clip(frame, 0, 255).astype(np.uint8)
+    decoder = Decoder()
+    for _ in range(60):  # frames 1-60: the region frames are 2, 5, ..., 59 (20 of them)
+        assert decoder.decode(frame) == []
+    backed_off = sum(1 for f in range(2, 61, 3)[REGION_PATIENCE:] if (f // 3) % REGION_BACKOFF == 0)
+    assert decoder.stats.region_frames == REGION_PATIENCE + backed_off < 20
+    decoder.decode(idle)  # frame 61: an upscale frame
+    decoder.decode(idle)  # frame 62: a region frame without a busy region: patience restored
+    before = decoder.stats.region_frames
+    for _ in range(3 * REGION_PATIENCE):
+        decoder.decode(frame)
+    assert decoder.stats.region_frames - before == REGION_PATIENCE
+
+
 def test_control_characters_come_through_as_they_are_encoded():
     text = "CP1:\x01\x10" + "A" * 40
     # the human-readable mode would give "CP1:<SOH><DLE>AAAA..."

@@ -80,6 +80,10 @@ STICKY_FRAMES = 8
 
 #: the region pass pads the region by this many pixels (a code cut by the frame's edge gets a quiet zone)
 REGION_PAD = 12
+#: after this many region passes in a row that found a busy region and read nothing (a textured
+#: background: foliage, tiles, print), the region pass runs on one region frame in REGION_BACKOFF
+#: only, until a read or a frame without a busy region: the costlier passes stay under half the frames
+REGION_PATIENCE, REGION_BACKOFF = 4, 4
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,7 @@ class Decoder:
         self._frame = 0
         self._last_read = -STICKY_FRAMES - 1
         self._last_pass = _PLAIN
+        self._region_misses = 0
         want_pyzbar = config.pyzbar_fallback if pyzbar_fallback is None else pyzbar_fallback
         self._pyzbar = _load_pyzbar() if want_pyzbar else None
         self.second_pass = second_pass
@@ -138,8 +143,10 @@ class Decoder:
             if step.region:
                 region = self._region(image)
                 if region is None:
+                    self._region_misses = 0
                     continue
                 self.stats.region_frames += 1
+                self._region_misses += 1
                 source = region
             elif step.upscale:
                 if upscaled is None:
@@ -153,6 +160,7 @@ class Decoder:
             texts = [r.text for r in results if r.valid and r.text]
             if texts:
                 self._last_pass = step
+                self._region_misses = 0
                 self.stats.upscale_reads += step.upscale and not step.region
                 self.stats.region_reads += step.region
                 break
@@ -205,8 +213,11 @@ class Decoder:
         return self.upscale_every > 0 and self._frame % self.upscale_every == 1 % self.upscale_every
 
     def _region_now(self) -> bool:
-        """Whether this frame looks for a busy region to enhance: two frames after each invert frame."""
-        return self.region_every > 0 and self._frame % self.region_every == 2 % self.region_every
+        """Whether this frame looks for a busy region to enhance: two frames after each invert frame
+        (one such frame in ``REGION_BACKOFF`` once ``REGION_PATIENCE`` of them in a row read nothing)."""
+        if self.region_every <= 0 or self._frame % self.region_every != 2 % self.region_every:
+            return False
+        return self._region_misses < REGION_PATIENCE or (self._frame // self.region_every) % REGION_BACKOFF == 0
 
     def _region(self, image: np.ndarray) -> np.ndarray | None:
         """The busy region of ``image``, smoothed and sharpened, padded, upscaled 2x; None when the
