@@ -20,6 +20,7 @@ def test_measure_counts_reads_and_times():
     figures = _measure("ours", Decoder().decode, [render_idle((640, 480), 2)], coded, idle_repeats=2)
     assert figures["read_rate"] == 0.5
     assert figures["idle_ms"] > 0 and figures["code_ms_p95"] >= figures["code_ms"]
+    assert figures["idle_cpu_ms"] > 0 and figures["idle_cpu_ms_mean"] > 0
 
 
 def test_real_photo_folder_in_the_blackbox_layout(tmp_path):
