@@ -1,11 +1,12 @@
 """Grey-image operations in numpy alone: the picamera2 path decodes without OpenCV (93 MB installed).
 
-The scan path needs only five small things from an image library: colour to grey, an area
-downscale, a 2x bilinear upscale and a light Gaussian blur for the decoder's extra passes, and
-reading raw grey frames for replays. Each is a few lines of numpy, so a device on the Pi camera
-installs numpy and zxing-cpp and nothing heavier. The arithmetic follows OpenCV's (fixed-point
-BT.601 weights, a 5-tap kernel for sigma 0.7, reflect-101 borders) so a frame decodes the same
-with or without it.
+The scan path needs only a few small things from an image library: colour to grey, an area
+downscale, a 2x bilinear upscale and a light Gaussian blur for the decoder's extra passes, the
+region pass's busy-region search, smoothing-then-sharpening and padding, and reading raw grey
+frames for replays. Each is a few lines of numpy, so a device on the Pi camera installs numpy and
+zxing-cpp and nothing heavier. The conversions and the blur follow OpenCV's arithmetic
+(fixed-point BT.601 weights, a 5-tap kernel for sigma 0.7, reflect-101 borders) so a frame decodes
+the same with or without it.
 """
 
 from __future__ import annotations
