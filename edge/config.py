@@ -82,6 +82,11 @@ class DecoderConfig(_Section):
     #: the upscaled pass runs only on frames (after roi and downscale) whose longer side is at most
     #: this many pixels: at 1280x720 a pass QR's modules are wide enough already
     upscale_max_side: int = Field(default=800, ge=0, le=4096)
+    #: on every n-th frame (offset from the invert and upscale frames) look for a busy, code-like
+    #: region and decode it alone, smoothed, sharpened and upscaled 2x (blurred codes of 2-3 pixel
+    #: modules, codes cut by the frame's edge), and on every frame while such a code was just read;
+    #: frames without such a region skip it; regions longer than upscale_max_side too; 0 = never
+    region_every: int = Field(default=3, ge=0, le=30)
 
 
 class DebounceConfig(_Section):

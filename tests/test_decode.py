@@ -39,7 +39,8 @@ def test_reads_most_camera_like_frames():
 
 def test_second_pass_reads_codes_zxing_located_but_could_not_read():
     """Noisy low-contrast frames that the first pass locates but fails on (found by scanning seeds)."""
-    first_only, with_second = Decoder(second_pass=False, upscale_every=0), Decoder(upscale_every=0)
+    first_only = Decoder(second_pass=False, upscale_every=0, region_every=0)
+    with_second = Decoder(upscale_every=0, region_every=0)
     rescued = 0
     for seed in range(400):
         image = render_scene(TEXT, (640, 480), seed,
@@ -96,10 +97,13 @@ INVERTED = Distortion(code_fraction=0.6, rotation=8, tilt=0.03, blur=0.6, noise=
 
 def test_an_inverted_code_is_read_within_three_frames_and_plain_zxing_never_reads_it():
     image = render_scene(TEXT, (640, 480), 11, INVERTED)
-    assert Decoder(invert_every=0).decode(image) == []  # what the decoder did before
-    decoder = Decoder()
+    assert Decoder(invert_every=0, region_every=0).decode(image) == []  # what the decoder did before
+    decoder = Decoder(region_every=0)
     reads = [decoder.decode(image) for _ in range(4)]
     assert reads == [[], [], [TEXT], [TEXT]]  # the third frame looks for it; then it is followed
+    decoder = Decoder()  # the region pass (second frame) looks for both kinds too
+    assert [decoder.decode(image) for _ in range(3)] == [[], [TEXT], [TEXT]]
+    assert decoder.stats.region_reads == 2  # read by it, then followed by it while held
 
 
 def test_idle_frames_take_the_invert_pass_only_on_every_third_frame():
@@ -150,7 +154,7 @@ def _small_code(seed: int = 10_208) -> tuple[str, np.ndarray]:
 
 def test_a_code_with_three_pixel_modules_is_read_by_the_upscaled_pass():
     text, image = _small_code()
-    plain = Decoder(upscale_every=0, second_pass=False)
+    plain = Decoder(upscale_every=0, region_every=0, second_pass=False)
     assert [plain.decode(image) for _ in range(3)] == [[], [], []]  # the frame as it is, invert pass too
     decoder = Decoder(second_pass=False)
     reads = [decoder.decode(image) for _ in range(3)]
@@ -180,6 +184,92 @@ def test_a_held_small_code_is_decided_once():
         decided.extend((i, t) for t in debouncer.feed(decoder.decode(frame), now=i / 15))
     assert [t for _, t in decided] == [text]
     assert decided[0][0] < 2 + 6  # within six frames of coming into view (0.4 s at 15 fps)
+
+
+# -- the region pass: a busy, code-like region alone, smoothed, sharpened, padded, upscaled -----------
+def test_busy_region_finds_the_code_and_nothing_in_idle_scenes_even_noisy_ones():
+    from edge.scan.greyimage import busy_region
+
+    rng = np.random.default_rng(1)
+    for seed in range(8):
+        idle = render_idle((640, 480), seed)
+        assert busy_region(idle) is None
+        noisy = np.clip(idle + rng.normal(0, 10, idle.shape), 0, 255).astype(np.uint8)
+        assert busy_region(noisy) is None  # sensor noise of sigma 10 is not a code
+    image = render_scene(TEXT, (640, 480), 3, Distortion(code_fraction=0.5, offset=(0.5, 0.0)))
+    x0, y0, x1, y1 = busy_region(image)
+    side = 0.5 * 480  # the code, quiet zone included, is centred at x = 320 + 0.5 * (320 - 120 - 2)
+    assert x0 <= 419 - side / 2 + 8 * 4 and x1 >= 419 + side / 2 - 8 * 4  # the quiet zone aside
+    assert y0 <= 240 - side / 2 + 8 * 4 and y1 >= 240 + side / 2 - 8 * 4
+    assert x1 - x0 < 400 and y1 - y0 < 400  # not the whole frame
+
+
+def test_smooth_sharpen_keeps_flat_areas_and_steepens_an_edge():
+    from edge.scan.greyimage import smooth_sharpen
+
+    flat = np.full((9, 9), 120, np.uint8)
+    assert (smooth_sharpen(flat) == flat).all()
+    ramp = np.tile(np.array([50, 50, 50, 90, 130, 170, 170, 170], np.uint8), (6, 1))
+    out = smooth_sharpen(ramp).astype(int)
+    assert out[2, 2] < 50 and out[2, 5] > 170  # overshoot on both sides of the edge: module edges stand out
+
+
+def test_a_blurred_small_code_is_read_by_the_region_pass():
+    """A camera-like frame of the bench's set (HC1 length, blurred and noisy) that neither the frame as
+    it is, its invert pass nor the whole frame upscaled reads, within three frames."""
+    from edge.devtools.bench.decode import sample_texts
+
+    text = sample_texts(20)[10]
+    image = render_scene(text, (640, 480), 10_090)
+    without = Decoder(region_every=0)
+    assert [without.decode(image) for _ in range(3)] == [[], [], []]
+    decoder = Decoder()
+    assert [decoder.decode(image) for _ in range(3)] == [[], [text], [text]]
+    assert decoder.stats.region_reads == 2  # read by it, then followed by it while held
+
+
+def test_a_code_cut_by_the_frame_edge_is_read_with_the_region_padded():
+    from edge.devtools.bench.decode import sample_texts
+
+    text = sample_texts(1)[0]
+    cut = Distortion(code_fraction=0.9, rotation=20, offset=(0.0, -0.4), noise=3, tilt=0.02)
+    image = render_scene(text, (640, 480), 7, cut)
+    assert (image[0, 200:440] < 100).any()  # dark modules on the frame's top row: the code runs off it
+    without = Decoder(region_every=0)
+    assert not any(without.decode(image) for _ in range(3))
+    decoder = Decoder()
+    assert any(decoder.decode(image) == [text] for _ in range(3)) and decoder.stats.region_reads == 1
+
+
+def test_idle_frames_never_take_the_region_pass():
+    decoder = Decoder()
+    for seed in range(12):
+        assert decoder.decode(render_idle((640, 480), seed)) == []
+    assert decoder.stats.region_frames == 0 and decoder.stats.upscale_frames == 4
+
+
+def test_a_textured_background_backs_the_region_pass_off():
+    """A busy patch that is no code (a poster, a bush) would cost the region pass on every third frame;
+    after REGION_PATIENCE fruitless ones it runs on one region frame in REGION_BACKOFF, until a frame
+    shows no busy region."""
+    from edge.scan.decode import REGION_BACKOFF, REGION_PATIENCE
+
+    rng = np.random.default_rng(5)
+    idle = render_idle((640, 480), 2)
+    frame = idle.astype(np.int16)
+    frame[60:360, 100:400] += np.kron(rng.integers(-60, 61, (75, 75)), np.ones((4, 4), np.int16)).astype(np.int16)
+    frame = np.clip(frame, 0, 255).astype(np.uint8)
+    decoder = Decoder()
+    for _ in range(60):  # frames 1-60: the region frames are 2, 5, ..., 59 (20 of them)
+        assert decoder.decode(frame) == []
+    backed_off = sum(1 for f in range(2, 61, 3)[REGION_PATIENCE:] if (f // 3) % REGION_BACKOFF == 0)
+    assert decoder.stats.region_frames == REGION_PATIENCE + backed_off < 20
+    decoder.decode(idle)  # frame 61: an upscale frame
+    decoder.decode(idle)  # frame 62: a region frame without a busy region: patience restored
+    before = decoder.stats.region_frames
+    for _ in range(3 * REGION_PATIENCE):
+        decoder.decode(frame)
+    assert decoder.stats.region_frames - before == REGION_PATIENCE
 
 
 def test_control_characters_come_through_as_they_are_encoded():

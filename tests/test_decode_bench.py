@@ -20,6 +20,7 @@ def test_measure_counts_reads_and_times():
     figures = _measure("ours", Decoder().decode, [render_idle((640, 480), 2)], coded, idle_repeats=2)
     assert figures["read_rate"] == 0.5
     assert figures["idle_ms"] > 0 and figures["code_ms_p95"] >= figures["code_ms"]
+    assert figures["idle_cpu_ms"] > 0 and figures["idle_cpu_ms_mean"] > 0
 
 
 def test_real_photo_folder_in_the_blackbox_layout(tmp_path):
@@ -111,6 +112,8 @@ def test_line_endings_do_not_make_a_photo_miss():
     from edge.devtools.bench.decode import same_text
 
     assert same_text("a\nb", ["a\r\nb"]) and same_text("a\r\nb", ["a\nb"]) and not same_text("a b", ["a\nb"])
+    assert same_text("a\nb ", ["a\r\nb \r\n"]) and same_text("a\n\n", ["a"])  # a trailing newline lost in the file
+    assert not same_text("a\nb", ["a\nb c"]) and not same_text("a\n b", ["a\nb"])
 
 
 def test_bench_refuses_two_photo_sets(tmp_path):

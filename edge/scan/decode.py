@@ -11,7 +11,13 @@ plain pass does (``checkpoint bench decode`` prints the median and the mean):
 - a pass QR is version 10-20 (HC1 payloads are long), so at 640x480 its modules are often 2-3
   pixels wide, where zxing-cpp rarely finds the finder patterns: every ``upscale_every``-th frame
   (offset from the invert frames) also decodes the frame upscaled 2x (bilinear, numpy), about five
-  times the plain pass's cost, on frames no larger than ``upscale_max_side``.
+  times the plain pass's cost, on frames no larger than ``upscale_max_side``;
+- blurred codes of 2-3 pixel modules, and codes cut by the frame's edge, need more than a bilinear
+  upscale: every ``region_every``-th frame (the third of the three) looks for a busy, code-like
+  region (every 16x16 block of it holding dark and light pixels: ``greyimage.busy_region``, tens of
+  microseconds) and, only if it finds one, decodes that region alone, smoothed then sharpened
+  (noise down, module edges back), padded with its light level (a quiet zone for a code running
+  off the frame) and upscaled 2x, with the invert pass. Idle frames find no region and skip it.
 
 While a code read in the last ``STICKY_FRAMES`` frames is missing from the plain pass, the pass
 that read it runs on every frame (after a plain read: the invert and upscaled passes), so a held
@@ -34,7 +40,7 @@ import numpy as np
 import zxingcpp
 
 from edge.config import DecoderConfig
-from edge.scan.greyimage import area_downscale, gaussian_blur, upscale2x
+from edge.scan.greyimage import area_downscale, busy_region, gaussian_blur, pad, smooth_sharpen, upscale2x
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +68,8 @@ class DecodeStats:
     invert_frames: int = 0
     upscale_frames: int = 0
     upscale_reads: int = 0
+    region_frames: int = 0
+    region_reads: int = 0
     texts: int = 0
     extra: dict[str, int] = field(default_factory=dict)
 
@@ -70,33 +78,46 @@ class DecodeStats:
 STICKY_FRAMES = 8
 
 
+#: the region pass pads the region by this many pixels (a code cut by the frame's edge gets a quiet zone)
+REGION_PAD = 12
+#: after this many region passes in a row that found a busy region and read nothing (a textured
+#: background: foliage, tiles, print), the region pass runs on one region frame in REGION_BACKOFF
+#: only, until a read or a frame without a busy region: the costlier passes stay under half the frames
+REGION_PATIENCE, REGION_BACKOFF = 4, 4
+
+
 @dataclass(frozen=True)
 class _Pass:
     """One way of reading a frame: zxing-cpp on the frame as it is or upscaled 2x, with or without
-    its invert pass."""
+    its invert pass, or on the busy region only, smoothed, sharpened, padded and upscaled 2x."""
 
     upscale: bool
     invert: bool
+    region: bool = False
 
 
 _PLAIN, _INVERT = _Pass(upscale=False, invert=False), _Pass(upscale=False, invert=True)
 _UPSCALE, _UPSCALE_INVERT = _Pass(upscale=True, invert=False), _Pass(upscale=True, invert=True)
+_REGION = _Pass(upscale=True, invert=True, region=True)
 
 
 class Decoder:
     """Decode QR texts from a grey frame. ``decode(grey) -> list[str]`` never raises on bad pixels."""
 
     def __init__(self, config: DecoderConfig | None = None, *, pyzbar_fallback: bool | None = None,
-                 second_pass: bool = True, invert_every: int | None = None, upscale_every: int | None = None):
+                 second_pass: bool = True, invert_every: int | None = None, upscale_every: int | None = None,
+                 region_every: int | None = None):
         config = config or DecoderConfig()
         self.roi = config.roi
         self.downscale = config.downscale
         self.invert_every = config.invert_every if invert_every is None else invert_every
         self.upscale_every = config.upscale_every if upscale_every is None else upscale_every
         self.upscale_max_side = config.upscale_max_side
+        self.region_every = config.region_every if region_every is None else region_every
         self._frame = 0
         self._last_read = -STICKY_FRAMES - 1
         self._last_pass = _PLAIN
+        self._region_misses = 0
         want_pyzbar = config.pyzbar_fallback if pyzbar_fallback is None else pyzbar_fallback
         self._pyzbar = _load_pyzbar() if want_pyzbar else None
         self.second_pass = second_pass
@@ -119,7 +140,15 @@ class Decoder:
         located: tuple[np.ndarray, list, bool] | None = None  # (image, unread results, invert)
         used: set[_Pass] = set()
         for step in self._passes(image):
-            if step.upscale:
+            if step.region:
+                region = self._region(image)
+                if region is None:
+                    self._region_misses = 0
+                    continue
+                self.stats.region_frames += 1
+                self._region_misses += 1
+                source = region
+            elif step.upscale:
                 if upscaled is None:
                     upscaled = upscale2x(image)
                     self.stats.upscale_frames += 1
@@ -131,7 +160,9 @@ class Decoder:
             texts = [r.text for r in results if r.valid and r.text]
             if texts:
                 self._last_pass = step
-                self.stats.upscale_reads += step.upscale
+                self._region_misses = 0
+                self.stats.upscale_reads += step.upscale and not step.region
+                self.stats.region_reads += step.region
                 break
             unread = [r for r in results if not r.valid]
             if unread and located is None:
@@ -154,7 +185,7 @@ class Decoder:
         if held:  # a code was just read: the plain pass first (a held dark-on-light code costs nothing more)
             yield _PLAIN
             if self._last_pass is not _PLAIN:
-                if can_upscale or not self._last_pass.upscale:
+                if can_upscale or not self._last_pass.upscale or self._last_pass.region:
                     yield self._last_pass
             elif self.invert_every > 0 or can_upscale:  # read plainly, now gone: the cheaper pass first
                 if self.invert_every > 0:
@@ -165,6 +196,8 @@ class Decoder:
         yield _INVERT if self._invert_now() else _PLAIN
         if can_upscale and self._upscale_now():
             yield _UPSCALE
+        elif self._region_now():
+            yield _REGION
 
     def _read(self, image: np.ndarray, invert: bool) -> list:
         # try_downscale stays on, on the upscaled frame too: its smaller scales read a few more codes
@@ -178,6 +211,26 @@ class Decoder:
     def _upscale_now(self) -> bool:
         """Whether this frame also decodes the frame upscaled: one frame after each invert frame."""
         return self.upscale_every > 0 and self._frame % self.upscale_every == 1 % self.upscale_every
+
+    def _region_now(self) -> bool:
+        """Whether this frame looks for a busy region to enhance: two frames after each invert frame
+        (one such frame in ``REGION_BACKOFF`` once ``REGION_PATIENCE`` of them in a row read nothing)."""
+        if self.region_every <= 0 or self._frame % self.region_every != 2 % self.region_every:
+            return False
+        return self._region_misses < REGION_PATIENCE or (self._frame // self.region_every) % REGION_BACKOFF == 0
+
+    def _region(self, image: np.ndarray) -> np.ndarray | None:
+        """The busy region of ``image``, smoothed and sharpened, padded, upscaled 2x; None when the
+        frame has no busy region or it is longer than ``upscale_max_side``."""
+        box = busy_region(image)
+        if box is None:
+            return None
+        x0, y0, x1, y1 = box
+        if max(x1 - x0, y1 - y0) > self.upscale_max_side:
+            return None
+        crop = smooth_sharpen(image[y0:y1, x0:x1])
+        light = int(np.percentile(crop[::4, ::4], 95))
+        return upscale2x(pad(crop, REGION_PAD, light))
 
     def _prepare(self, grey: np.ndarray) -> np.ndarray:
         image = grey
