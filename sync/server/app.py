@@ -65,14 +65,7 @@ log = logging.getLogger(__name__)
 
 Serve = Literal["all", "device", "admin"]
 
-#: batches ingested at once per process. An ingest is mostly Python (parse, chain, decrypt: it
-#: holds the GIL) with a few database round trips between; 3 threads keep the process's one
-#: GIL busy while others wait on the database. More only share the GIL among more batches (each
-#: takes longer), starve the event loop that reads and answers requests, and hold more batches
-#: in memory at once: with 8, p50 / p99 at 80 % of the drain rate were 4x / 4x those with 3, and
-#: the CPU per record higher. A process scales with more processes, not more threads.
-INGEST_THREADS = 3
-#: threads for the guard's device-key look-ups (one indexed SELECT each)
+#: threads for the guard's device-key look-ups (one indexed SELECT each), apart from the ingests
 KEY_THREADS = 2
 
 
@@ -120,9 +113,10 @@ def create_app(settings: ServerSettings, storage: SQLStorage | None = None, *, s
     """Build the server app; it owns ``storage`` (opened from ``settings.db_url`` if not given)."""
     store = storage or open_storage(settings.db_url)
     # the push path's database work runs on executors of its own (a hop costs less than anyio's
-    # pool): ingests on a few threads, and the guard's key look-ups apart, so that a request does
-    # not queue twice behind the ingests (once for its key, once for its batch)
-    db_executor = ThreadPoolExecutor(max_workers=min(store.concurrency, INGEST_THREADS), thread_name_prefix="ingest")
+    # pool): ingests on as many threads as the storage has connections, and the guard's key
+    # look-ups apart, so that a request does not queue twice behind the ingests (once for its key,
+    # once for its batch: under load the key look-up's wait was a third of a push's latency)
+    db_executor = ThreadPoolExecutor(max_workers=store.concurrency, thread_name_prefix="ingest")
     key_executor = ThreadPoolExecutor(max_workers=min(store.concurrency, KEY_THREADS), thread_name_prefix="key")
 
     @asynccontextmanager
