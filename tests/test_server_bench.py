@@ -20,3 +20,22 @@ def test_bench_server_smoke_counts_every_accepted_record_once():
     assert figures["exactly_once_pg"] is True and figures["exactly_once_sqlite"] is True
     assert figures["server_cpu_us_per_record_pg"] > 0 and figures["client_cpu_us_per_record_pg"] > 0
     assert figures["cpu_bound_pg_per_s"] > 0
+
+
+def test_open_loop_latency_counts_from_when_the_batch_was_due():
+    """A send the simulator made late (its own lag, or an earlier answer it waited for) counts whole."""
+    import asyncio
+    import time
+
+    class Answering:
+        port = 0
+
+        async def send(self, request: bytes) -> tuple[int, bytes]:
+            return 200, b'{"stored": 100}'
+
+    latencies: list[float] = []
+    due = time.perf_counter() - 0.2
+    assert asyncio.run(bench._push(Answering(), b"", latencies, due)) == (100, 0)
+    assert latencies[0] >= 200
+    asyncio.run(bench._push(Answering(), b"", latencies))  # closed loop: from the send itself
+    assert latencies[1] < 200

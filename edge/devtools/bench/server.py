@@ -8,7 +8,8 @@ two processes, as behind a load balancer):
   accepted records/s is the server tier's throughput.
 * **steady** (open loop): each device sends one batch at a fixed interval, random phase, offered
   rate = the goal (20,000 records/s) or 80 % of the drain rate if that is lower; p50/p99 request
-  latency at that load.
+  latency at that load, counted from when each batch was due (a send this simulator made late
+  counts whole; ``send_late_p99_ms_pg`` says how late its sends were).
 * **attack**: the steady load again while one client streams a 512 MiB body at a server;
   peak server RSS and latency then.
 
@@ -169,9 +170,11 @@ class RssSampler:
         self._thread.join()
 
 
-async def _push(conn: Connection, request: bytes, latencies: list[float]) -> tuple[int, int]:
-    """(records stored, 1 if an error answer else 0)."""
-    start = time.perf_counter()
+async def _push(conn: Connection, request: bytes, latencies: list[float], due: float | None = None) -> tuple[int, int]:
+    """(records stored, 1 if an error answer else 0). The latency counts from ``due``, when the
+    request was to be sent (open loop), if given: a send this simulator made late still counts
+    whole; else from now (closed loop)."""
+    start = time.perf_counter() if due is None else due
     try:
         status, body = await conn.send(request)
     except (OSError, asyncio.IncompleteReadError):
@@ -199,23 +202,26 @@ async def drain(fleet: list[Device], conns: list[Connection], batches: range) ->
 
 
 async def steady(fleet: list[Device], conns: list[Connection], batches: range, interval_s: float,
-                 hostile_port: int | None = None) -> tuple[float, int, list[float], int]:
+                 hostile_port: int | None = None) -> tuple[float, int, list[float], int, list[float]]:
     """Each device sends batch after batch every ``interval_s`` (random phase); optionally a 512 MiB
-    body streams into ``hostile_port`` meanwhile."""
+    body streams into ``hostile_port`` meanwhile. Latencies count from each batch's due time, so
+    that neither a late answer (the next batch waits for it) nor this simulator's own lag (a send
+    made late) hides time from the figure; ``late_ms`` holds how late each send was."""
     latencies: list[float] = []
+    late_ms: list[float] = []
     stored = errors = 0
     rng = random.Random(1)
 
     async def device_loop(device: Device, conn: Connection) -> None:
         nonlocal stored, errors
-        await asyncio.sleep(rng.random() * interval_s)
-        next_at = time.perf_counter()
+        due = time.perf_counter() + rng.random() * interval_s
         for b in batches:
-            s, e = await _push(conn, device.requests[b], latencies)
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            late_ms.append((time.perf_counter() - due) * 1000)
+            s, e = await _push(conn, device.requests[b], latencies, due)
             stored += s
             errors += e
-            next_at += interval_s
-            await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+            due += interval_s
 
     tasks = [device_loop(d, c) for d, c in zip(fleet, conns, strict=True)]
     hostile = asyncio.ensure_future(_hostile_body(hostile_port)) if hostile_port else None
@@ -225,7 +231,7 @@ async def steady(fleet: list[Device], conns: list[Connection], batches: range, i
     if hostile is not None:
         hostile.cancel()
         await asyncio.gather(hostile, return_exceptions=True)
-    return elapsed, stored, latencies, errors
+    return elapsed, stored, latencies, errors, late_ms
 
 
 async def _hostile_body(port: int) -> None:
@@ -336,13 +342,15 @@ def run_engine(db_url: str, data_dir: Path, fleet: list[Device], drain_batches: 
             rounds = max(1, min(2, int(steady_s / interval)))
             steady_range = range(drain_batches, drain_batches + rounds)
             with RssSampler(servers) as rss:
-                seconds, stored, lat, errors = loop.run_until_complete(steady(fleet, conns, steady_range, interval))
+                seconds, stored, lat, errors, late = loop.run_until_complete(
+                    steady(fleet, conns, steady_range, interval))
             accepted += stored
             out.update(offered_per_s=rate, steady_records=stored, steady_s=seconds, p50_ms=median(lat),
-                       p99_ms=percentile(lat, 99), steady_errors=errors, rss_mb=max(out["rss_mb"], rss.peak))
+                       p99_ms=percentile(lat, 99), send_late_p99_ms=percentile(late, 99), steady_errors=errors,
+                       rss_mb=max(out["rss_mb"], rss.peak))
             attack_range = range(steady_range.stop, steady_range.stop + rounds)
             with RssSampler(servers) as rss:
-                seconds, stored, lat, errors = loop.run_until_complete(
+                seconds, stored, lat, errors, _late = loop.run_until_complete(
                     steady(fleet, conns, attack_range, interval, hostile_port=servers[0].port))
             accepted += stored
             out.update(attack_p99_ms=percentile(lat, 99), attack_errors=errors,
@@ -408,6 +416,7 @@ def run(quick: bool = False, devices: int | None = None, **_opts) -> dict[str, f
                 "steady_pg_seconds": round(pg["steady_s"], 2),
                 "p50_ms_pg": round(pg["p50_ms"], 1),
                 "p99_ms_pg": round(pg["p99_ms"], 1),
+                "send_late_p99_ms_pg": round(pg["send_late_p99_ms"], 1),
                 "steady_errors_pg": int(pg["steady_errors"]),
                 "rss_mb": round(pg["rss_mb"], 1),
                 "attack_errors_pg": int(pg["attack_errors"]),
