@@ -66,6 +66,17 @@ def lit_durations(factory: MockFactory, pin: int, count: int) -> list[float]:
     return [s.timestamp for s in recorded[2:2 + count]]
 
 
+#: a blink thread sleeps each segment out, so a segment is never shorter than the table's (but for
+#: timer grain) and is longer by however late a loaded machine wakes the thread (0.08 s seen in CI)
+EARLY_S, LATE_S = 0.03, 0.25
+
+
+def plays(got: list[float], want: list[float]) -> bool:
+    """Whether recorded segment durations are the table's rhythm: as many, none early, none very late
+    (the rhythms differ in their count of blinks and where the long pause falls, not by 0.1 s alone)."""
+    return len(got) == len(want) and all(w - EARLY_S <= g <= w + LATE_S for g, w in zip(got, want, strict=True))
+
+
 # -- the table's rules ---------------------------------------------------------------------------
 def test_no_fault_uses_green_or_red_and_every_fault_is_amber_with_its_own_rhythm():
     assert {s.lamp for s in FAULTS.values()} == {Lamp.AMBER}
@@ -111,8 +122,8 @@ def test_every_idle_rhythm_is_the_same_on_three_lamps_and_on_one_rgb_led():
             lamp_pin = {Lamp.GREEN: 17, Lamp.AMBER: 22}[signal.lamp]
             rgb_pin = 6 if signal.lamp is Lamp.GREEN else 5  # amber drives the red channel fully
             want = list(signal.rhythm)
-            assert lit_durations(board, lamp_pin, len(want)) == pytest.approx(want, abs=0.08), signal.key
-            assert lit_durations(board, rgb_pin, len(want)) == pytest.approx(want, abs=0.08), signal.key
+            for pin in (lamp_pin, rgb_pin):
+                assert plays(lit_durations(board, pin, len(want)), want), (signal.key, pin)
             others = {17, 27, 22} - {lamp_pin}
             assert all(states(board, p) == [False] for p in others), signal.key  # one lamp only
             if signal is not READY:
@@ -132,7 +143,7 @@ def test_pass_is_steady_green_and_one_short_beep(factory):
     assert states(factory, 17) == [False, True]
     assert states(factory, 27) == [False] and states(factory, 22) == [False]
     factory.pin(23).assert_states([False, True, False])
-    assert factory.pin(23).states[2].timestamp == pytest.approx(0.1, abs=0.06)
+    assert plays([factory.pin(23).states[2].timestamp], [0.1])
 
 
 def test_refuse_is_steady_red_and_long_beep(factory):
@@ -150,7 +161,7 @@ def test_check_is_steady_amber_with_two_short_beeps(factory):
     wait_for(lambda: len(states(factory, 23)) >= 5, timeout=3)
     assert states(factory, 23)[:5] == [False, True, False, True, False]
     beeps = [s.timestamp for s in factory.pin(23).states[2:5:2]]
-    assert beeps == pytest.approx([0.1, 0.1], abs=0.06)
+    assert plays(beeps, [0.1, 0.1])
     time.sleep(0.3)
     assert states(factory, 22) == [False, True]  # steady: lit once, never blinked
 
@@ -171,7 +182,7 @@ def test_idle_is_dark_until_alive_then_blips_and_dark_again_after_off(factory):
     assert all(states(factory, p) == [False] for p in (17, 27, 22))  # not running: dark
     light.set_alive(True)
     wait_for(lambda: len(states(factory, 17)) >= 3)  # the green blip came and went
-    assert factory.pin(17).states[2].timestamp == pytest.approx(READY.rhythm[0], abs=0.06)
+    assert plays([factory.pin(17).states[2].timestamp], [READY.rhythm[0]])
     light.off()
     wait_for(lambda: factory.pin(17).state == 0)
     assert not light.alive
