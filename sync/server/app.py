@@ -10,7 +10,6 @@ database: sessions, tokens and the audit trail live there. Every request first p
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
@@ -31,10 +30,18 @@ from starlette.concurrency import run_in_threadpool
 
 from sync.server.enrollment import Outcome, redeem_token
 from sync.server.guard import RequestGuard
-from sync.server.ingest import IngestError, ingest_body, verify_signature
+from sync.server.ingest import verify_signature
 from sync.server.metrics import install_metrics
 from sync.server.openapi import install_openapi
 from sync.server.published import policy_path_for, published_version
+from sync.server.push import (
+    PushEndpoint,
+    Unauthorized,
+    error_response,
+    signed_device,
+    storage_unavailable,
+    unauthorized,
+)
 from sync.server.registry import RegistryFile
 from sync.server.settings import ServerSettings
 from sync.server.storage import SQLStorage, StorageError, open_storage
@@ -51,14 +58,11 @@ from sync.wire.protocol import (
     EnrollmentClaim,
     EnrollRequest,
     EnrollResult,
-    ErrorBody,
     Heartbeat,
     ReadmitRequest,
     b64,
-    push_answer_signing_bytes,
     unb64,
 )
-from sync.wire.sealed import HolderOpener
 from sync.wire.software import TARGETS
 
 log = logging.getLogger(__name__)
@@ -67,16 +71,6 @@ Serve = Literal["all", "device", "admin"]
 
 #: threads for the guard's device-key look-ups (one indexed SELECT each), apart from the ingests
 KEY_THREADS = 2
-
-
-def _error(status: int, error: str, detail: str = "", acked_seq: int | None = None,
-           headers: dict[str, str] | None = None) -> JSONResponse:
-    body = ErrorBody(error=error, detail=detail, acked_seq=acked_seq).model_dump(exclude_none=True)
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
-class _Unauthorized(CheckpointError):
-    pass
 
 
 def _default_risk_updates(settings: ServerSettings):
@@ -126,54 +120,46 @@ def create_app(settings: ServerSettings, storage: SQLStorage | None = None, *, s
         db_executor.shutdown(wait=True)
         store.close()
 
+    # no OpenTelemetry here: FastAPI's per-request check for a configured provider read the
+    # environment on every request (~3 % of a pushing server's CPU, profiled)
     app = FastAPI(title="checkpoint central server", docs_url=None, redoc_url=None, openapi_url=None,
-                  lifespan=lifespan)
+                  lifespan=lifespan, telemetry={"tracing": False, "metrics": False, "logs": False})
     app.state.storage = store
     app.state.settings = settings
 
-    @app.exception_handler(_Unauthorized)
-    async def _unauthorized(request: Request, exc: _Unauthorized) -> JSONResponse:
-        log.warning("event=device_unauthorized reason=%s path=%s action=refused", exc, request.url.path)
-        return _error(401, "unauthorized", "request not authenticated")
+    @app.exception_handler(Unauthorized)
+    async def _unauthorized(request: Request, exc: Unauthorized) -> JSONResponse:
+        return unauthorized(exc, request.url.path)
 
     @app.exception_handler(StorageError)
     async def _storage_down(_request: Request, exc: StorageError) -> JSONResponse:
-        # the details (host, database, driver error) are for the operator's log, never for the client
-        log.error("event=server_storage_error error=%s action=check the database", exc)
-        return _error(503, "storage_unavailable", "the server cannot reach its database; retry later",
-                      headers={"Retry-After": "5"})
+        return storage_unavailable(exc)
 
-    if serve in ("all", "device"):
-        _device_routes(app, settings, store, db_executor)
+    device_side = serve in ("all", "device")
+    if device_side:
+        _device_routes(app, settings, store)
+        # inside the guard, ahead of FastAPI's router (sync.server.push says why)
+        app.add_middleware(PushEndpoint, settings=settings, store=store, executor=db_executor)
     if serve in ("all", "admin"):
         from sync.server.admin import admin_routes
         admin_routes(app, settings, store)
     app.add_middleware(RequestGuard, store=store, limits=settings.limits, rate_storage=settings.rate_limit_storage,
                        executor=key_executor)
     install_metrics(app, store)  # outermost of ours: counts what the guard refuses too
-    install_openapi(app)
+    install_openapi(app, push=device_side)
     return app
 
 
-def _device_routes(app: FastAPI, settings: ServerSettings, store: SQLStorage, db_executor: ThreadPoolExecutor) -> None:
-    opener = HolderOpener(settings.encryption_key)
+def _device_routes(app: FastAPI, settings: ServerSettings, store: SQLStorage) -> None:
     risk_updates = settings.risk_updates or _default_risk_updates(settings)
     limiter = MovingWindowRateLimiter(storage_from_string(settings.rate_limit_storage))
     enroll_failures = parse_many(settings.limits.enroll_failures_per_client)
 
     def authenticate(request: Request, body: bytes) -> str:
         """The device whose signature this request carries (the guard looked its key up)."""
-        device_id, key = getattr(request.state, "device", (None, None))
-        if device_id is None:
-            raise _Unauthorized("no device checked by the guard")
-        try:
-            signature = unb64(request.headers.get(HEADER_SIGNATURE, ""))
-        except ValueError:
-            raise _Unauthorized(f"device {device_id}: bad signature encoding") from None
         path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        if not verify_signature(key, signature, request.method, path, body):
-            raise _Unauthorized(f"signature of device {device_id!r} does not verify")
-        return device_id
+        return signed_device(getattr(request.state, "device", None), request.headers.get(HEADER_SIGNATURE, ""),
+                             request.method, path, body)
 
     @app.get(f"{API}/health")
     def health() -> dict:
@@ -185,7 +171,7 @@ def _device_routes(app: FastAPI, settings: ServerSettings, store: SQLStorage, db
         if not all(limiter.test(limit, "enroll", client) for limit in enroll_failures):
             log.warning("event=enroll_rate_limited client=%s action=too many wrong tokens from this address",
                         client)
-            return _error(429, "rate_limited", "too many failed enrollments; retry later",
+            return error_response(429, "rate_limited", "too many failed enrollments; retry later",
                           headers={"Retry-After": "600"})
         token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         try:
@@ -193,7 +179,8 @@ def _device_routes(app: FastAPI, settings: ServerSettings, store: SQLStorage, db
             key = unb64(req.public_key)
             Ed25519PublicKey.from_public_bytes(key)
         except (ValidationError, ValueError):
-            return _error(422, "bad_request", "enrollment body must be {device_id, public_key (Ed25519, base64)}")
+            return error_response(422, "bad_request",
+                                  "enrollment body must be {device_id, public_key (Ed25519, base64)}")
         result = await run_in_threadpool(redeem_token, store, req.device_id, token, key, settings.limits)
         await run_in_threadpool(store.audit, f"device:{req.device_id}", "enroll", req.device_id,
                                 result.outcome.value, result.reason, client)
@@ -210,11 +197,11 @@ def _device_routes(app: FastAPI, settings: ServerSettings, store: SQLStorage, db
                     client, result.outcome.value, result.reason,
                     "issue a new token with 'checkpoint server token' if the device is genuine")
         if result.outcome is Outcome.LOCKED:
-            return _error(429, "rate_limited", "too many failed enrollments; retry later",
+            return error_response(429, "rate_limited", "too many failed enrollments; retry later",
                           headers={"Retry-After": str(result.retry_after_s)})
         if result.outcome is Outcome.KEY_CONFLICT:
-            return _error(409, "already_enrolled", "another key is enrolled for this device id")
-        return _error(401, "unauthorized", "enrollment token refused")
+            return error_response(409, "already_enrolled", "another key is enrolled for this device id")
+        return error_response(401, "unauthorized", "enrollment token refused")
 
     @app.post(f"{API}/readmit")
     async def readmit(request: Request) -> Response:
@@ -231,20 +218,20 @@ def _device_routes(app: FastAPI, settings: ServerSettings, store: SQLStorage, db
         except (ValidationError, ValueError, CheckpointError) as exc:
             log.warning("event=readmit_refused client=%s error=%s action=none; a certificate this server did not "
                         "sign", client, exc)
-            return _error(401, "unauthorized", "readmission refused")
+            return error_response(401, "unauthorized", "readmission refused")
         if (claim.device_id != req.device_id or request.headers.get(HEADER_DEVICE) != req.device_id
                 or not verify_signature(key, signature, request.method, request.url.path, body)):
             log.warning("event=readmit_refused device=%s client=%s reason=not signed by the certified key "
                         "action=none", req.device_id, client)
-            return _error(401, "unauthorized", "readmission refused")
+            return error_response(401, "unauthorized", "readmission refused")
         if await run_in_threadpool(store.revocation, req.device_id) is not None:
             log.warning("event=readmit_refused device=%s reason=revoked action=re-admit it with 'checkpoint "
                         "server readmit' if that was a mistake", req.device_id)
-            return _error(401, "unauthorized", "readmission refused")
+            return error_response(401, "unauthorized", "readmission refused")
         if not await run_in_threadpool(store.enroll, req.device_id, key):
             log.warning("event=readmit_refused device=%s reason=another key enrolled action=issue the device "
                         "a token ('checkpoint server token') if it was re-provisioned", req.device_id)
-            return _error(409, "already_enrolled", "another key is enrolled for this device id")
+            return error_response(409, "already_enrolled", "another key is enrolled for this device id")
         await run_in_threadpool(store.audit, f"device:{req.device_id}", "readmit", req.device_id, "readmitted",
                                 "enrollment certificate", client)
         acked = await run_in_threadpool(store.acked_seq, req.device_id)
@@ -264,26 +251,6 @@ def _device_routes(app: FastAPI, settings: ServerSettings, store: SQLStorage, db
                                          certificate=enrollment_certificate(settings, device_id, key or b""))
                             .model_dump())
 
-    @app.post(f"{API}/push")
-    async def push(request: Request) -> Response:
-        body = await request.body()  # read and capped by the guard
-        device_id = authenticate(request, body)
-        try:
-            result = await asyncio.get_running_loop().run_in_executor(
-                db_executor, ingest_body, store, opener, device_id, body, settings.identifier_key)
-        except IngestError as exc:
-            log.error("event=push_refused device=%s error=%s detail=%s", device_id, exc.error, exc.detail)
-            if exc.error == "bad_batch":
-                return _error(exc.status, exc.error, exc.detail)
-            acked = await run_in_threadpool(store.acked_seq, device_id)
-            return _error(exc.status, exc.error, exc.detail, acked_seq=acked)
-        log.info("event=push_ingested device=%s stored=%d duplicates=%d acked_seq=%d", device_id,
-                 result.stored, result.duplicates, result.acked_seq)
-        if settings.publisher_key is not None:  # only this server can say what it holds
-            signature = settings.publisher_key.sign(push_answer_signing_bytes(result, body))
-            result = result.model_copy(update={"signature": b64(signature)})
-        return Response(result.model_dump_json(), media_type="application/json")
-
     @app.post(f"{API}/heartbeat", status_code=204)
     async def heartbeat(request: Request) -> Response:
         """The device's health on every sync cycle; its arrival is the device's "last seen"."""
@@ -292,9 +259,9 @@ def _device_routes(app: FastAPI, settings: ServerSettings, store: SQLStorage, db
         try:
             beat = Heartbeat.model_validate_json(body)
         except ValidationError:
-            return _error(422, "bad_heartbeat", "heartbeat body does not match the Heartbeat schema")
+            return error_response(422, "bad_heartbeat", "heartbeat body does not match the Heartbeat schema")
         if beat.device_id != device_id:
-            return _error(422, "bad_heartbeat", "a heartbeat names the device that signs it")
+            return error_response(422, "bad_heartbeat", "a heartbeat names the device that signs it")
         await run_in_threadpool(store.record_heartbeat, device_id, datetime.now(UTC), beat.model_dump_json())
         return Response(status_code=204)
 
@@ -302,7 +269,7 @@ def _device_routes(app: FastAPI, settings: ServerSettings, store: SQLStorage, db
     async def server_time(request: Request, nonce: str = Query("", max_length=64)) -> Response:
         authenticate(request, b"")
         if settings.publisher_key is None:
-            return _error(404, "no_time_key", "this server has no publisher key to sign its time")
+            return error_response(404, "no_time_key", "this server has no publisher key to sign its time")
         now = datetime.now(UTC)
         payload = json.dumps({"now": now.isoformat(), "nonce": nonce}).encode()
         blob = sign_envelope("time", int(now.timestamp()), payload, settings.publisher_key, issued_at=now)
@@ -346,10 +313,10 @@ def _device_routes(app: FastAPI, settings: ServerSettings, store: SQLStorage, db
         """One wheel of a release, by its SHA-256 (the device checks it against the signed manifest)."""
         authenticate(request, b"")
         if settings.data_dir is None or not re.fullmatch(r"[0-9a-f]{64}", sha256):
-            return _error(404, "not_found", "no such release file")
+            return error_response(404, "not_found", "no such release file")
         path = settings.data_dir / "published" / "software" / "files" / f"{sha256}.whl"
         if not path.is_file():
-            return _error(404, "not_found", "no such release file")
+            return error_response(404, "not_found", "no such release file")
         return FileResponse(path, media_type="application/octet-stream")
 
     @app.get(f"{API}/risk")

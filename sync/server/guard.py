@@ -18,16 +18,13 @@ import json
 import logging
 import math
 import re
-import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import Executor
 from typing import Any
 
-from limits import parse_many
-from limits.storage import storage_from_string
-from limits.strategies import MovingWindowRateLimiter
 from starlette.concurrency import run_in_threadpool
 
+from sync.server.ratelimit import device_rate_limiter
 from sync.server.settings import RequestLimits
 from sync.server.storage import StorageError
 from sync.wire.protocol import API, DEVICE_ID_PATTERN, HEADER_DEVICE, ErrorBody
@@ -73,8 +70,7 @@ class RequestGuard:
         #: where device keys are looked up (the app's database executor; anyio's pool if None)
         self.executor = executor
         self.limits = limits
-        self.limiter = MovingWindowRateLimiter(storage_from_string(rate_storage))
-        self.device_rate = parse_many(limits.device_rate)
+        self.device_rate = device_rate_limiter(limits.device_rate, rate_storage)
         #: body bytes being read now (all requests), and requests in flight per device id
         self.inflight_bytes = 0
         self.device_inflight: dict[str, int] = {}
@@ -188,14 +184,13 @@ class RequestGuard:
                         "action=refused before reading the body; if genuine, issue it a token",
                         device_id, _client(scope), scope["path"])
             raise _Rejected(401, "unauthorized", "request not authenticated")
-        for limit in self.device_rate:
-            if not self.limiter.hit(limit, "device", device_id):
-                reset = self.limiter.get_window_stats(limit, "device", device_id).reset_time
-                retry = max(1, math.ceil(reset - time.time())) if reset else 1
-                retry = min(retry, 3600)
-                log.warning("event=device_rate_limited device=%s limit=%s action=asked to retry in %d s",
-                            device_id, limit, retry)
-                raise _Rejected(429, "rate_limited", "too many requests; retry later", retry_after=retry)
+        refused = self.device_rate.hit(device_id)
+        if refused is not None:
+            limit, wait_s = refused
+            retry = min(max(1, math.ceil(wait_s)), 3600)
+            log.warning("event=device_rate_limited device=%s limit=%s action=asked to retry in %d s",
+                        device_id, limit, retry)
+            raise _Rejected(429, "rate_limited", "too many requests; retry later", retry_after=retry)
         if self.device_inflight.get(device_id, 0) >= self.limits.device_concurrency:
             log.warning("event=device_concurrency_limited device=%s in_flight=%d action=asked to retry",
                         device_id, self.device_inflight[device_id])

@@ -135,7 +135,7 @@ class MetricsMiddleware:
 
 def install_metrics(app: FastAPI, storage: Storage, *, path: str = "/metrics") -> Metrics:
     """Add ``GET /metrics`` (Prometheus text format) and the counting middleware to ``app``."""
-    routes = frozenset(getattr(r, "path", "") for r in app.routes) | {path}
+    routes = frozenset(getattr(r, "path", "") for r in app.routes) | {path, PUSH}  # push: outside the router
     metrics = Metrics(storage, routes)
 
     @app.get(path, include_in_schema=False)

@@ -68,10 +68,14 @@ def _add_models(spec: dict[str, Any], *models: type[BaseModel]) -> None:
         schemas[model.__name__] = schema
 
 
-def describe(spec: dict[str, Any]) -> dict[str, Any]:
-    """Complete FastAPI's generated ``spec`` for the device API routes it has."""
+def describe(spec: dict[str, Any], *, push: bool = False) -> dict[str, Any]:
+    """Complete FastAPI's generated ``spec`` for the device API routes it has; ``push``: the app
+    answers ``POST /v1/push`` outside FastAPI's router (``sync.server.push``), so FastAPI does not
+    know that operation."""
     _add_models(spec, EnrollRequest, EnrollResult, ErrorBody, Heartbeat, PushBatch, PushResult, ReadmitRequest)
-    paths = spec.get("paths", {})
+    paths = spec.setdefault("paths", {})
+    if push:
+        paths.setdefault(f"{API}/push", {}).setdefault("post", {"summary": "Push", "operationId": "push_v1_push_post"})
     if op := paths.get(f"{API}/enroll", {}).get("post"):
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(EnrollRequest)}}}
         op["responses"] = {"200": _json(EnrollResult, "Enrolled (or the same key again)."),
@@ -111,7 +115,7 @@ def describe(spec: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
-def install_openapi(app: FastAPI) -> None:
+def install_openapi(app: FastAPI, *, push: bool = False) -> None:
     """Serve ``describe(FastAPI's schema)`` as the app's OpenAPI document, and answer a request that
     fails FastAPI's own parameter validation with the same ``ErrorBody`` as every other error
     (FastAPI's default is a different shape, with the input echoed back)."""
@@ -125,7 +129,7 @@ def install_openapi(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = describe(generate())
+            app.openapi_schema = describe(generate(), push=push)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
