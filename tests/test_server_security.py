@@ -281,6 +281,58 @@ def test_revoked_device_is_refused_and_readmitted(server, enrolled, scanlog):
     assert enrolled.push() == 3
 
 
+def _policy_status(url: str, key: Ed25519PrivateKey) -> int:
+    return requests.get(url + f"{API}/policy", timeout=5, headers={
+        HEADER_DEVICE: "dev-1", HEADER_SIGNATURE: b64(key.sign(request_signing_bytes("GET", f"{API}/policy", b"")))
+    }).status_code
+
+
+@pytest.mark.parametrize("key_cache_s", [30.0, 0.0])
+def test_a_remembered_key_never_lets_a_revoked_or_replaced_key_push(db_url, server_x25519, publisher_key, scanlog,
+                                                                    device_key, key_cache_s):
+    """The guard remembers device keys (``device_key_cache_s``); a push is checked against the
+    database all the same, and a download is refused within that time."""
+    srv = _server(db_url, server_x25519, publisher_key, replace(LIMITS, device_key_cache_s=key_cache_s))
+    try:
+        client = make_client(srv.url, scanlog, device_key)
+        client.enroll(token_for(db_url, "dev-1"))
+        append_samples(scanlog, 2)
+        assert client.push() == 2 and _policy_status(srv.url, device_key) == 204  # the key is remembered now
+        srv.storage.revoke("dev-1", "card stolen", "test")
+        append_samples(scanlog, 2, start=2)
+        with pytest.raises(SyncError) as err:
+            client.push()
+        assert err.value.status == 401 and scanlog.pending() == 2 and srv.storage.acked_seq("dev-1") == 2
+        # the refusal made this process forget the key: downloads are refused at once too
+        assert _policy_status(srv.url, device_key) == 401
+        # re-provisioned: the same id enrolled with a new key; the stolen key may not push
+        srv.storage.readmit("dev-1")
+        assert _policy_status(srv.url, device_key) == 204  # remembered again
+        new_key = Ed25519PrivateKey.generate()
+        srv.storage.enroll("dev-1", new_key.public_key().public_bytes_raw(), replace=True)
+        body = json.dumps({"device_id": "dev-1", "records": scanlog.records()[2:]}).encode()
+        stolen = requests.post(srv.url + f"{API}/push", data=body, headers=_signed_push(device_key, "dev-1", body),
+                               timeout=5)
+        assert stolen.status_code == 401 and stolen.json()["error"] == "unauthorized"
+        assert srv.storage.acked_seq("dev-1") == 2
+        # the new key works from the next request on (the refusal made the process forget the old one)
+        fresh = requests.post(srv.url + f"{API}/push", data=body, headers=_signed_push(new_key, "dev-1", body),
+                              timeout=5)
+        assert fresh.status_code == 200 and fresh.json()["acked_seq"] == 4
+    finally:
+        srv.stop()
+
+
+def test_remembered_keys_stay_bounded():
+    from sync.server.guard import DeviceKeys
+    keys = DeviceKeys(ttl_s=5.0)
+    for i in range(30_000):
+        keys.put(f"dev-{i}", b"k", now=i * 0.001)
+    assert len(keys) < 30_000 and keys.get("dev-29999", now=30.0) == b"k"
+    assert keys.get("dev-0", now=30.0) is None  # older than the time kept
+    assert DeviceKeys(ttl_s=0).get("dev-0", now=0.0) is None
+
+
 # -- the admin side is not part of the device API -------------------------------------------------
 
 def test_device_only_deployment_exposes_no_admin_or_schema(db_url, server_x25519, publisher_key):

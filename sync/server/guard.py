@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import re
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import Executor
 from typing import Any
@@ -60,6 +61,37 @@ async def send_error(send: Send, status: int, error: str, detail: str, *, retry_
     await send({"type": "http.response.body", "body": body})
 
 
+class DeviceKeys:
+    """Device keys the guard looked up, remembered for ``ttl_s`` seconds (0: every request looks its
+    key up). Pushes are checked against the database again in the ingest's own query; other signed
+    requests of a device revoked or re-enrolled with a new key meanwhile are refused at most
+    ``ttl_s`` later (a request a remembered key fails forgets it at once)."""
+
+    def __init__(self, ttl_s: float):
+        self.ttl_s = ttl_s
+        self._keys: dict[str, tuple[bytes, float]] = {}
+        self._puts = 0
+
+    def get(self, device_id: str, now: float) -> bytes | None:
+        entry = self._keys.get(device_id)
+        return entry[0] if entry is not None and now - entry[1] < self.ttl_s else None
+
+    def put(self, device_id: str, key: bytes, now: float) -> None:
+        if self.ttl_s <= 0:
+            return
+        self._keys[device_id] = (key, now)
+        self._puts += 1
+        if self._puts % 10_000 == 0:  # memory stays bounded by the devices heard from lately
+            for stale in [d for d, (_key, at) in self._keys.items() if now - at >= self.ttl_s]:
+                del self._keys[stale]
+
+    def forget(self, device_id: str) -> None:
+        self._keys.pop(device_id, None)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
 class RequestGuard:
     """Caps, deadlines and device pre-authentication in front of the whole app."""
 
@@ -71,6 +103,7 @@ class RequestGuard:
         self.executor = executor
         self.limits = limits
         self.device_rate = device_rate_limiter(limits.device_rate, rate_storage)
+        self.keys = DeviceKeys(limits.device_key_cache_s)
         #: body bytes being read now (all requests), and requests in flight per device id
         self.inflight_bytes = 0
         self.device_inflight: dict[str, int] = {}
@@ -89,12 +122,13 @@ class RequestGuard:
         path, method = scope["path"], scope["method"]
         cap = self.body_cap(method, path)
         device_id: str | None = None
+        remembered = False
         reserved = [0]
         try:
             try:
                 self._check_length(scope, cap)
                 if path.startswith(f"{API}/") and path not in UNSIGNED_DEVICE_PATHS:
-                    device_id = await self._check_device(scope)
+                    device_id, remembered = await self._check_device(scope)
                 elif cap > self.limits.max_small_bytes:
                     await self._check_uploader(scope)
                 body = await self._read_body(receive, cap, reserved)
@@ -112,6 +146,8 @@ class RequestGuard:
                     return {"type": "http.request", "body": body, "more_body": False}
                 return await receive()
 
+            if remembered:
+                send = self._forgetting_on_refusal(send, device_id)
             await self.app(scope, replay, send)
         finally:
             self.inflight_bytes -= reserved[0]
@@ -121,6 +157,15 @@ class RequestGuard:
                     self.device_inflight[device_id] = left
                 else:
                     self.device_inflight.pop(device_id, None)
+
+    def _forgetting_on_refusal(self, send: Send, device_id: str | None) -> Send:
+        """``send``, forgetting the remembered key of a device whose request was refused as not
+        authenticated (revoked or re-enrolled meanwhile: the next request looks it up)."""
+        async def watch(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 401 and device_id is not None:
+                self.keys.forget(device_id)
+            await send(message)
+        return watch
 
     @staticmethod
     def _check_length(scope: Scope, cap: int) -> None:
@@ -158,7 +203,9 @@ class RequestGuard:
                                     "denied", f"role {who.role.value}", _client(scope))
             raise _Rejected(403, "forbidden", f"role {who.role.value} may not operate")
 
-    async def _check_device(self, scope: Scope) -> str:
+    async def _check_device(self, scope: Scope) -> tuple[str, bool]:
+        """The device id a signed request names, checked enrolled and within its rates, and whether
+        its key was a remembered one."""
         device_id = ""
         for name, value in scope["headers"]:
             if name == _HEADER_DEVICE:
@@ -169,16 +216,13 @@ class RequestGuard:
                         "action=refused before reading the body",
                         _client(scope), scope["path"])
             raise _Rejected(401, "unauthorized", "request not authenticated")
-        try:
-            if self.executor is None:
-                key = await run_in_threadpool(self.store.active_device_key, device_id)
-            else:
-                key = await asyncio.get_running_loop().run_in_executor(self.executor, self.store.active_device_key,
-                                                                       device_id)
-        except StorageError as exc:
-            log.error("event=server_storage_error error=%s action=check the database", exc)
-            raise _Rejected(503, "storage_unavailable", "the server cannot reach its database; retry later",
-                            retry_after=5) from None
+        now = time.monotonic()
+        key = self.keys.get(device_id, now)
+        remembered = key is not None
+        if key is None:
+            key = await self._look_up(device_id)
+            if key is not None:
+                self.keys.put(device_id, key, now)
         if key is None:
             log.warning("event=device_unauthorized device=%s reason=not enrolled or revoked client=%s path=%s "
                         "action=refused before reading the body; if genuine, issue it a token",
@@ -197,7 +241,18 @@ class RequestGuard:
             raise _Rejected(429, "rate_limited", "too many requests at once; retry later", retry_after=1)
         self.device_inflight[device_id] = self.device_inflight.get(device_id, 0) + 1
         scope.setdefault("state", {})["device"] = (device_id, key)
-        return device_id
+        return device_id, remembered
+
+    async def _look_up(self, device_id: str) -> bytes | None:
+        try:
+            if self.executor is None:
+                return await run_in_threadpool(self.store.active_device_key, device_id)
+            return await asyncio.get_running_loop().run_in_executor(self.executor, self.store.active_device_key,
+                                                                    device_id)
+        except StorageError as exc:
+            log.error("event=server_storage_error error=%s action=check the database", exc)
+            raise _Rejected(503, "storage_unavailable", "the server cannot reach its database; retry later",
+                            retry_after=5) from None
 
     def _reserve(self, reserved: list[int], total: int) -> None:
         """Count ``total`` bytes of this body against the budget of all bodies being read."""

@@ -57,11 +57,13 @@ def verify_signature(public_key: bytes, signature: bytes, method: str, path: str
 
 
 def ingest_body(storage: Storage, opener: HolderOpener, device_id: str, body: bytes,
-                id_key: IdentifierKey | None = None) -> PushResult:
+                id_key: IdentifierKey | None = None, signer_key: bytes | None = None) -> PushResult:
     """Validate a push body signed by ``device_id`` and ingest its records.
 
     ``id_key``: the identifier key; EU DCC holder values (certificate hashes, which a device
     computes unkeyed) are stored keyed with it, like the citizen-id values CP1 passes carry.
+    ``signer_key``: the key the request's signature was checked with (the HTTP side's, possibly
+    remembered for a while): the batch is refused (401) unless it is still the device's key.
     """
     try:
         batch = parse_push(body)
@@ -69,7 +71,8 @@ def ingest_body(storage: Storage, opener: HolderOpener, device_id: str, body: by
         raise IngestError(422, "bad_batch", str(exc)[:500]) from None
     if batch["device_id"] != device_id:
         raise IngestError(422, "bad_batch", "batch device_id differs from the signing device")
-    return ingest(storage, opener, device_id, batch["records"], id_key, pruned_through=batch.get("pruned_through"))
+    return ingest(storage, opener, device_id, batch["records"], id_key, pruned_through=batch.get("pruned_through"),
+                  signer_key=signer_key)
 
 
 def _as_dict(rec: WireRecord | Mapping[str, Any]) -> Mapping[str, Any]:
@@ -189,7 +192,7 @@ MAX_FORKS_PER_BATCH = 3
 
 def ingest(storage: Storage, opener: HolderOpener, device_id: str,
            records: list[WireRecord] | list[Mapping[str, Any]], id_key: IdentifierKey | None = None, *,
-           pruned_through: int | None = None) -> PushResult:
+           pruned_through: int | None = None, signer_key: bytes | None = None) -> PushResult:
     """Store a batch idempotently and answer with the highest contiguous seq now held.
 
     Refuses the whole batch (IngestError) if its seqs are not contiguous, or a link or hash does
@@ -211,6 +214,8 @@ def ingest(storage: Storage, opener: HolderOpener, device_id: str,
     for _attempt in range(MAX_FORKS_PER_BATCH):
         counts = _Counts()
         state, links = storage.chain_view(device_id, lo - 1, min(hi + 1, MAX_SEQ))
+        if signer_key is not None and state.key != signer_key:
+            raise IngestError(401, "unauthorized", f"{device_id} is revoked or enrolled with another key now")
         rows = _checked_rows(opener, device_id, state.epoch, recs, links, counts, id_key)
         try:
             stored, acked = storage.insert(device_id, rows, datetime.now(UTC).isoformat(timespec="seconds"),

@@ -118,9 +118,14 @@ class PushEndpoint:
         device_id = signed_device(device, signature, "POST", PUSH + (f"?{query}" if query else ""), body)
         settings = self.settings
         try:
+            # the key the signature was checked with may be one the guard remembered: the ingest
+            # checks it is still the device's (not revoked, not replaced) in its own query
             result = await asyncio.get_running_loop().run_in_executor(
-                self.executor, ingest_body, self.store, self.opener, device_id, body, settings.identifier_key)
+                self.executor, ingest_body, self.store, self.opener, device_id, body, settings.identifier_key,
+                device[1])
         except IngestError as exc:
+            if exc.status == 401:
+                raise Unauthorized(exc.detail) from None
             log.error("event=push_refused device=%s error=%s detail=%s", device_id, exc.error, exc.detail)
             if exc.error == "bad_batch":
                 return error_response(exc.status, exc.error, exc.detail)

@@ -52,6 +52,10 @@ class RequestLimits:
     header_timeout_s: float = 10.0
     #: signed requests per device id
     device_rate: str = "30/second;1200/minute"
+    #: how long a server process keeps a device key it looked up before reading a request's body
+    #: (0: look it up for every request). A push is checked against the database in its ingest all
+    #: the same; other requests see a revocation or a new key within this time
+    device_key_cache_s: float = 30.0
     #: wrong enrollment tokens per client address
     enroll_failures_per_client: str = "20/10minutes"
     #: wrong guesses of one device's token before it is locked for ``token_lock_s``

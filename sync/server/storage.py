@@ -80,6 +80,9 @@ class DeviceState:
 
     epoch: int
     acked_seq: int
+    #: the key that may sign the device's requests now (None: revoked or not enrolled); read by
+    #: ``chain_view`` in the same query, so every push is checked against the database
+    key: bytes | None = None
 
 
 class StaleEpoch(StorageError):
@@ -114,7 +117,8 @@ class Storage(Protocol):
     def device_state(self, device_id: str) -> DeviceState: ...
 
     def chain_view(self, device_id: str, lo: int, hi: int) -> tuple[DeviceState, dict[int, tuple[bytes, bytes]]]:
-        """``device_state`` and ``links`` read together (what ingest reads before each batch)."""
+        """``device_state`` (with the device's current key) and ``links`` read together (what
+        ingest reads before each batch)."""
 
     def insert(self, device_id: str, rows: Iterable[tuple], seen_at: str, *, span: tuple[int, int],
                epoch: int = 0, pruned_through: int | None = None) -> tuple[int, int]:
@@ -348,13 +352,14 @@ class SQLStorage(SecurityQueries, FleetQueries, TraceQueries, SharingQueries):
         # the device row and its epochs in one query: a push reads them once per batch; the records
         # only if the batch does not simply extend the chain (``ChainHead.follows``)
         with self._lock:
-            rows = self._all("SELECT d.epoch, d.acked_seq, d.top_seq, d.acked_hash, e.epoch, e.base_seq FROM devices d "
-                             "LEFT JOIN epochs e ON e.device_id = d.device_id WHERE d.device_id=? "
-                             "ORDER BY e.epoch DESC", (device_id,))
+            rows = self._all("SELECT d.epoch, d.acked_seq, d.top_seq, d.acked_hash, CASE WHEN EXISTS (SELECT 1 FROM "
+                             "revocations r WHERE r.device_id = d.device_id) THEN NULL ELSE d.public_key END, "
+                             "e.epoch, e.base_seq FROM devices d LEFT JOIN epochs e ON e.device_id = d.device_id "
+                             "WHERE d.device_id=? ORDER BY e.epoch DESC", (device_id,))
             if not rows:
                 return DeviceState(0, 0), self._links(self._all, device_id, lo, hi, [(0, 0)])
-            epoch, acked, top, digest = rows[0][:4]
-            state = DeviceState(int(epoch), int(acked))
+            epoch, acked, top, digest, key = rows[0][:5]
+            state = DeviceState(int(epoch), int(acked), bytes(key) if key is not None else None)
             head = ChainHead(state.acked_seq, top, bytes(digest) if digest is not None else None)
             known = head.links() if head.follows(lo + 1) else None
             if known is not None:
