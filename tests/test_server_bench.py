@@ -20,6 +20,18 @@ def test_bench_server_smoke_counts_every_accepted_record_once():
     assert figures["exactly_once_pg"] is True and figures["exactly_once_sqlite"] is True
     assert figures["server_cpu_us_per_record_pg"] > 0 and figures["client_cpu_us_per_record_pg"] > 0
     assert figures["cpu_bound_pg_per_s"] > 0
+    assert figures["pg_connection"] == "tcp"  # the default: loopback TCP, as the README's figures
+
+
+def test_the_bench_database_sits_beside_the_one_named():
+    """``$CHECKPOINT_BENCH_PG_URL`` may name the server by host and port or by its socket directory;
+    the bench's own database is made on that same server."""
+    assert bench._database_url("postgresql://postgres@127.0.0.1:5432/test", "b1") == \
+        "postgresql://postgres@127.0.0.1:5432/b1"
+    assert bench._database_url("postgresql://postgres@/test?host=/var/run/postgresql", "b1") == \
+        "postgresql://postgres@/b1?host=/var/run/postgresql"
+    assert bench._database_url("postgresql://postgres@%2Fvar%2Frun%2Fpostgresql/test", "b1") == \
+        "postgresql://postgres@%2Fvar%2Frun%2Fpostgresql/b1"
 
 
 def test_open_loop_latency_counts_from_when_the_batch_was_due():

@@ -37,6 +37,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -45,7 +46,10 @@ from edge.devtools.server_procs import ServerProcess, new_server_data_dir, new_s
 from sync.wire.protocol import API, GENESIS, b64, canonical_values, record_hash, request_signing_bytes
 from sync.wire.sealed import HolderSealer, holder_aad
 
-PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
+#: the PostgreSQL server (a database of its own is made there per run); over TCP on loopback unless
+#: ``$CHECKPOINT_BENCH_PG_URL`` says otherwise (e.g. ``postgresql://postgres@%2Fvar%2Frun%2Fpostgresql/test``,
+#: the Unix socket, as a server sharing the database's host would connect)
+PG_URL = os.environ.get("CHECKPOINT_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 PUSH = f"{API}/push"
 GOAL_PER_S = 20_000
 HOSTILE_BYTES = 512 * 1024 * 1024
@@ -365,6 +369,18 @@ def run_engine(db_url: str, data_dir: Path, fleet: list[Device], drain_batches: 
     return out
 
 
+def _database_url(url: str, database: str) -> str:
+    """``url`` naming another database on the same server (host, socket and options kept)."""
+    return urlunsplit(urlsplit(url)._replace(path=f"/{database}"))
+
+
+def _connection_kind(url: str) -> str:
+    """How the servers reach PostgreSQL: "tcp" or "unix socket" (a host that is a directory)."""
+    import psycopg
+    with psycopg.connect(url, connect_timeout=3) as conn:
+        return "unix socket" if conn.info.host.startswith("/") else "tcp"
+
+
 def _pg_available() -> bool:
     try:
         import psycopg
@@ -395,12 +411,12 @@ def run(quick: bool = False, devices: int | None = None, **_opts) -> dict[str, f
             with psycopg.connect(PG_URL, autocommit=True) as conn:
                 conn.execute(f'CREATE DATABASE "{database}"')
             try:
-                pg = run_engine(PG_URL.rsplit("/", 1)[0] + f"/{database}", tmp / "data", fleet, drain_batches,
-                                steady_s, True)
+                pg = run_engine(_database_url(PG_URL, database), tmp / "data", fleet, drain_batches, steady_s, True)
             finally:
                 with psycopg.connect(PG_URL, autocommit=True) as conn:
                     conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
             figures.update({
+                "pg_connection": _connection_kind(PG_URL),
                 "http_ingest_pg_per_s": round(pg["drain_per_s"], 1),
                 "drain_p99_ms_pg": round(pg["drain_p99_ms"], 1),
                 "server_cpu_us_per_record_pg": round(pg["cpu_us_per_record"], 1),
