@@ -244,3 +244,38 @@ def test_hostile_bodies_do_not_grow_the_server(tmp_path: Path, db_url):
     finally:
         proc.kill()
         proc.wait(10)
+
+
+@pytest.mark.parametrize("key_cache", ["0", "30"])
+def test_key_cache_bounds_how_long_a_revoked_device_still_downloads(tmp_path: Path, device_key, db_url, key_cache):
+    """``--key-cache``: a process remembers device keys that long; with 0 a revocation by another
+    process (the CLI) refuses the device's very next download, as it always refuses its pushes."""
+    from sync.wire.protocol import API, HEADER_DEVICE, HEADER_SIGNATURE, b64, request_signing_bytes
+    data = tmp_path / "srv"
+    assert _run("server", "--data-dir", str(data), "--db", db_url, "init").exit_code == 0
+    token = _run("server", "--data-dir", str(data), "--db", db_url, "token", "dev-1").output.strip()
+    proc, port = _start_server(data, "--db", db_url, "--key-cache", key_cache)
+    log = ScanLog(tmp_path / "dev.sqlite", device_id="dev-1", boot_id="b",
+                  server_encryption_key=load_x25519_private(data / "keys/server_x25519.pem").public_key())
+    url = f"http://127.0.0.1:{port}"
+
+    def policy() -> int:
+        signature = b64(device_key.sign(request_signing_bytes("GET", f"{API}/policy", b"")))
+        return requests.get(url + f"{API}/policy", headers={HEADER_DEVICE: "dev-1", HEADER_SIGNATURE: signature},
+                            timeout=5).status_code
+    try:
+        client = make_client(url, log, device_key)
+        client.enroll(token)
+        assert policy() == 204  # nothing published; the key is looked up (and remembered unless 0)
+        revoke = _run("server", "--data-dir", str(data), "--db", db_url, "revoke", "dev-1", "--reason", "stolen")
+        assert revoke.exit_code == 0, revoke.output
+        assert policy() == (401 if key_cache == "0" else 204)
+        append_samples(log, 2)
+        with pytest.raises(SyncError) as err:
+            client.push()  # refused whatever the process remembers
+        assert err.value.status == 401
+        assert policy() == 401  # that refusal made it forget the key
+    finally:
+        proc.kill()
+        proc.wait(10)
+        log.close()

@@ -70,6 +70,10 @@ def _actor() -> str:
               help="Close a connection that has not sent its request headers in this many seconds [10].")
 @click.option("--body-timeout", type=click.FloatRange(min=0.1, max=3600), default=None,
               help="Answer 408 and close when a request body takes longer than this [30].")
+@click.option("--key-cache", type=click.FloatRange(min=0, max=3600), default=None,
+              help="Seconds a process keeps a device key it looked up [30]; pushes are checked against the "
+                   "database anyway, other requests of a revoked device are refused within this time. 0: look "
+                   "the key up for every request.")
 @click.option("--rate-limit-storage", default="memory://", show_default=True,
               help="Where rate-limit counters live ('limits' storage URI, e.g. redis://host:6379 to share them "
                    "between server processes).")
@@ -77,7 +81,7 @@ def _actor() -> str:
 @reports_errors
 def server(ctx: click.Context, db_url: str | None, data_dir: Path, host: str, port: int, serve: str,
            insecure_cookies: bool, header_timeout: float | None, body_timeout: float | None,
-           rate_limit_storage: str) -> None:
+           key_cache: float | None, rate_limit_storage: str) -> None:
     """Run the central server (device API, and the fleet dashboard at / behind a login)."""
     if ctx.invoked_subcommand in OPS_COMMANDS:  # they name their own data directory and database
         return
@@ -99,7 +103,8 @@ def server(ctx: click.Context, db_url: str | None, data_dir: Path, host: str, po
     settings.rate_limit_storage = rate_limit_storage
     limits = settings.limits
     settings.limits = replace(limits, header_timeout_s=header_timeout or limits.header_timeout_s,
-                              body_timeout_s=body_timeout or limits.body_timeout_s)
+                              body_timeout_s=body_timeout or limits.body_timeout_s,
+                              device_key_cache_s=limits.device_key_cache_s if key_cache is None else key_cache)
     app = create_app(settings, serve=serve)  # type: ignore[arg-type]
     if serve != "device" and host not in ("127.0.0.1", "::1", "localhost"):
         log.warning("event=admin_side_exposed host=%s action=the login page and admin API answer on this address "
