@@ -299,6 +299,14 @@ def test_a_remembered_key_never_lets_a_revoked_or_replaced_key_push(db_url, serv
         append_samples(scanlog, 2)
         assert client.push() == 2 and _policy_status(srv.url, device_key) == 204  # the key is remembered now
         srv.storage.revoke("dev-1", "card stolen", "test")
+        empty = json.dumps({"device_id": "dev-1", "records": []}).encode()  # asks only what the server holds
+        answer = requests.post(srv.url + f"{API}/push", data=empty, headers=_signed_push(device_key, "dev-1", empty),
+                               timeout=5)
+        assert answer.status_code == 401 and "acked_seq" not in answer.json()
+        assert _policy_status(srv.url, device_key) == 401  # forgotten after that refusal
+        srv.storage.readmit("dev-1")
+        assert _policy_status(srv.url, device_key) == 204  # remembered again
+        srv.storage.revoke("dev-1", "card stolen", "test")
         append_samples(scanlog, 2, start=2)
         with pytest.raises(SyncError) as err:
             client.push()

@@ -172,7 +172,7 @@ def _device_routes(app: FastAPI, settings: ServerSettings, store: SQLStorage) ->
             log.warning("event=enroll_rate_limited client=%s action=too many wrong tokens from this address",
                         client)
             return error_response(429, "rate_limited", "too many failed enrollments; retry later",
-                          headers={"Retry-After": "600"})
+                                  headers={"Retry-After": "600"})
         token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         try:
             req = EnrollRequest.model_validate_json(await request.body())
@@ -198,7 +198,7 @@ def _device_routes(app: FastAPI, settings: ServerSettings, store: SQLStorage) ->
                     "issue a new token with 'checkpoint server token' if the device is genuine")
         if result.outcome is Outcome.LOCKED:
             return error_response(429, "rate_limited", "too many failed enrollments; retry later",
-                          headers={"Retry-After": str(result.retry_after_s)})
+                                  headers={"Retry-After": str(result.retry_after_s)})
         if result.outcome is Outcome.KEY_CONFLICT:
             return error_response(409, "already_enrolled", "another key is enrolled for this device id")
         return error_response(401, "unauthorized", "enrollment token refused")

@@ -186,6 +186,13 @@ def acked_answer(storage: Storage, device_id: str, state: DeviceState, known: tu
                       epoch=state.epoch, **counts)
 
 
+def _check_signer(device_id: str, state: DeviceState, signer_key: bytes | None) -> None:
+    """Refuse (401) a request signed by a key that is no longer the device's (revoked or replaced
+    since the HTTP side looked it up)."""
+    if signer_key is not None and state.key != signer_key:
+        raise IngestError(401, "unauthorized", f"{device_id} is revoked or enrolled with another key now")
+
+
 #: forks (or concurrent forks) one batch may cause before it is refused for a retry
 MAX_FORKS_PER_BATCH = 3
 
@@ -201,7 +208,9 @@ def ingest(storage: Storage, opener: HolderOpener, device_id: str,
     both agree on; what the server held stays, and the fork is flagged for an operator.
     """
     if not records:
-        return acked_answer(storage, device_id, storage.device_state(device_id))
+        state = storage.device_state(device_id)
+        _check_signer(device_id, state, signer_key)
+        return acked_answer(storage, device_id, state)
     recs = records if isinstance(records[0], dict) else [_as_dict(r) for r in records]
     lo = recs[0]["seq"]
     hi = lo + len(recs) - 1  # if the seqs are not contiguous the rows generator refuses the batch
@@ -214,8 +223,7 @@ def ingest(storage: Storage, opener: HolderOpener, device_id: str,
     for _attempt in range(MAX_FORKS_PER_BATCH):
         counts = _Counts()
         state, links = storage.chain_view(device_id, lo - 1, min(hi + 1, MAX_SEQ))
-        if signer_key is not None and state.key != signer_key:
-            raise IngestError(401, "unauthorized", f"{device_id} is revoked or enrolled with another key now")
+        _check_signer(device_id, state, signer_key)
         rows = _checked_rows(opener, device_id, state.epoch, recs, links, counts, id_key)
         try:
             stored, acked = storage.insert(device_id, rows, datetime.now(UTC).isoformat(timespec="seconds"),

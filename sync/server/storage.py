@@ -183,6 +183,10 @@ class Replayable:
             yield row
 
 
+#: the key that may sign a device's requests now (NULL when revoked), of ``devices d``
+_CURRENT_KEY = ("CASE WHEN EXISTS (SELECT 1 FROM revocations r WHERE r.device_id = d.device_id) THEN NULL "
+                "ELSE d.public_key END")
+
 #: seqs read per query while advancing acked_seq over records held beyond a gap
 ADVANCE_CHUNK = 10_000
 
@@ -345,16 +349,19 @@ class SQLStorage(SecurityQueries, FleetQueries, TraceQueries, SharingQueries):
 
     def device_state(self, device_id: str) -> DeviceState:
         with self._lock:
-            rows = self._all("SELECT epoch, acked_seq FROM devices WHERE device_id=?", (device_id,))
-        return DeviceState(int(rows[0][0]), int(rows[0][1])) if rows else DeviceState(0, 0)
+            rows = self._all(f"SELECT d.epoch, d.acked_seq, {_CURRENT_KEY} FROM devices d WHERE d.device_id=?",
+                             (device_id,))
+        if not rows:
+            return DeviceState(0, 0)
+        epoch, acked, key = rows[0]
+        return DeviceState(int(epoch), int(acked), bytes(key) if key is not None else None)
 
     def chain_view(self, device_id: str, lo: int, hi: int) -> tuple[DeviceState, dict[int, tuple[bytes, bytes]]]:
         # the device row and its epochs in one query: a push reads them once per batch; the records
         # only if the batch does not simply extend the chain (``ChainHead.follows``)
         with self._lock:
-            rows = self._all("SELECT d.epoch, d.acked_seq, d.top_seq, d.acked_hash, CASE WHEN EXISTS (SELECT 1 FROM "
-                             "revocations r WHERE r.device_id = d.device_id) THEN NULL ELSE d.public_key END, "
-                             "e.epoch, e.base_seq FROM devices d LEFT JOIN epochs e ON e.device_id = d.device_id "
+            rows = self._all(f"SELECT d.epoch, d.acked_seq, d.top_seq, d.acked_hash, {_CURRENT_KEY}, e.epoch, "
+                             "e.base_seq FROM devices d LEFT JOIN epochs e ON e.device_id = d.device_id "
                              "WHERE d.device_id=? ORDER BY e.epoch DESC", (device_id,))
             if not rows:
                 return DeviceState(0, 0), self._links(self._all, device_id, lo, hi, [(0, 0)])
