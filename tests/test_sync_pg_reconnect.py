@@ -11,6 +11,7 @@ import requests
 from conftest import PG_DSN, _pg_available, append_samples, token_for
 from test_sync_push import assert_server_matches, make_client
 
+from edge.device.sync_client import SyncError
 from sync.server.app import create_app
 from sync.server.ingest import ingest
 from sync.server.runner import ServerThread
@@ -82,6 +83,32 @@ def test_database_down_answers_503_then_recovers(pg_url, server_x25519, scanlog,
             assert secret not in resp.text, resp.text
         storage._conninfo = good  # database back
         assert client.push() == 5
+        assert_server_matches(storage, scanlog)
+
+
+def test_database_lost_after_the_guard_answers_503_from_the_push(pg_url, server_x25519, scanlog, device_key,
+                                                                 caplog):
+    """The guard remembers the device's key, so the push itself is the first to find the database
+    gone: a generic 503 (details in the log), nothing acked, and the batch goes through later."""
+    settings = ServerSettings(db_url=pg_url, encryption_key=server_x25519)
+    with ServerThread(create_app(settings)) as srv:
+        storage = srv._server.config.app.state.storage
+        client = make_client(srv.url, scanlog, device_key)
+        client.enroll(token_for(pg_url))
+        append_samples(scanlog, 3)
+        assert client.push() == 3  # the key is remembered now
+        good = storage._conninfo
+        storage._conninfo = "postgresql://postgres@127.0.0.1:9/test"  # nothing listens: database "down"
+        terminate(storage)
+        append_samples(scanlog, 4, start=3)
+        with pytest.raises(SyncError) as err:
+            client.push()
+        assert err.value.status == 503 and "storage_unavailable" in str(err.value)
+        assert scanlog.pending() == 4
+        assert ":9" not in str(err.value) and "127.0.0.1:9" not in str(err.value)
+        assert "event=server_storage_error" in caplog.text and "sync.server.push" in caplog.text
+        storage._conninfo = good  # database back
+        assert client.push() == 4
         assert_server_matches(storage, scanlog)
 
 
