@@ -4,6 +4,7 @@ The shared PostgreSQL server is never restarted here: the server's own backend i
 ``pg_terminate_backend`` from another connection, which is what the server sees on a restart.
 """
 
+import contextlib
 import uuid
 
 import pytest
@@ -65,49 +66,42 @@ def test_next_push_after_backend_killed_succeeds(pg_url, server_x25519, scanlog,
         assert_server_matches(storage, scanlog)
 
 
-def test_database_down_answers_503_then_recovers(pg_url, server_x25519, scanlog, device_key):
+@contextlib.contextmanager
+def database_down(storage: PostgresStorage):
+    """The database unreachable (backends ended, nothing listening where the storage reconnects)
+    for the block; back afterwards."""
+    good = storage._conninfo
+    storage._conninfo = "postgresql://postgres@127.0.0.1:9/test"
+    terminate(storage)
+    try:
+        yield
+    finally:
+        storage._conninfo = good
+
+
+def test_database_down_answers_503_then_recovers(pg_url, server_x25519, scanlog, device_key, caplog):
     settings = ServerSettings(db_url=pg_url, encryption_key=server_x25519)
     with ServerThread(create_app(settings)) as srv:
         storage = srv._server.config.app.state.storage
         client = make_client(srv.url, scanlog, device_key)
         client.enroll(token_for(pg_url))
         append_samples(scanlog, 5)
-        good = storage._conninfo
-        storage._conninfo = "postgresql://postgres@127.0.0.1:9/test"  # nothing listens: database "down"
-        terminate(storage)
-        resp = requests.post(srv.url + f"{API}/push", data=b"{}", headers={HEADER_DEVICE: "dev-1"}, timeout=30)
-        assert resp.status_code == 503 and resp.headers["Retry-After"] == "5"
-        assert resp.json()["error"] == "storage_unavailable"
-        # generic to the client: no host, port, database or driver message (those go to the log)
-        for secret in ("127.0.0.1", ":9", "5432", "postgres", "connect", "test"):
-            assert secret not in resp.text, resp.text
-        storage._conninfo = good  # database back
-        assert client.push() == 5
+        with database_down(storage):  # the guard's key look-up finds it gone
+            resp = requests.post(srv.url + f"{API}/push", data=b"{}", headers={HEADER_DEVICE: "dev-1"}, timeout=30)
+            assert resp.status_code == 503 and resp.headers["Retry-After"] == "5"
+            assert resp.json()["error"] == "storage_unavailable"
+            # generic to the client: no host, port, database or driver message (those go to the log)
+            for secret in ("127.0.0.1", ":9", "5432", "postgres", "connect", "test"):
+                assert secret not in resp.text, resp.text
+        assert client.push() == 5  # the key is remembered now
         assert_server_matches(storage, scanlog)
-
-
-def test_database_lost_after_the_guard_answers_503_from_the_push(pg_url, server_x25519, scanlog, device_key,
-                                                                 caplog):
-    """The guard remembers the device's key, so the push itself is the first to find the database
-    gone: a generic 503 (details in the log), nothing acked, and the batch goes through later."""
-    settings = ServerSettings(db_url=pg_url, encryption_key=server_x25519)
-    with ServerThread(create_app(settings)) as srv:
-        storage = srv._server.config.app.state.storage
-        client = make_client(srv.url, scanlog, device_key)
-        client.enroll(token_for(pg_url))
-        append_samples(scanlog, 3)
-        assert client.push() == 3  # the key is remembered now
-        good = storage._conninfo
-        storage._conninfo = "postgresql://postgres@127.0.0.1:9/test"  # nothing listens: database "down"
-        terminate(storage)
-        append_samples(scanlog, 4, start=3)
-        with pytest.raises(SyncError) as err:
-            client.push()
-        assert err.value.status == 503 and "storage_unavailable" in str(err.value)
-        assert scanlog.pending() == 4
-        assert ":9" not in str(err.value) and "127.0.0.1:9" not in str(err.value)
-        assert "event=server_storage_error" in caplog.text and "sync.server.push" in caplog.text
-        storage._conninfo = good  # database back
+        append_samples(scanlog, 4, start=5)
+        with database_down(storage):  # so the push itself is the first to find the database gone
+            with pytest.raises(SyncError) as err:
+                client.push()
+            assert err.value.status == 503 and "storage_unavailable" in str(err.value)
+            assert "127.0.0.1:9" not in str(err.value) and scanlog.pending() == 4
+            assert "event=server_storage_error" in caplog.text and "sync.server.push" in caplog.text
         assert client.push() == 4
         assert_server_matches(storage, scanlog)
 
