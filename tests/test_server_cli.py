@@ -99,17 +99,33 @@ def test_token_revoke_readmit_and_audit_commands(tmp_path: Path, device_key):
         with pytest.raises(SyncError) as err:
             client.push()
         assert err.value.status == 401
-        # the card was re-provisioned with a new key: re-admit with a token that may replace the key
+        # the card was re-provisioned with a new key: a token for the new key, the old one still refused
         readmit = _run("server", "--data-dir", str(data), "readmit", "HN-CP-001", "--new-token")
         assert readmit.exit_code == 0, readmit.output
-        new_key = Ed25519PrivateKey.generate()
-        fresh = make_client(srv.url, log, new_key)
-        fresh.enroll(readmit.stdout.strip().splitlines()[-1])
+        assert "stays revoked until a new key enrolls" in readmit.stderr
+        token = readmit.stdout.strip().splitlines()[-1]
+        with pytest.raises(SyncError) as err:
+            client.push()  # the stolen card's key, between the new token and its use
+        assert err.value.status == 401
+        with pytest.raises(SyncError) as err:
+            client.enroll(token)  # the token does not bring the revoked key back either
+        assert err.value.status == 401
+        fresh = make_client(srv.url, log, Ed25519PrivateKey.generate())
+        fresh.enroll(token)
         assert fresh.push() == 2
+        append_samples(log, 1, start=6)
+        with pytest.raises(SyncError) as err:
+            client.push()
+        assert err.value.status == 401
+        # back in service with the same key after a mistaken revocation
+        assert _run("server", "--data-dir", str(data), "revoke", "HN-CP-001", "--reason", "mistake").exit_code == 0
+        assert _run("server", "--data-dir", str(data), "readmit", "HN-CP-001").output.strip() == "re-admitted HN-CP-001"
+        assert fresh.push() == 1
     log.close()
     trail = _run("server", "--data-dir", str(data), "audit", "--limit", "20").output
     for action in ("issue_token", "revoke", "readmit", "enroll"):
         assert f"\t{action}\t" in trail, trail
+    assert "enrolled a new key; revocation lifted" in trail, trail
 
 
 def test_user_commands(tmp_path: Path):

@@ -20,7 +20,7 @@ from test_sync_push import make_client
 
 from edge.device.sync_client import SyncError
 from sync.server.app import create_app
-from sync.server.enrollment import EnrollmentError, issue_token
+from sync.server.enrollment import EnrollmentError, issue_token, token_digest
 from sync.server.runner import ServerThread
 from sync.server.settings import RequestLimits, ServerSettings
 from sync.wire.protocol import API, HEADER_DEVICE, HEADER_SIGNATURE, MAX_SEQ, b64, request_signing_bytes
@@ -275,10 +275,45 @@ def test_revoked_device_is_refused_and_readmitted(server, enrolled, scanlog):
     with pytest.raises(SyncError) as err:
         enrolled.push()
     assert err.value.status == 401 and scanlog.pending() == 3
-    with pytest.raises(EnrollmentError, match="revoked"):  # no new token either, until re-admitted
+    with pytest.raises(EnrollmentError, match="revoked"):  # no token for its old key either
         issue_token(server.storage, "dev-1")
     server.storage.readmit("dev-1")
     assert enrolled.push() == 3
+
+
+def test_a_revoked_device_comes_back_only_with_a_new_key(server, enrolled, scanlog, device_key):
+    """Re-provisioning a device whose card was stolen (a token for a new key, from the CLI or the
+    dashboard) once lifted the revocation at once: the stolen key pushed until the token was used."""
+    server.storage.revoke("dev-1", "card stolen", "test")
+    token = issue_token(server.storage, "dev-1", replace_key=True)
+    append_samples(scanlog, 2)
+    with pytest.raises(SyncError) as err:
+        enrolled.push()  # the stolen key, while the new token waits for the new card
+    assert err.value.status == 401
+    assert _enroll(server.url, "dev-1", token, device_key).status_code == 401  # nor may it take the token
+    assert server.storage.revocation("dev-1") is not None
+    new_key = Ed25519PrivateKey.generate()
+    assert _enroll(server.url, "dev-1", token, new_key).status_code == 200
+    assert server.storage.revocation("dev-1") is None
+    assert server.storage.device_key("dev-1") == new_key.public_key().public_bytes_raw()
+    assert _enroll(server.url, "dev-1", token, new_key).status_code == 200  # its retry after a lost answer
+    with pytest.raises(SyncError) as err:
+        enrolled.push()
+    assert err.value.status == 401 and scanlog.pending() == 2
+
+
+def test_a_new_key_enrolled_before_a_crash_lifts_the_revocation_on_the_retry(server, enrolled, device_key):
+    """A server stopped between enrolling the new key and lifting the revocation: the device's retry
+    with the same token and key finishes the job (and the old key stays refused meanwhile)."""
+    server.storage.revoke("dev-1", "card stolen", "test")
+    token = issue_token(server.storage, "dev-1", replace_key=True)
+    new_key = Ed25519PrivateKey.generate()
+    raw = new_key.public_key().public_bytes_raw()
+    assert server.storage.claim_enroll_token("dev-1", token_digest(token), int(time.time()))
+    server.storage.enroll("dev-1", raw, replace=True)  # ... and the server stopped here
+    assert server.storage.active_device_key("dev-1") is None
+    assert _enroll(server.url, "dev-1", token, new_key).status_code == 200
+    assert server.storage.active_device_key("dev-1") == raw
 
 
 def _policy_status(url: str, key: Ed25519PrivateKey) -> int:

@@ -194,23 +194,30 @@ def revoke(where: _Where, device_id: str, reason: str) -> None:
 @server.command("readmit")
 @click.argument("device_id")
 @click.option("--new-token", is_flag=True,
-              help="Also print a one-time token that may enroll a NEW key (the device was re-provisioned).")
+              help="Do not lift the revocation now: print a one-time token that enrolls a NEW key (the device "
+                   "was re-provisioned) and lifts it then; the old key stays refused.")
 @click.option("--ttl-days", default=7.0, show_default=True, type=click.FloatRange(min=0.001, max=365))
 @click.pass_obj
 @reports_errors
 def readmit(where: _Where, device_id: str, new_token: bool, ttl_days: float) -> None:
-    """Lift the revocation of DEVICE_ID (with its old key, or with --new-token a new one)."""
+    """Lift the revocation of DEVICE_ID (with its old key, or with --new-token once a new key enrolls)."""
     from sync.server.enrollment import issue_token
     storage = where.storage()
     try:
-        changed = storage.readmit(device_id)
-        storage.audit(_actor(), "readmit", device_id, "ok" if changed else "not_revoked", "", "cli")
-        value = issue_token(storage, device_id, ttl_s=int(ttl_days * 86400), replace_key=True) if new_token else None
-        if value:
+        if new_token:
+            revoked = storage.revocation(device_id) is not None
+            value = issue_token(storage, device_id, ttl_s=int(ttl_days * 86400), replace_key=True)
             storage.audit(_actor(), "issue_token", device_id, "ok", f"ttl_days={ttl_days} replace_key=True", "cli")
+            message = (f"{device_id} stays revoked until a new key enrolls with this token" if revoked
+                       else f"{device_id} was not revoked; this token may enroll a new key")
+        else:
+            value = None
+            changed = storage.readmit(device_id)
+            storage.audit(_actor(), "readmit", device_id, "ok" if changed else "not_revoked", "", "cli")
+            message = f"re-admitted {device_id}" if changed else f"{device_id} was not revoked"
     finally:
         storage.close()
-    click.echo(f"re-admitted {device_id}" if changed else f"{device_id} was not revoked", err=bool(value))
+    click.echo(message, err=bool(value))
     if value:
         click.echo(value)
 

@@ -43,11 +43,14 @@ def issue_token(store: SQLStorage, device_id: str, *, ttl_s: int = DEFAULT_TOKEN
     """Make the one-time token of ``device_id`` (replacing an older one) and return it.
 
     ``replace_key``: the token may enroll a new key over an enrolled one (a re-provisioned device).
+    A revoked device gets only such a token: it stays revoked (its old key, perhaps on a stolen card,
+    refused) until a new key enrolls with the token, which lifts the revocation.
     """
     if ttl_s <= 0:
         raise EnrollmentError("a token must live for some time (--ttl > 0)")
-    if store.revocation(device_id) is not None:
-        raise EnrollmentError(f"device {device_id} is revoked: re-admit it first ('checkpoint server readmit')")
+    if store.revocation(device_id) is not None and not replace_key:
+        raise EnrollmentError(f"device {device_id} is revoked: re-admit it with its key ('checkpoint server "
+                              "readmit'), or give it a token for a new key ('readmit --new-token')")
     now = int(time.time()) if now is None else now
     token = secrets.token_urlsafe(32)
     store.put_enroll_token(device_id, token_digest(token), now, now + ttl_s, replace_key=replace_key)
@@ -86,20 +89,31 @@ def redeem_token(store: SQLStorage, device_id: str, token: str, public_key: byte
         failures = store.enroll_token_failed(device_id, now, max_failures=limits.token_max_failures,
                                              lock_s=limits.token_lock_s)
         return Redemption(Outcome.REFUSED, f"wrong token (guess {failures})")
-    if store.revocation(device_id) is not None:
+    # revoking deletes a device's token, so a token of a revoked device was issued after the
+    # revocation, for a new key: it enrolls one and only then lifts the revocation
+    revoked = store.revocation(device_id) is not None
+    if revoked and not row.replace_key:
         return Redemption(Outcome.REFUSED, "device is revoked")
     existing = store.device_key(device_id)
     if row.used_at is not None:
-        # the device's retry after a lost answer: same token, same key, nothing to change
+        # the device's retry after a lost answer: same token, same key, nothing to change (but a
+        # revocation left by a server stopped between enrolling the new key and lifting it)
         if existing == public_key:
+            if revoked:
+                store.readmit(device_id)
             return Redemption(Outcome.ENROLLED, "already enrolled with this key")
         return Redemption(Outcome.REFUSED, "token already used")
     if row.expires_at <= now:
         return Redemption(Outcome.REFUSED, "token expired")
+    if revoked and existing == public_key:
+        return Redemption(Outcome.REFUSED, "the revoked key cannot enroll again; the token is for a new key")
     if existing is not None and existing != public_key and not row.replace_key:
         return Redemption(Outcome.KEY_CONFLICT, "another key is enrolled for this device id")
     if not store.claim_enroll_token(device_id, digest, now):
         return Redemption(Outcome.REFUSED, "token used concurrently")
     store.enroll(device_id, public_key, replace=True)
+    if revoked:
+        store.readmit(device_id)  # after the new key is in: the old key is never active again
+        return Redemption(Outcome.ENROLLED, "enrolled a new key; revocation lifted")
     return Redemption(Outcome.ENROLLED, "re-enrolled with a new key" if existing not in (None, public_key)
                       else "enrolled")
