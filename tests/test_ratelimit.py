@@ -81,3 +81,23 @@ def test_storage_choice():
     assert shared.hit("d") is None and shared.hit("d") is None
     refused = shared.hit("d")
     assert refused is not None and refused[0] == "2 per 1 minute" and 0 < refused[1] <= 60
+
+
+def test_peek_answers_as_hit_would_and_counts_nothing():
+    clock = [0.0]
+    limiter = CellRateLimiter(parse_many("2/minute"), clock=lambda: clock[0])
+    assert limiter.peek("d") is None and len(limiter) == 0  # a device never heard from holds no memory
+    for _ in range(5):
+        assert limiter.peek("d") is None
+    assert limiter.hit("d") is None and limiter.hit("d") is None
+    refused = limiter.peek("d")
+    assert refused is not None and refused == limiter.hit("d")
+    clock[0] = 30.0
+    assert limiter.peek("d") is None and limiter.hit("d") is None
+
+
+def test_shared_peek_counts_nothing():
+    shared = SharedRateLimiter(parse_many("2/minute"), "memory://")
+    assert all(shared.peek("d") is None for _ in range(5))
+    assert shared.hit("d") is None and shared.hit("d") is None
+    assert shared.peek("d") is not None and shared.hit("d") is not None

@@ -398,6 +398,55 @@ def test_combined_deployment_needs_a_login(server):
         assert requests.get(server.url + path, timeout=5).status_code == 401, path
 
 
+def test_requests_that_only_name_a_device_do_not_spend_its_allowance(db_url, server_x25519, publisher_key, scanlog,
+                                                                    device_key):
+    """Device ids are not secret: forged signatures, and paths no device asks for, once counted
+    against the named device's rate, so anyone could keep a checkpoint's pushes refused with 429."""
+    srv = _server(db_url, server_x25519, publisher_key, replace(LIMITS, device_rate="4/minute"))
+    try:
+        client = make_client(srv.url, scanlog, device_key)
+        client.enroll(token_for(db_url, "dev-1"))
+        forger = Ed25519PrivateKey.generate()
+        for _ in range(10):
+            body = json.dumps({"device_id": "dev-1", "records": []}).encode()
+            forged = requests.post(srv.url + f"{API}/push", data=body, headers=_signed_push(forger, "dev-1", body),
+                                   timeout=5)
+            assert forged.status_code == 401
+            assert requests.get(srv.url + f"{API}/policy", headers={HEADER_DEVICE: "dev-1", HEADER_SIGNATURE: "AAAA"},
+                                timeout=5).status_code == 401
+            assert requests.get(srv.url + f"{API}/no-such-thing", headers={HEADER_DEVICE: "dev-1"},
+                                timeout=5).status_code == 404
+        statuses = [_policy_status(srv.url, device_key) for _ in range(6)]
+        assert statuses[:4] == [204] * 4 and statuses[4:] == [429, 429], statuses  # its own requests still count
+    finally:
+        srv.stop()
+
+
+def test_stalled_bodies_from_elsewhere_do_not_take_a_devices_slots(db_url, server_x25519, publisher_key, scanlog,
+                                                                  device_key):
+    """Requests in flight are counted per device and client address: an attacker holding stalled
+    bodies under a device's id (from 127.0.0.2) leaves the device (127.0.0.1) its own slots."""
+    srv = _server(db_url, server_x25519, publisher_key, replace(LIMITS, body_timeout_s=5.0, device_concurrency=2))
+    held: list[socket.socket] = []
+    try:
+        client = make_client(srv.url, scanlog, device_key)
+        client.enroll(token_for(db_url, "dev-1"))
+        for _ in range(3):
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=5, source_address=("127.0.0.2", 0))
+            s.sendall(b"POST /v1/push HTTP/1.1\r\nHost: x\r\nX-Device-Id: dev-1\r\nX-Signature: AAAA\r\n"
+                      b"Content-Length: 1000\r\n\r\n{")
+            held.append(s)
+            time.sleep(0.2)
+        held[2].settimeout(2.0)
+        assert held[2].recv(4096).startswith(b"HTTP/1.1 429"), "a third of dev-1 at once from one address"
+        append_samples(scanlog, 3)
+        assert client.push() == 3  # the device, from its own address, is not held up
+    finally:
+        for s in held:
+            s.close()
+        srv.stop()
+
+
 def test_known_device_ids_cannot_pile_up_bodies(db_url, server_x25519, publisher_key, device_key):
     """Device ids are not secret: many big bodies at once under one id, or under several, stop at a
     per-device count and at a budget of body bytes being read (memory stays bounded)."""

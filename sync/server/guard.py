@@ -7,8 +7,11 @@ it. For the signed device endpoints the sender is checked first: the ``X-Device-
 enrolled, not revoked device (401) within its rate (429) and its few concurrent requests, so
 an unknown sender never gets a byte of body read; an upload to the admin API needs an operator's
 session first. The signature itself covers the body and is verified by the app with the key
-looked up here (``request.state.device``). Device ids are not secret, so the bytes of all bodies
-being read at once are capped too (503 beyond): memory stays bounded whoever sends.
+looked up here (``request.state.device``, a ``SignedSender``). Device ids are not secret, so the bytes of all bodies
+being read at once are capped too (503 beyond): memory stays bounded whoever sends. For the same
+reason a request counts against its device's rate only once the app has verified its signature,
+and a device's concurrent requests are counted per client address: requests
+that merely name a device (forged signatures, stalled bodies) cannot use up its allowance.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -42,6 +46,16 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 UNSIGNED_DEVICE_PATHS = frozenset({f"{API}/health", f"{API}/enroll", f"{API}/readmit"})
 _DEVICE_ID = re.compile(DEVICE_ID_PATTERN)
 _HEADER_DEVICE = HEADER_DEVICE.lower().encode()
+
+
+@dataclass
+class SignedSender:
+    """The device a signed request names and its key, as the guard looked it up before reading the
+    body; the app sets ``verified`` once the request's signature checks out with that key."""
+
+    device_id: str
+    key: bytes
+    verified: bool = False
 
 
 class _Rejected(Exception):
@@ -104,9 +118,9 @@ class RequestGuard:
         self.limits = limits
         self.device_rate = device_rate_limiter(limits.device_rate, rate_storage)
         self.keys = DeviceKeys(limits.device_key_cache_s)
-        #: body bytes being read now (all requests), and requests in flight per device id
+        #: body bytes being read now (all requests), and requests in flight per (device id, client host)
         self.inflight_bytes = 0
-        self.device_inflight: dict[str, int] = {}
+        self.device_inflight: dict[tuple[str, str], int] = {}
 
     def body_cap(self, method: str, path: str) -> int:
         if path == f"{API}/push":
@@ -121,14 +135,15 @@ class RequestGuard:
             return
         path, method = scope["path"], scope["method"]
         cap = self.body_cap(method, path)
-        device_id: str | None = None
+        sender: SignedSender | None = None
+        slot: tuple[str, str] | None = None
         remembered = False
         reserved = [0]
         try:
             try:
                 self._check_length(scope, cap)
                 if path.startswith(f"{API}/") and path not in UNSIGNED_DEVICE_PATHS:
-                    device_id, remembered = await self._check_device(scope)
+                    sender, slot, remembered = await self._check_device(scope)
                 elif cap > self.limits.max_small_bytes:
                     await self._check_uploader(scope)
                 body = await self._read_body(receive, cap, reserved)
@@ -146,24 +161,29 @@ class RequestGuard:
                     return {"type": "http.request", "body": body, "more_body": False}
                 return await receive()
 
-            if remembered:
-                send = self._forgetting_on_refusal(send, device_id)
+            if sender is not None:
+                send = self._watching_the_answer(send, sender, remembered)
             await self.app(scope, replay, send)
         finally:
             self.inflight_bytes -= reserved[0]
-            if device_id is not None:
-                left = self.device_inflight.get(device_id, 1) - 1
+            if slot is not None:
+                left = self.device_inflight.get(slot, 1) - 1
                 if left > 0:
-                    self.device_inflight[device_id] = left
+                    self.device_inflight[slot] = left
                 else:
-                    self.device_inflight.pop(device_id, None)
+                    self.device_inflight.pop(slot, None)
 
-    def _forgetting_on_refusal(self, send: Send, device_id: str | None) -> Send:
-        """``send``, forgetting the remembered key of a device whose request was refused as not
-        authenticated (revoked or re-enrolled meanwhile: the next request looks it up)."""
+    def _watching_the_answer(self, send: Send, sender: SignedSender, remembered: bool) -> Send:
+        """``send``, counting the request against the device's rate as its answer starts if the app
+        verified its signature, and forgetting a remembered key on a 401 (revoked or re-enrolled
+        meanwhile: the next request looks it up)."""
         async def watch(message: Message) -> None:
-            if message["type"] == "http.response.start" and message["status"] == 401 and device_id is not None:
-                self.keys.forget(device_id)
+            if message["type"] == "http.response.start":
+                if message["status"] == 401:
+                    if remembered:
+                        self.keys.forget(sender.device_id)
+                elif sender.verified:
+                    self.device_rate.hit(sender.device_id)
             await send(message)
         return watch
 
@@ -203,9 +223,10 @@ class RequestGuard:
                                     "denied", f"role {who.role.value}", _client(scope))
             raise _Rejected(403, "forbidden", f"role {who.role.value} may not operate")
 
-    async def _check_device(self, scope: Scope) -> tuple[str, bool]:
-        """The device id a signed request names, checked enrolled and within its rates, and whether
-        its key was a remembered one."""
+    async def _check_device(self, scope: Scope) -> tuple[SignedSender, tuple[str, str], bool]:
+        """The device id a signed request names, checked enrolled and within its rates (the request
+        is counted when answered), its slot among the device's requests in flight, and whether its
+        key was a remembered one."""
         device_id = ""
         for name, value in scope["headers"]:
             if name == _HEADER_DEVICE:
@@ -228,20 +249,21 @@ class RequestGuard:
                         "action=refused before reading the body; if genuine, issue it a token",
                         device_id, _client(scope), scope["path"])
             raise _Rejected(401, "unauthorized", "request not authenticated")
-        refused = self.device_rate.hit(device_id)
+        refused = self.device_rate.peek(device_id)
         if refused is not None:
             limit, wait_s = refused
             retry = min(max(1, math.ceil(wait_s)), 3600)
             log.warning("event=device_rate_limited device=%s limit=%s action=asked to retry in %d s",
                         device_id, limit, retry)
             raise _Rejected(429, "rate_limited", "too many requests; retry later", retry_after=retry)
-        if self.device_inflight.get(device_id, 0) >= self.limits.device_concurrency:
-            log.warning("event=device_concurrency_limited device=%s in_flight=%d action=asked to retry",
-                        device_id, self.device_inflight[device_id])
+        slot = (device_id, _host(scope))
+        if self.device_inflight.get(slot, 0) >= self.limits.device_concurrency:
+            log.warning("event=device_concurrency_limited device=%s client=%s in_flight=%d action=asked to retry",
+                        device_id, _client(scope), self.device_inflight[slot])
             raise _Rejected(429, "rate_limited", "too many requests at once; retry later", retry_after=1)
-        self.device_inflight[device_id] = self.device_inflight.get(device_id, 0) + 1
-        scope.setdefault("state", {})["device"] = (device_id, key)
-        return device_id, remembered
+        self.device_inflight[slot] = self.device_inflight.get(slot, 0) + 1
+        sender = scope.setdefault("state", {})["device"] = SignedSender(device_id, key)
+        return sender, slot, remembered
 
     async def _look_up(self, device_id: str) -> bytes | None:
         try:
@@ -292,6 +314,11 @@ class RequestGuard:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+
+
+def _host(scope: Scope) -> str:
+    client = scope.get("client")
+    return client[0] if client else "-"
 
 
 def _client(scope: Scope) -> str:

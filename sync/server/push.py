@@ -14,12 +14,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import Executor
-from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from sync.server.guard import SignedSender
 from sync.server.ingest import IngestError, ingest_body, verify_signature
 from sync.server.settings import ServerSettings
 from sync.server.storage import SQLStorage, StorageError
@@ -56,19 +56,19 @@ def unauthorized(exc: Unauthorized, path: str) -> JSONResponse:
     return error_response(401, "unauthorized", "request not authenticated")
 
 
-def signed_device(device: tuple[str, bytes] | None, signature_b64: str, method: str, path: str, body: bytes) -> str:
-    """The device whose signature the request carries. ``device``: the (id, key) the guard looked
-    up before reading the body; ``path`` with its query string, as signed."""
+def signed_device(device: SignedSender | None, signature_b64: str, method: str, path: str, body: bytes) -> str:
+    """The device whose signature the request carries (marked ``verified``). ``device``: what the
+    guard looked up before reading the body; ``path`` with its query string, as signed."""
     if device is None:
         raise Unauthorized("no device checked by the guard")
-    device_id, key = device
     try:
         signature = unb64(signature_b64)
     except ValueError:
-        raise Unauthorized(f"device {device_id}: bad signature encoding") from None
-    if not verify_signature(key, signature, method, path, body):
-        raise Unauthorized(f"signature of device {device_id!r} does not verify")
-    return device_id
+        raise Unauthorized(f"device {device.device_id}: bad signature encoding") from None
+    if not verify_signature(device.key, signature, method, path, body):
+        raise Unauthorized(f"signature of device {device.device_id!r} does not verify")
+    device.verified = True
+    return device.device_id
 
 
 async def _whole_body(receive: Receive) -> bytes | None:
@@ -114,7 +114,7 @@ class PushEndpoint:
     async def _push(self, scope: Scope, body: bytes) -> Response:
         signature = next((value.decode("latin-1") for name, value in scope["headers"] if name == _HEADER_SIGNATURE), "")
         query = scope.get("query_string", b"").decode("latin-1")
-        device: Any = scope.get("state", {}).get("device")
+        device: SignedSender | None = scope.get("state", {}).get("device")
         device_id = signed_device(device, signature, "POST", PUSH + (f"?{query}" if query else ""), body)
         settings = self.settings
         try:
@@ -122,7 +122,7 @@ class PushEndpoint:
             # checks it is still the device's (not revoked, not replaced) in its own query
             result = await asyncio.get_running_loop().run_in_executor(
                 self.executor, ingest_body, self.store, self.opener, device_id, body, settings.identifier_key,
-                device[1])
+                device.key)
         except IngestError as exc:
             if exc.status == 401:
                 raise Unauthorized(exc.detail) from None

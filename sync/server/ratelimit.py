@@ -37,6 +37,9 @@ class RateLimited(Protocol):
     def hit(self, key: str) -> tuple[str, float] | None:
         """Count one request of ``key``: None if allowed, else (the limit, seconds until it is)."""
 
+    def peek(self, key: str) -> tuple[str, float] | None:
+        """Would ``hit`` allow a request of ``key`` now? The same answer, counting nothing."""
+
 
 class CellRateLimiter:
     """GCRA over several limits: a request is allowed only if every limit allows it, and counts
@@ -51,15 +54,25 @@ class CellRateLimiter:
         self._due: dict[str, list[float]] = {}
         self._hits = 0
 
+    def peek(self, key: str) -> tuple[str, float] | None:
+        due = self._due.get(key)
+        return None if due is None else self._refusal(due, self._clock())
+
+    def _refusal(self, due: list[float], now: float) -> tuple[str, float] | None:
+        for (text, _interval, tolerance), at in zip(self._limits, due, strict=True):
+            wait = max(at, now) - tolerance - now
+            if wait > _GRAIN_S:
+                return text, wait
+        return None
+
     def hit(self, key: str) -> tuple[str, float] | None:
         now = self._clock()
         due = self._due.get(key)
         if due is None:
             due = self._due[key] = [now] * len(self._limits)
-        for (text, _interval, tolerance), at in zip(self._limits, due, strict=True):
-            wait = max(at, now) - tolerance - now
-            if wait > _GRAIN_S:
-                return text, wait
+        refused = self._refusal(due, now)
+        if refused is not None:
+            return refused
         for i, (_text, interval, _tolerance) in enumerate(self._limits):
             due[i] = max(due[i], now) + interval
         self._hits += 1
@@ -83,8 +96,14 @@ class SharedRateLimiter:
         self._limiter = MovingWindowRateLimiter(storage_from_string(storage_uri))
 
     def hit(self, key: str) -> tuple[str, float] | None:
+        return self._check(key, self._limiter.hit)
+
+    def peek(self, key: str) -> tuple[str, float] | None:
+        return self._check(key, self._limiter.test)
+
+    def _check(self, key: str, allowed: Callable[..., bool]) -> tuple[str, float] | None:
         for item in self._items:
-            if not self._limiter.hit(item, "device", key):
+            if not allowed(item, "device", key):
                 reset = self._limiter.get_window_stats(item, "device", key).reset_time
                 return str(item), (reset - time.time()) if reset else 1.0
         return None
