@@ -97,6 +97,12 @@ def test_one_pass_at_two_checkpoints_too_far_apart_is_a_sharing_alarm():
     assert len(alarms) == 1
     alarm = alarms[0]
     assert (alarm.first_checkpoint, alarm.second_checkpoint) == ("HN-017", "QN-003") and alarm.speed_kmh > 600
+    # a device's wall time without an offset (a device's word, so anything printable) is read as UTC:
+    # comparing it with the others' once raised TypeError, a 500 on the fleet page
+    naive = (NOW + timedelta(minutes=20)).astimezone(UTC).replace(tzinfo=None).isoformat()
+    scans[1] = (shared, "QN-003-1", naive)
+    pairs = [(a.first_checkpoint, a.second_checkpoint) for a in sharing_alarms(scans, registry)]
+    assert pairs == [("HN-017", "QN-003")]
 
 
 def test_the_alarm_board_shows_the_last_result_while_a_newer_one_is_computed(tmp_path, server_x25519):

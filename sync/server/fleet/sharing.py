@@ -76,6 +76,8 @@ def sharing_alarms(scans: list[tuple[bytes, str, str]], registry: Registry, *,
             at = datetime.fromisoformat(wall)
         except ValueError:
             continue
+        if at.tzinfo is None:  # a device wrote no offset (its clock's own zone is unknown): taken as UTC,
+            at = at.replace(tzinfo=UTC)  # as the records' partitions take it; naive and aware never compare
         by_holder[holder].append((at, device_checkpoint(device_id)))
     alarms = []
     for visits in by_holder.values():
