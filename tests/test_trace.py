@@ -107,6 +107,27 @@ def test_contacts_are_the_same_checkpoint_within_the_window_ranked_by_closeness(
         traced_holder(citizen_id="1", uci="2", key=settings.identifier_key)
 
 
+class _HostileTimes:
+    """The two trace queries over records a modified device wrote: wall times are the device's
+    word (any printable text up to 40 characters), so one has no offset and one is not a time."""
+
+    def visits_of(self, holder: bytes, since: str, until: str, limit: int) -> list[tuple[str, str, str]]:
+        return [("HN-A-1", T0.isoformat(), "PASS"), ("HN-A-1", "2026-11-20T01:30:00", "PASS"),
+                ("HN-A-1", "yesterday", "PASS")]
+
+    def holders_near(self, devices: list[str], since: str, until: str, limit: int) -> list[tuple[bytes, str, str]]:
+        return [(b"x" * 16, "HN-A-2", "2026-11-20T01:10:00"), (b"y" * 16, "HN-A-2", (T0 + timedelta(minutes=20))
+                 .isoformat()), (b"z" * 16, "HN-A-2", "\u00e9t\u00e9")]
+
+
+def test_a_wall_time_without_an_offset_is_read_as_utc_not_a_500():
+    """Naive and aware times once met in one subtraction (TypeError: a 500 for the tracer)."""
+    result = trace(_HostileTimes(), Registry(parse_checkpoints(REGISTRY)), b"f" * 16, T0 - timedelta(days=1),
+                   T0 + timedelta(days=1), timedelta(minutes=30))
+    assert [v.at for v in result.visits] == [T0, T0 + timedelta(minutes=30)]  # "yesterday" is no time: left out
+    assert [(c.holder, c.closest_s) for c in result.contacts] == [(b"x" * 16, 600), (b"y" * 16, 600)]
+
+
 def _login(server, user: str) -> dict[str, str]:
     answer = requests.post(server.url + "/admin/api/login",
                            json={"username": user, "password": "correct horse battery"}, timeout=10).json()

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from sync.wire.protocol import wall_instant
+
 if TYPE_CHECKING:
     import psycopg
 
@@ -46,11 +48,8 @@ def partition_name(month: datetime) -> str:
 def scan_time(wall_time: str) -> datetime:
     """The partition key of a record: its wall time as a UTC instant (naive means UTC); the epoch
     if the device wrote something that is not an ISO time (it lands in the default partition)."""
-    try:
-        at = datetime.fromisoformat(wall_time)
-    except (TypeError, ValueError):
-        return EPOCH
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at
+    at = wall_instant(wall_time)
+    return EPOCH if at is None else at
 
 
 def existing(db: psycopg.Connection) -> dict[datetime, str]:

@@ -30,6 +30,7 @@ from sync.server.publish.risk import RiskPublisher
 from sync.server.registry import Registry, device_checkpoint
 from sync.wire.errors import CheckpointError
 from sync.wire.identifiers import IdentifierKey, certificate_hash, holder_hash, keyed_certificate
+from sync.wire.protocol import wall_instant
 from sync.wire.risk.records import encode_until, lookup_many
 from sync.wire.risk.types import RiskStatus
 
@@ -187,9 +188,8 @@ def trace(store: TraceQueries, registry: Registry, holder: bytes, since: datetim
         raise TraceError("the window must be between 1 minute and 12 hours")
     visits = []
     for device_id, wall, decision in store.visits_of(holder, _iso(since), _iso(until), MAX_VISITS):
-        try:
-            at = datetime.fromisoformat(wall)
-        except ValueError:
+        at = wall_instant(wall)
+        if at is None:
             continue
         checkpoint = registry.checkpoint_of(device_id)
         visits.append(Visit(device_id, checkpoint.checkpoint_id if checkpoint else device_checkpoint(device_id),
@@ -204,10 +204,10 @@ def trace(store: TraceQueries, registry: Registry, holder: bytes, since: datetim
         for other, _device, wall in near:
             if other == holder:
                 continue
-            try:
-                gap = abs((datetime.fromisoformat(wall) - visit.at).total_seconds())
-            except ValueError:
+            other_at = wall_instant(wall)
+            if other_at is None:
                 continue
+            gap = abs((other_at - visit.at).total_seconds())
             contact = contacts.setdefault(other, Contact(other, gap))
             contact.closest_s = min(contact.closest_s, gap)
             contact.times += 1

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii
 from typing import Annotated, Any, Required
 
@@ -122,6 +123,17 @@ class PushBatchDict(TypedDict, total=False):
 
 
 _PUSH_ADAPTER = TypeAdapter(PushBatchDict)
+
+
+def wall_instant(wall_time: str) -> datetime | None:
+    """A record's ``wall_time`` as an aware instant, None if it is not an ISO time. Devices write
+    UTC with its offset; the field is the device's word (any printable text), so a time without
+    an offset is read as UTC: naive and aware times never meet in one comparison."""
+    try:
+        at = datetime.fromisoformat(wall_time)
+    except (TypeError, ValueError):
+        return None
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at
 
 
 def parse_push(body: bytes) -> PushBatchDict:

@@ -28,7 +28,7 @@ from sync.server.fleet.pages import (
 from sync.server.fleet.sharing import AlarmBoard
 from sync.server.registry import Checkpoint, RegistryFile, device_checkpoint
 from sync.server.storage import SQLStorage
-from sync.wire.protocol import Heartbeat
+from sync.wire.protocol import Heartbeat, wall_instant
 
 RequireView = Callable[[Request], Awaitable[object]]
 
@@ -94,14 +94,9 @@ def fleet_routes(app: FastAPI, store: SQLStorage, registry: RegistryFile, requir
         health = found[0]
         device_ids = [d.device_id for d in health.devices]
         rows = await run_in_threadpool(store.hourly_counts, now - timedelta(days=8), device_ids)
-        recent = [RecentDecision(_when(at), d, decision, reason, kind)
+        recent = [RecentDecision(wall_instant(at), d, decision, reason, kind)
                   for d, at, decision, reason, kind in await run_in_threadpool(store.recent_decisions, device_ids)]
         return HTMLResponse(render_checkpoint(CheckpointPage(health, activity(rows, now, set(device_ids)), recent,
                                                              now, _lang(request))))
 
 
-def _when(wall: str) -> datetime | None:
-    try:
-        return datetime.fromisoformat(wall)
-    except ValueError:
-        return None

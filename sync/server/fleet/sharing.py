@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 
 from sync.server.registry import Registry, device_checkpoint
+from sync.wire.protocol import wall_instant
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +73,9 @@ def sharing_alarms(scans: list[tuple[bytes, str, str]], registry: Registry, *,
     """Consecutive scans of one holder at two placed checkpoints, too far apart for the time between."""
     by_holder: dict[bytes, list[tuple[datetime, str]]] = defaultdict(list)
     for holder, device_id, wall in scans:
-        try:
-            at = datetime.fromisoformat(wall)
-        except ValueError:
+        at = wall_instant(wall)
+        if at is None:
             continue
-        if at.tzinfo is None:  # a device wrote no offset (its clock's own zone is unknown): taken as UTC,
-            at = at.replace(tzinfo=UTC)  # as the records' partitions take it; naive and aware never compare
         by_holder[holder].append((at, device_checkpoint(device_id)))
     alarms = []
     for visits in by_holder.values():
