@@ -322,6 +322,47 @@ def test_gap_filled_by_records_that_do_not_lead_on_is_refused(db_url, server_x25
         other.close()
 
 
+def test_a_fork_beyond_a_gap_starts_at_the_contiguous_head(db_url, server_x25519, tmp_path):
+    """The server holds 1-3 and 20-21; a re-imaged card that agrees up to 19 and differs from 20
+    once forked at 19: acked_seq claimed 4-19 (never held) and the retry filed them under the new
+    epoch below its base, where no chain view looks. The fork is now at 3, the last seq the chains
+    are proven to share, and a batch that does not reach back to it is answered with what is held."""
+    from sync.server.ingest import ingest
+    from sync.wire.sealed import HolderOpener
+    key = server_x25519.public_key()
+    real = ScanLog(tmp_path / "real.sqlite", device_id="dev-1", boot_id="a", server_encryption_key=key)
+    append_samples(real, 19)
+    real.close()
+    shutil.copy(tmp_path / "real.sqlite", tmp_path / "restored.sqlite")
+    real = ScanLog(tmp_path / "real.sqlite", device_id="dev-1", boot_id="a", server_encryption_key=key)
+    restored = ScanLog(tmp_path / "restored.sqlite", device_id="dev-1", boot_id="b", server_encryption_key=key)
+    append_samples(real, 2, start=19)
+    append_samples(restored, 6, start=500)  # seqs 20..25 differ from the real 20..21
+    storage = open_storage(db_url)
+    opener = HolderOpener(server_x25519)
+    try:
+        storage.enroll("dev-1", b"k" * 32)
+        recs = real.records()
+        assert ingest(storage, opener, "dev-1", recs[:3]).acked_seq == 3
+        assert ingest(storage, opener, "dev-1", recs[19:21]).acked_seq == 3  # 20-21 beyond a gap
+        # starting past the head, the batch proves nothing about 4..9: nothing stored, the device rewinds
+        early = ingest(storage, opener, "dev-1", restored.records(start=10))
+        assert (early.acked_seq, early.stored, early.epoch) == (3, 0, 0) and len(storage.records("dev-1")) == 5
+        result = ingest(storage, opener, "dev-1", restored.records(start=4))
+        assert (result.acked_seq, result.epoch, result.acked_hash) == (25, 1, restored.records()[-1]["hash"])
+        fork = storage.fleet()[0].forks[0]
+        assert fork.base_seq == 3
+        chain = {r["seq"]: r["hash"].hex() for r in storage.chain_records("dev-1")}
+        assert chain == {r["seq"]: r["hash"] for r in restored.records()}  # every record of the card, once
+        held_before = {(r["seq"], r["hash"]) for r in storage.records("dev-1", epoch=0)}
+        assert held_before == {(r["seq"], bytes.fromhex(r["hash"])) for r in recs[:3] + recs[19:21]}  # kept
+        assert all(r["seq"] > fork.base_seq for r in storage.records("dev-1", epoch=1))
+    finally:
+        storage.close()
+        real.close()
+        restored.close()
+
+
 def test_readmission_needs_the_certified_key(settings, db_url, scanlog, device_key, publisher_key, tmp_path):
     """A copied certificate is useless without the device's key, and a certificate the server's
     publisher key did not sign is refused: re-admission is no way around enrollment."""

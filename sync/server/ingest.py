@@ -229,10 +229,20 @@ def ingest(storage: Storage, opener: HolderOpener, device_id: str,
             stored, acked = storage.insert(device_id, rows, datetime.now(UTC).isoformat(timespec="seconds"),
                                            span=(lo, hi), epoch=state.epoch, pruned_through=pruned_through)
         except _Fork as fork:
-            epoch = storage.start_epoch(device_id, after=state.epoch, base_seq=fork.seq - 1)
-            log.error("event=chain_forked device=%s seq=%d epoch=%d action=the device log went back (restored or "
-                      "swapped SD card): both versions are kept; review them, then 'checkpoint server "
-                      "resolve-fork %s'", device_id, fork.seq, epoch, device_id)
+            base = fork.seq - 1
+            if base > state.acked_seq:
+                # the server lacks records between its contiguous head and the fork: the chains are
+                # proven to agree only up to that head, and seqs up to an epoch's base must all be
+                # held in the epochs before it (else they would be filed where no chain looks)
+                if lo > state.acked_seq + 1:
+                    # nothing in this batch links to the head: answer with what is held, and the
+                    # device resends from there (it rewinds to an answer below its batch)
+                    return acked_answer(storage, device_id, state)
+                base = state.acked_seq
+            epoch = storage.start_epoch(device_id, after=state.epoch, base_seq=base)
+            log.error("event=chain_forked device=%s seq=%d base_seq=%d epoch=%d action=the device log went back "
+                      "(restored or swapped SD card): both versions are kept; review them, then 'checkpoint "
+                      "server resolve-fork %s'", device_id, fork.seq, base, epoch, device_id)
             continue
         except StaleEpoch:
             continue

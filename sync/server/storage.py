@@ -383,10 +383,13 @@ class SQLStorage(SecurityQueries, FleetQueries, TraceQueries, SharingQueries):
 
     @staticmethod
     def _start_epoch(run: Callable[[str, tuple], list[tuple]], device_id: str, after: int, base_seq: int) -> int:
-        current = int(run("SELECT epoch FROM devices WHERE device_id=?", (device_id,))[0][0])
-        if current != after:
-            return current
-        new = current + 1
+        current, acked = run("SELECT epoch, acked_seq FROM devices WHERE device_id=?", (device_id,))[0]
+        if int(current) != after:
+            return int(current)
+        # every seq up to an epoch's base is held in the epochs before it: a fork never claims more
+        # than the contiguous head (ingest forks there when records are missing before the fork)
+        base_seq = min(base_seq, int(acked))
+        new = int(current) + 1
         run("INSERT INTO epochs (device_id, epoch, base_seq, started_at) VALUES (?, ?, ?, ?)",
             (device_id, new, base_seq, datetime.now(UTC).isoformat(timespec="seconds")))
         run("UPDATE devices SET epoch=?, acked_seq=?, top_seq=NULL, acked_hash=NULL WHERE device_id=?",
