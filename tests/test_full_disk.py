@@ -105,3 +105,41 @@ def test_daemon_starts_on_a_full_disk_and_says_so(tiny_fs: Path, tmp_path: Path)
         assert [r["seq"] for r in appliance.scanlog.records()] == [1]
     finally:
         appliance.close()
+
+
+def test_the_servers_full_disk_answers_503_and_loses_nothing(tiny_fs: Path, tmp_path: Path, caplog):
+    """The central server's SQLite database on a full filesystem: a push is refused with 503 and a
+    retry (it was a 500 with no hint), the device keeps its records, and once space is back the same
+    server process stores them all, once."""
+    from conftest import append_samples
+    from test_sync_push import assert_server_matches, make_client
+
+    from edge.device.sync_client import SyncError
+    from edge.scan.scanlog import ScanLog
+    from sync.server.app import create_app
+    from sync.server.enrollment import issue_token
+    from sync.server.runner import ServerThread
+    from sync.server.settings import init_data_dir
+
+    settings = init_data_dir(tiny_fs / "server")
+    log = ScanLog(tmp_path / "dev.sqlite", device_id="dev-1", boot_id="b",
+                  server_encryption_key=settings.encryption_key.public_key())
+    app = create_app(settings)
+    with ServerThread(app) as server:
+        storage = app.state.storage
+        token = issue_token(storage, "dev-1")
+        client = make_client(server.url, log, Ed25519PrivateKey.generate(), batch_size=500)
+        client.enroll(token)
+        append_samples(log, 5)
+        assert client.push() == 5
+        _fill(tiny_fs / "filler")
+        append_samples(log, 1500, start=5)
+        with pytest.raises(SyncError) as err:
+            client.push()
+        assert err.value.status == 503 and "retry later" in str(err.value), err.value
+        assert "full" in caplog.text and "event=server_storage_error" in caplog.text  # the operator's log says so
+        assert log.pending() == 1500 and storage.acked_seq("dev-1") == 5
+        (tiny_fs / "filler").unlink()
+        assert client.push() == 1500
+        assert_server_matches(storage, log)
+    log.close()

@@ -43,6 +43,23 @@ def _noting_hashes(rows: Iterable[tuple], sent: list[tuple[int, bytes]], new: li
         yield row
 
 
+class _Connection(sqlite3.Connection):
+    """SQLite's operational failures (locked past the busy timeout, disk full, I/O error) raised as
+    StorageError, as PostgreSQL's are: a client gets 503 with a retry, the log says what failed."""
+
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        try:
+            return super().execute(sql, parameters)
+        except sqlite3.OperationalError as exc:
+            raise StorageError(f"SQLite error: {exc}") from exc
+
+    def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:
+        try:
+            return super().executemany(sql, parameters)
+        except sqlite3.OperationalError as exc:
+            raise StorageError(f"SQLite error: {exc}") from exc
+
+
 class SQLiteStorage(SQLStorage):
     def __init__(self, path: str | Path, *, create: bool = False):
         path = Path(path)
@@ -50,7 +67,8 @@ class SQLiteStorage(SQLStorage):
             raise StorageError(f"no server database at {path}: create it with 'checkpoint server init' "
                                "(or check --data-dir / --db)")
         secure_sqlite_file(path)  # 0600 before SQLite creates it (and its -wal, -shm); an old one tightened
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30,
+                                   factory=_Connection)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         try:

@@ -19,8 +19,8 @@ def immediate_transaction(db: sqlite3.Connection) -> Iterator[sqlite3.Connection
     db.execute("BEGIN IMMEDIATE")
     try:
         yield db
+        db.execute("COMMIT")  # may fail too (SQLITE_FULL, I/O error): then rolled back like the rest
     except BaseException:
         if db.in_transaction:  # SQLite may already have rolled back (e.g. on SQLITE_FULL)
             db.execute("ROLLBACK")
         raise
-    db.execute("COMMIT")
