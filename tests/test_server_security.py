@@ -261,9 +261,11 @@ def test_short_and_guessed_tokens_are_refused_and_rate_limited(server, db_url):
     assert server.storage.enroll_token("dev-7").failures == 0
     for i in range(5):
         assert _enroll(server.url, "dev-7", f"guess-{i:02d}-" + "g" * 40).status_code == 401
-    locked = _enroll(server.url, "dev-7", token)                         # even the right token waits now
+    locked = _enroll(server.url, "dev-7", "guess-more-" + "g" * 40)      # a further guess waits now
     assert locked.status_code == 429 and int(locked.headers["Retry-After"]) > 0
     assert server.storage.device_key("dev-7") is None
+    # the genuine token still enrolls: whoever knows a device id could otherwise keep it locked out
+    assert _enroll(server.url, "dev-7", token).status_code == 200 and server.storage.device_key("dev-7") is not None
     # and from this address, guessing at other ids soon stops being answered at all
     answers = [_enroll(server.url, f"dev-{n}", "h" * 43).status_code for n in range(100, 125)]
     assert 429 in answers and answers.index(429) <= 20

@@ -3,7 +3,10 @@
 A device proves it is the one provisioned for its id by presenting its token once, with the
 public key it made on first boot. The server keeps only the token's SHA-256 (a 256-bit random
 value needs no slow hash), compares digests in constant time, counts wrong guesses per device
-id in the database (so every server process sees them) and locks the token after a few; a
+id in the database (so every server process sees them) and, after a few, answers further wrong
+guesses 429 for a while. The right token still enrolls during such a lock: device ids are not
+secret, so a lock that held the genuine token back would let anyone keep a checkpoint from ever
+enrolling, and guessing 256 random bits is hopeless at the rates per address allowed anyway. A
 token of the wrong length is refused before any lookup. Another key already enrolled for the id
 is never replaced unless the token was issued to re-admit a re-provisioned device.
 """
@@ -60,7 +63,7 @@ def issue_token(store: SQLStorage, device_id: str, *, ttl_s: int = DEFAULT_TOKEN
 class Outcome(Enum):
     ENROLLED = "enrolled"
     REFUSED = "refused"        # wrong, unknown, used or expired token: 401, one generic answer
-    LOCKED = "locked"          # too many wrong guesses for this device: 429
+    LOCKED = "locked"          # a wrong guess after too many for this device: 429
     KEY_CONFLICT = "conflict"  # another key is enrolled and the token may not replace it: 409
 
 
@@ -81,11 +84,11 @@ def redeem_token(store: SQLStorage, device_id: str, token: str, public_key: byte
     row = store.enroll_token(device_id)
     if row is None:
         return Redemption(Outcome.REFUSED, "no token issued for this device id")
-    if row.locked_until > now:
-        return Redemption(Outcome.LOCKED, f"token locked after {row.failures} wrong guesses",
-                          retry_after_s=row.locked_until - now)
     digest = token_digest(token)
     if not hmac.compare_digest(digest, row.token_hash):
+        if row.locked_until > now:
+            return Redemption(Outcome.LOCKED, f"token locked after {row.failures} wrong guesses",
+                              retry_after_s=row.locked_until - now)
         failures = store.enroll_token_failed(device_id, now, max_failures=limits.token_max_failures,
                                              lock_s=limits.token_lock_s)
         return Redemption(Outcome.REFUSED, f"wrong token (guess {failures})")

@@ -58,7 +58,7 @@ class RequestLimits:
     device_key_cache_s: float = 30.0
     #: wrong enrollment tokens per client address
     enroll_failures_per_client: str = "20/10minutes"
-    #: wrong guesses of one device's token before it is locked for ``token_lock_s``
+    #: wrong guesses of one device's token before further wrong ones wait ``token_lock_s`` (429)
     token_max_failures: int = 5
     token_lock_s: int = 900
     #: failed logins per client address and user name
