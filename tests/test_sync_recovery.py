@@ -363,6 +363,40 @@ def test_a_fork_beyond_a_gap_starts_at_the_contiguous_head(db_url, server_x25519
         restored.close()
 
 
+def test_a_card_that_pruned_before_a_fork_beyond_a_gap_notes_the_pruned_seqs_lost(db_url, server_x25519, tmp_path):
+    """As above, from a card that no longer holds seqs 1-9: it cannot resend from the head, so the
+    fork starts there and 4-9 are noted lost in the new epoch; nothing is asked of it again."""
+    from sync.server.ingest import ingest
+    from sync.wire.sealed import HolderOpener
+    key = server_x25519.public_key()
+    real = ScanLog(tmp_path / "real.sqlite", device_id="dev-1", boot_id="a", server_encryption_key=key)
+    append_samples(real, 19)
+    real.close()
+    shutil.copy(tmp_path / "real.sqlite", tmp_path / "restored.sqlite")
+    real = ScanLog(tmp_path / "real.sqlite", device_id="dev-1", boot_id="a", server_encryption_key=key)
+    restored = ScanLog(tmp_path / "restored.sqlite", device_id="dev-1", boot_id="b", server_encryption_key=key)
+    append_samples(real, 2, start=19)
+    append_samples(restored, 6, start=500)
+    storage = open_storage(db_url)
+    opener = HolderOpener(server_x25519)
+    try:
+        storage.enroll("dev-1", b"k" * 32)
+        recs = real.records()
+        assert ingest(storage, opener, "dev-1", recs[:3]).acked_seq == 3
+        assert ingest(storage, opener, "dev-1", recs[19:21]).acked_seq == 3
+        result = ingest(storage, opener, "dev-1", restored.records(start=10), pruned_through=9)
+        assert (result.acked_seq, result.epoch) == (25, 1)
+        summary = storage.fleet()[0]
+        assert summary.forks[0].base_seq == 3 and summary.lost_for_good == 6
+        chain = {r["seq"]: r["hash"].hex() for r in storage.chain_records("dev-1")}
+        assert chain == {**{r["seq"]: r["hash"] for r in recs[:3]},
+                         **{r["seq"]: r["hash"] for r in restored.records(start=10)}}
+    finally:
+        storage.close()
+        real.close()
+        restored.close()
+
+
 def test_readmission_needs_the_certified_key(settings, db_url, scanlog, device_key, publisher_key, tmp_path):
     """A copied certificate is useless without the device's key, and a certificate the server's
     publisher key did not sign is refused: re-admission is no way around enrollment."""

@@ -7,11 +7,11 @@ it. For the signed device endpoints the sender is checked first: the ``X-Device-
 enrolled, not revoked device (401) within its rate (429) and its few concurrent requests, so
 an unknown sender never gets a byte of body read; an upload to the admin API needs an operator's
 session first. The signature itself covers the body and is verified by the app with the key
-looked up here (``request.state.device``, a ``SignedSender``). Device ids are not secret, so the bytes of all bodies
-being read at once are capped too (503 beyond): memory stays bounded whoever sends. For the same
-reason a request counts against its device's rate only once the app has verified its signature,
-and a device's concurrent requests are counted per client address: requests
-that merely name a device (forged signatures, stalled bodies) cannot use up its allowance.
+looked up here (``request.state.device``, a ``SignedSender``). Device ids are not secret, so the
+bytes of all bodies being read at once are capped too (503 beyond): memory stays bounded whoever
+sends. For the same reason a request counts against its device's rate only once the app has
+verified its signature, and a device's concurrent requests are counted per client address:
+requests that merely name a device (forged signatures, stalled bodies) cannot use up its allowance.
 """
 
 from __future__ import annotations

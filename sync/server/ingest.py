@@ -234,9 +234,11 @@ def ingest(storage: Storage, opener: HolderOpener, device_id: str,
                 # the server lacks records between its contiguous head and the fork: the chains are
                 # proven to agree only up to that head, and seqs up to an epoch's base must all be
                 # held in the epochs before it (else they would be filed where no chain looks)
-                if lo > state.acked_seq + 1:
+                if lo > state.acked_seq + 1 and pruned_through is None:
                     # nothing in this batch links to the head: answer with what is held, and the
-                    # device resends from there (it rewinds to an answer below its batch)
+                    # device resends from there (it rewinds to an answer below its batch); one that
+                    # pruned the records before its batch has nothing older to send: its fork starts
+                    # at the head and the seqs it pruned are noted lost in the new epoch
                     return acked_answer(storage, device_id, state)
                 base = state.acked_seq
             epoch = storage.start_epoch(device_id, after=state.epoch, base_seq=base)
