@@ -5,12 +5,14 @@ with zero records lost and zero doubled."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sqlite3
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -292,18 +294,24 @@ def test_restored_card_forks_a_new_epoch(settings, db_url, tmp_path, server_x255
 
 # -- chain links whichever order the records arrive ---------------------------------------------------------
 
-def test_gap_filled_by_records_that_do_not_lead_on_is_refused(db_url, server_x25519, tmp_path):
-    from sync.server.ingest import IngestError, ingest
+@contextlib.contextmanager
+def _server_with_a_gap(db_url, server_x25519, tmp_path: Path, *, shared: int, real_after: int,
+                       other_after: int) -> Iterator[tuple]:
+    """Two cards of dev-1 with the same first ``shared`` records, then different ones (the other
+    card an image of the real one taken after ``shared``), and a server holding the real card's
+    seqs 1-3 and 20-21 (4-19 not yet): yields (storage, the real records, the other card,
+    ``ingest(records, **kw)`` into that server)."""
+    from sync.server.ingest import ingest
     from sync.wire.sealed import HolderOpener
     key = server_x25519.public_key()
     real = ScanLog(tmp_path / "real.sqlite", device_id="dev-1", boot_id="a", server_encryption_key=key)
-    append_samples(real, 3)
+    append_samples(real, shared)
     real.close()
     shutil.copy(tmp_path / "real.sqlite", tmp_path / "other.sqlite")
     real = ScanLog(tmp_path / "real.sqlite", device_id="dev-1", boot_id="a", server_encryption_key=key)
-    other = ScanLog(tmp_path / "other.sqlite", device_id="dev-1", boot_id="a", server_encryption_key=key)
-    append_samples(real, 18, start=3)
-    append_samples(other, 16, start=500)  # seqs 4..19 follow seq 3 but not the real 20
+    other = ScanLog(tmp_path / "other.sqlite", device_id="dev-1", boot_id="b", server_encryption_key=key)
+    append_samples(real, real_after, start=shared)
+    append_samples(other, other_after, start=500)
     storage = open_storage(db_url)
     opener = HolderOpener(server_x25519)
     try:
@@ -311,90 +319,63 @@ def test_gap_filled_by_records_that_do_not_lead_on_is_refused(db_url, server_x25
         recs = real.records()
         assert ingest(storage, opener, "dev-1", recs[:3]).acked_seq == 3
         assert ingest(storage, opener, "dev-1", recs[19:21]).acked_seq == 3  # 20-21 first, beyond a gap
-        with pytest.raises(IngestError) as err:
-            ingest(storage, opener, "dev-1", other.records(start=4))
-        assert (err.value.status, err.value.error) == (409, "chain_broken")
-        assert storage.acked_seq("dev-1") == 3 and len(storage.records("dev-1")) == 5
-        assert ingest(storage, opener, "dev-1", recs[3:19]).acked_seq == 21  # the real ones close the gap
+        yield storage, recs, other, lambda records, **kw: ingest(storage, opener, "dev-1", records, **kw)
     finally:
         storage.close()
         real.close()
         other.close()
 
 
-def test_a_fork_beyond_a_gap_starts_at_the_contiguous_head(db_url, server_x25519, tmp_path):
-    """The server holds 1-3 and 20-21; a re-imaged card that agrees up to 19 and differs from 20
-    once forked at 19: acked_seq claimed 4-19 (never held) and the retry filed them under the new
-    epoch below its base, where no chain view looks. The fork is now at 3, the last seq the chains
-    are proven to share, and a batch that does not reach back to it is answered with what is held."""
-    from sync.server.ingest import ingest
-    from sync.wire.sealed import HolderOpener
-    key = server_x25519.public_key()
-    real = ScanLog(tmp_path / "real.sqlite", device_id="dev-1", boot_id="a", server_encryption_key=key)
-    append_samples(real, 19)
-    real.close()
-    shutil.copy(tmp_path / "real.sqlite", tmp_path / "restored.sqlite")
-    real = ScanLog(tmp_path / "real.sqlite", device_id="dev-1", boot_id="a", server_encryption_key=key)
-    restored = ScanLog(tmp_path / "restored.sqlite", device_id="dev-1", boot_id="b", server_encryption_key=key)
-    append_samples(real, 2, start=19)
-    append_samples(restored, 6, start=500)  # seqs 20..25 differ from the real 20..21
-    storage = open_storage(db_url)
-    opener = HolderOpener(server_x25519)
-    try:
-        storage.enroll("dev-1", b"k" * 32)
-        recs = real.records()
-        assert ingest(storage, opener, "dev-1", recs[:3]).acked_seq == 3
-        assert ingest(storage, opener, "dev-1", recs[19:21]).acked_seq == 3  # 20-21 beyond a gap
-        # starting past the head, the batch proves nothing about 4..9: nothing stored, the device rewinds
-        early = ingest(storage, opener, "dev-1", restored.records(start=10))
-        assert (early.acked_seq, early.stored, early.epoch) == (3, 0, 0) and len(storage.records("dev-1")) == 5
-        result = ingest(storage, opener, "dev-1", restored.records(start=4))
-        assert (result.acked_seq, result.epoch, result.acked_hash) == (25, 1, restored.records()[-1]["hash"])
-        fork = storage.fleet()[0].forks[0]
-        assert fork.base_seq == 3
-        chain = {r["seq"]: r["hash"].hex() for r in storage.chain_records("dev-1")}
-        assert chain == {r["seq"]: r["hash"] for r in restored.records()}  # every record of the card, once
-        held_before = {(r["seq"], r["hash"]) for r in storage.records("dev-1", epoch=0)}
-        assert held_before == {(r["seq"], bytes.fromhex(r["hash"])) for r in recs[:3] + recs[19:21]}  # kept
-        assert all(r["seq"] > fork.base_seq for r in storage.records("dev-1", epoch=1))
-    finally:
-        storage.close()
-        real.close()
-        restored.close()
+def test_gap_filled_by_records_that_do_not_lead_on_is_refused(db_url, server_x25519, tmp_path):
+    from sync.server.ingest import IngestError
+    with _server_with_a_gap(db_url, server_x25519, tmp_path, shared=3, real_after=18, other_after=16) as (
+            storage, recs, other, ingest):
+        with pytest.raises(IngestError) as err:
+            ingest(other.records(start=4))  # 4..19 follow seq 3 but not the real 20
+        assert (err.value.status, err.value.error) == (409, "chain_broken")
+        assert storage.acked_seq("dev-1") == 3 and len(storage.records("dev-1")) == 5
+        assert ingest(recs[3:19]).acked_seq == 21  # the real ones close the gap
 
 
-def test_a_card_that_pruned_before_a_fork_beyond_a_gap_notes_the_pruned_seqs_lost(db_url, server_x25519, tmp_path):
+@pytest.fixture
+def gap_then_restored_card(db_url, server_x25519, tmp_path):
+    """The server with a gap, and a re-imaged card that agrees with the real one up to 19 and
+    differs from 20 on (20-25)."""
+    with _server_with_a_gap(db_url, server_x25519, tmp_path, shared=19, real_after=2, other_after=6) as parts:
+        yield parts
+
+
+def test_a_fork_beyond_a_gap_starts_at_the_contiguous_head(gap_then_restored_card):
+    """The re-imaged card's 4-25 once forked at 19: acked_seq claimed 4-19 (never held) and the
+    retry filed them under the new epoch below its base, where no chain view looks. The fork is now
+    at 3, the last seq the chains are proven to share, and a batch that does not reach back to it
+    is answered with what is held."""
+    storage, recs, restored, ingest = gap_then_restored_card
+    # starting past the head, the batch proves nothing about 4..9: nothing stored, the device rewinds
+    early = ingest(restored.records(start=10))
+    assert (early.acked_seq, early.stored, early.epoch) == (3, 0, 0) and len(storage.records("dev-1")) == 5
+    result = ingest(restored.records(start=4))
+    assert (result.acked_seq, result.epoch, result.acked_hash) == (25, 1, restored.records()[-1]["hash"])
+    fork = storage.fleet()[0].forks[0]
+    assert fork.base_seq == 3
+    chain = {r["seq"]: r["hash"].hex() for r in storage.chain_records("dev-1")}
+    assert chain == {r["seq"]: r["hash"] for r in restored.records()}  # every record of the card, once
+    held_before = {(r["seq"], r["hash"]) for r in storage.records("dev-1", epoch=0)}
+    assert held_before == {(r["seq"], bytes.fromhex(r["hash"])) for r in recs[:3] + recs[19:21]}  # kept
+    assert all(r["seq"] > fork.base_seq for r in storage.records("dev-1", epoch=1))
+
+
+def test_a_card_that_pruned_before_a_fork_beyond_a_gap_notes_the_pruned_seqs_lost(gap_then_restored_card):
     """As above, from a card that no longer holds seqs 1-9: it cannot resend from the head, so the
     fork starts there and 4-9 are noted lost in the new epoch; nothing is asked of it again."""
-    from sync.server.ingest import ingest
-    from sync.wire.sealed import HolderOpener
-    key = server_x25519.public_key()
-    real = ScanLog(tmp_path / "real.sqlite", device_id="dev-1", boot_id="a", server_encryption_key=key)
-    append_samples(real, 19)
-    real.close()
-    shutil.copy(tmp_path / "real.sqlite", tmp_path / "restored.sqlite")
-    real = ScanLog(tmp_path / "real.sqlite", device_id="dev-1", boot_id="a", server_encryption_key=key)
-    restored = ScanLog(tmp_path / "restored.sqlite", device_id="dev-1", boot_id="b", server_encryption_key=key)
-    append_samples(real, 2, start=19)
-    append_samples(restored, 6, start=500)
-    storage = open_storage(db_url)
-    opener = HolderOpener(server_x25519)
-    try:
-        storage.enroll("dev-1", b"k" * 32)
-        recs = real.records()
-        assert ingest(storage, opener, "dev-1", recs[:3]).acked_seq == 3
-        assert ingest(storage, opener, "dev-1", recs[19:21]).acked_seq == 3
-        result = ingest(storage, opener, "dev-1", restored.records(start=10), pruned_through=9)
-        assert (result.acked_seq, result.epoch) == (25, 1)
-        summary = storage.fleet()[0]
-        assert summary.forks[0].base_seq == 3 and summary.lost_for_good == 6
-        chain = {r["seq"]: r["hash"].hex() for r in storage.chain_records("dev-1")}
-        assert chain == {**{r["seq"]: r["hash"] for r in recs[:3]},
-                         **{r["seq"]: r["hash"] for r in restored.records(start=10)}}
-    finally:
-        storage.close()
-        real.close()
-        restored.close()
+    storage, recs, restored, ingest = gap_then_restored_card
+    result = ingest(restored.records(start=10), pruned_through=9)
+    assert (result.acked_seq, result.epoch) == (25, 1)
+    summary = storage.fleet()[0]
+    assert summary.forks[0].base_seq == 3 and summary.lost_for_good == 6
+    chain = {r["seq"]: r["hash"].hex() for r in storage.chain_records("dev-1")}
+    assert chain == {**{r["seq"]: r["hash"] for r in recs[:3]},
+                     **{r["seq"]: r["hash"] for r in restored.records(start=10)}}
 
 
 def test_readmission_needs_the_certified_key(settings, db_url, scanlog, device_key, publisher_key, tmp_path):
