@@ -7,9 +7,13 @@ reused enrollment tokens, revoked devices, and the admin side reached from the d
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
+import sqlite3
+import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import pytest
@@ -316,6 +320,74 @@ def test_a_new_key_enrolled_before_a_crash_lifts_the_revocation_on_the_retry(ser
     assert server.storage.active_device_key("dev-1") is None
     assert _enroll(server.url, "dev-1", token, new_key).status_code == 200
     assert server.storage.active_device_key("dev-1") == raw
+
+
+@contextlib.contextmanager
+def _device_row_held(db_url: str, device_id: str) -> Iterator[Callable[[], None]]:
+    """Hold the device's row as another writer would (PostgreSQL: its row lock; SQLite: the write
+    lock) until the yielded ``revoke_and_release`` records a revocation and lets go."""
+    if db_url.startswith("sqlite"):
+        db = sqlite3.connect(db_url.removeprefix("sqlite:///"), isolation_level=None)
+        db.execute("BEGIN IMMEDIATE")
+
+        def revoke_and_release() -> None:  # inside the held transaction: SQLite has one writer
+            db.execute("INSERT INTO revocations (device_id, revoked_at, reason, actor) VALUES (?, ?, ?, ?)",
+                       (device_id, "2026-12-03T00:00:00+00:00", "card stolen", "test"))
+            db.execute("COMMIT")
+        try:
+            yield revoke_and_release
+        finally:
+            db.close()
+        return
+    import psycopg
+
+    from sync.server.store_pg import split_schema
+    conninfo, schema = split_schema(db_url)
+    with psycopg.connect(conninfo, autocommit=True) as db, psycopg.connect(conninfo, autocommit=True) as other:
+        db.execute(f'SET search_path TO "{schema}"')
+        other.execute(f'SET search_path TO "{schema}"')
+        lock = db.transaction()
+        lock.__enter__()
+        db.execute("SELECT 1 FROM devices WHERE device_id=%s FOR UPDATE", (device_id,))
+
+        def revoke_and_release() -> None:
+            deadline = time.monotonic() + 10  # the push is waiting for the row before the revocation commits
+            # (asked on the other connection: the statistics views hold still within a transaction)
+            while not other.execute("SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND "
+                                    "query LIKE '%FROM devices%FOR UPDATE%'").fetchone():
+                assert time.monotonic() < deadline, "the push never waited for the device row"
+                time.sleep(0.02)
+            other.execute("INSERT INTO revocations (device_id, revoked_at, reason, actor) VALUES (%s, %s, %s, %s)",
+                          (device_id, "2026-12-03T00:00:00+00:00", "card stolen", "test"))
+            lock.__exit__(None, None, None)
+        yield revoke_and_release
+
+
+def test_a_revocation_committed_while_a_push_is_being_stored_refuses_it(server, enrolled, scanlog, db_url):
+    """The ingest checks the key in its first query; a revocation committed after that and before
+    the batch's transaction ends once let the batch be stored. The device row's last update now
+    checks the key again, in the statement that ends the write."""
+    append_samples(scanlog, 2)
+    assert enrolled.push() == 2
+    append_samples(scanlog, 3, start=2)
+    with _device_row_held(db_url, "dev-1") as revoke_and_release:
+        outcome: list = []
+        pushing = threading.Thread(target=lambda: outcome.append(_push_status(enrolled)))
+        pushing.start()
+        time.sleep(0.5 if db_url.startswith("sqlite") else 0)  # SQLite: let it reach the write lock
+        revoke_and_release()
+        pushing.join(30)
+    assert outcome == [401]
+    assert server.storage.acked_seq("dev-1") == 2 and len(server.storage.records("dev-1")) == 2
+    assert scanlog.pending() == 3
+
+
+def _push_status(client) -> int:
+    try:
+        client.push()
+    except SyncError as exc:
+        return exc.status or 0
+    return 200
 
 
 def _policy_status(url: str, key: Ed25519PrivateKey) -> int:

@@ -20,7 +20,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
-from sync.server.storage import DeviceState, RecordConflict, StaleEpoch, Storage
+from sync.server.storage import DeviceState, RecordConflict, SignerRevoked, StaleEpoch, Storage
 from sync.wire.errors import CheckpointError
 from sync.wire.identifiers import IdentifierKey, keyed_certificate
 from sync.wire.protocol import (
@@ -227,7 +227,11 @@ def ingest(storage: Storage, opener: HolderOpener, device_id: str,
         rows = _checked_rows(opener, device_id, state.epoch, recs, links, counts, id_key)
         try:
             stored, acked = storage.insert(device_id, rows, datetime.now(UTC).isoformat(timespec="seconds"),
-                                           span=(lo, hi), epoch=state.epoch, pruned_through=pruned_through)
+                                           span=(lo, hi), epoch=state.epoch, pruned_through=pruned_through,
+                                           signer_key=signer_key)
+        except SignerRevoked:
+            raise IngestError(401, "unauthorized", f"{device_id} was revoked or enrolled with another key while "
+                              "its batch was stored") from None
         except _Fork as fork:
             base = fork.seq - 1
             if base > state.acked_seq:

@@ -89,6 +89,11 @@ class StaleEpoch(StorageError):
     """Another request forked the device's chain while this batch was being checked: retry it."""
 
 
+class SignerRevoked(StorageError):
+    """The key that signed the batch stopped being the device's (revoked, or another key enrolled)
+    before the batch's transaction could commit: nothing of it is stored."""
+
+
 @dataclass(frozen=True)
 class OpsStats:
     """Fleet figures for monitoring: from the devices table, and a key range per device for the backlog."""
@@ -121,7 +126,8 @@ class Storage(Protocol):
         ingest reads before each batch)."""
 
     def insert(self, device_id: str, rows: Iterable[tuple], seen_at: str, *, span: tuple[int, int],
-               epoch: int = 0, pruned_through: int | None = None) -> tuple[int, int]:
+               epoch: int = 0, pruned_through: int | None = None,
+               signer_key: bytes | None = None) -> tuple[int, int]:
         """Store rows (RECORD_COLUMNS order) once each, in one transaction; return (newly stored, acked_seq).
 
         ``rows`` may be a generator that checks records as it goes: it is read to the end inside the
@@ -130,6 +136,8 @@ class Storage(Protocol):
         ``epoch`` is the device's chain epoch the rows belong to (StaleEpoch if it is no longer the
         current one). ``pruned_through``: the device no longer has records up to it; what the
         server lacks of them is noted as lost for good and acked_seq moves past them.
+        ``signer_key``: the key that signed the batch; SignerRevoked unless it is still the device's
+        current key when the transaction commits (a revocation committed before that refuses it).
         """
 
     def start_epoch(self, device_id: str, *, after: int, base_seq: int) -> int:
@@ -252,6 +260,23 @@ def head_after_write(run: Callable[[str, tuple], list[tuple]], device_id: str, e
 #: the device row's update at the end of a write (acked, last seen, stored count, chain head)
 DEVICE_AFTER_WRITE = ("UPDATE devices SET acked_seq=?, last_seen=?, records=records+?, top_seq=?, acked_hash=? "
                       "WHERE device_id=?")
+#: ... only while ``public_key`` (one more parameter) is the device's current key: the last statement
+#: of a write, so it sees every revocation or new key committed before it (one row updated, or none)
+DEVICE_AFTER_SIGNED_WRITE = (DEVICE_AFTER_WRITE + " AND public_key=? AND NOT EXISTS (SELECT 1 FROM revocations r "
+                             "WHERE r.device_id = devices.device_id)")
+
+
+def device_after_write(params: tuple, signer_key: bytes | None) -> tuple[str, tuple]:
+    """The device row's update at the end of a write (``params`` of DEVICE_AFTER_WRITE), checking the
+    signer's key when there is one: the write must then update exactly one row (else SignerRevoked)."""
+    if signer_key is None:
+        return DEVICE_AFTER_WRITE, params
+    return DEVICE_AFTER_SIGNED_WRITE, (*params, signer_key)
+
+
+def check_signer_updated(device_id: str, signer_key: bytes | None, updated: int) -> None:
+    if signer_key is not None and updated != 1:
+        raise SignerRevoked(f"{device_id} was revoked or enrolled another key while its batch was stored")
 #: what a device's chain needs beside its records: epochs after a fork, ranges gone for good
 CHAIN_SCHEMA = """
 CREATE TABLE IF NOT EXISTS epochs (

@@ -19,7 +19,6 @@ from sync.server import partitions
 from sync.server.fleet.store import hour_counts, hour_counts_of, with_rollup
 from sync.server.migrations import migrate_postgres
 from sync.server.storage import (
-    DEVICE_AFTER_WRITE,
     RECORD_COLUMNS,
     SEQS_AFTER,
     ChainHead,
@@ -29,6 +28,8 @@ from sync.server.storage import (
     StaleEpoch,
     StorageError,
     advance_acked,
+    check_signer_updated,
+    device_after_write,
     head_after_write,
     note_lost,
 )
@@ -231,7 +232,8 @@ class PostgresStorage(SQLStorage):
         return self._run(in_transaction)
 
     def insert(self, device_id: str, rows: Iterable[tuple], seen_at: str, *, span: tuple[int, int],
-               epoch: int = 0, pruned_through: int | None = None) -> tuple[int, int]:
+               epoch: int = 0, pruned_through: int | None = None,
+               signer_key: bytes | None = None) -> tuple[int, int]:
         replayable = Replayable(rows)
 
         def work(db: psycopg.Connection, merge: bool) -> tuple[int, int]:
@@ -271,9 +273,12 @@ class PostgresStorage(SQLStorage):
                     acked = advance_acked(acked, span, lambda after, limit: [r[0] for r in run(
                         SEQS_AFTER, (device_id, epoch, after, limit))])
                 top, acked_hash = head_after_write(run, device_id, epoch, acked, span, replayable.taken, fast)
-                update = (DEVICE_AFTER_WRITE, (acked, seen_at, stored, top, acked_hash, device_id))
+                # the device update last, in the statement that ends the write: a revocation or a new
+                # key committed while this batch was checked and copied refuses it (rolled back)
+                update = device_after_write((acked, seen_at, stored, top, acked_hash, device_id), signer_key)
                 for statement in with_rollup(device_id, counts, update):
                     run(*statement)
+                check_signer_updated(device_id, signer_key, cur.rowcount)
             return stored, acked
         with self._lock:
             try:

@@ -13,7 +13,6 @@ from sync.server.filemodes import secure_sqlite_file
 from sync.server.fleet.store import add_to_rollup, hour_counts
 from sync.server.migrations import migrate_sqlite
 from sync.server.storage import (
-    DEVICE_AFTER_WRITE,
     RECORD_COLUMNS,
     SEQS_AFTER,
     ChainHead,
@@ -22,6 +21,8 @@ from sync.server.storage import (
     StaleEpoch,
     StorageError,
     advance_acked,
+    check_signer_updated,
+    device_after_write,
     head_after_write,
     note_lost,
 )
@@ -92,7 +93,8 @@ class SQLiteStorage(SQLStorage):
             return work(self._all)
 
     def insert(self, device_id: str, rows: Iterable[tuple], seen_at: str, *, span: tuple[int, int],
-               epoch: int = 0, pruned_through: int | None = None) -> tuple[int, int]:
+               epoch: int = 0, pruned_through: int | None = None,
+               signer_key: bytes | None = None) -> tuple[int, int]:
         sql = (f"INSERT INTO records ({', '.join(RECORD_COLUMNS)}) VALUES ({', '.join('?' * len(RECORD_COLUMNS))}) "
                "ON CONFLICT DO NOTHING")
         with self._lock, immediate_transaction(self._db):
@@ -119,7 +121,9 @@ class SQLiteStorage(SQLStorage):
             acked = span[1] if fast else advance_acked(acked, span, lambda after, limit: [
                 r[0] for r in self._db.execute(SEQS_AFTER, (device_id, epoch, after, limit))])
             top, acked_hash = head_after_write(self._all, device_id, epoch, acked, span, counted, fast)
-            self._db.execute(DEVICE_AFTER_WRITE, (acked, seen_at, stored, top, acked_hash, device_id))
+            updated = self._db.execute(*device_after_write((acked, seen_at, stored, top, acked_hash, device_id),
+                                                           signer_key)).rowcount
+            check_signer_updated(device_id, signer_key, updated)
         return stored, acked
 
     def _check_same(self, device_id: str, epoch: int, span: tuple[int, int], sent: list[tuple[int, bytes]]) -> None:
