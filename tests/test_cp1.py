@@ -135,11 +135,12 @@ def test_key_file_round_trip(tmp_path) -> None:
 
 def test_png_decodes_back_to_the_text(tmp_path) -> None:
     import cv2
-    import zxingcpp
 
     from edge.devtools.qr import write_png
+    from edge.scan.decode import Decoder
 
     text = _issue(_key(), vaccination=Vaccination(2, 2))
     png = write_png(text, tmp_path / "p.png")
-    results = zxingcpp.read_barcodes(cv2.imread(str(png), cv2.IMREAD_GRAYSCALE))
-    assert [r.text for r in results] == [text]
+    # read by the appliance's own decoder (QR only): zxing-cpp with every format on may also find a
+    # stray linear barcode in some random modules, which the appliance never looks for
+    assert Decoder().decode(cv2.imread(str(png), cv2.IMREAD_GRAYSCALE)) == [text]

@@ -157,7 +157,8 @@ def test_staged_wheel_changed_after_staging_is_refused(fleet, tmp_path):
     _staged(fleet, tmp_path)
     installer = _installer(fleet, prefix, release_script=WORKING, healthy=True, restarts=[])
     wheel = next((installer.staging / "1").glob("checkpoint_appliance-*.whl"))
-    wheel.write_bytes(wheel.read_bytes()[:-1] + b"x")  # the daemon user could write this file: root re-checks
+    data = wheel.read_bytes()
+    wheel.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))  # the daemon user could write this file: root re-checks
     with pytest.raises(UpdateError, match="does not match the signed manifest"):
         installer.apply()
     assert not (installer.staging / APPLIED).exists() and not (prefix / "current").exists()
