@@ -66,6 +66,12 @@ def test_a_foreign_directory_or_missing_database_is_refused(tmp_path: Path):
     assert not (tmp_path / "srv/server.sqlite").exists()
 
 
+def test_a_rate_that_allows_nothing_or_cannot_be_read_is_refused(tmp_path: Path):
+    for rate, says in (("0/minute", "at least one request"), ("lots", "couldn't parse")):
+        result = _run("server", "--data-dir", str(tmp_path), "--unknown-senders", rate)
+        assert result.exit_code == 2 and "--unknown-senders" in result.output and says in result.output, result.output
+
+
 def test_init_makes_private_keys_and_database_once(tmp_path: Path):
     data = tmp_path / "srv"
     first = _run("server", "--data-dir", str(data), "init")

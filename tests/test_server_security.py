@@ -56,9 +56,11 @@ def enrolled(server, db_url, scanlog, device_key):
     return client
 
 
-def _raw(port: int, head: bytes, body: bytes = b"", *, wait_s: float = 5.0) -> bytes:
-    """Send a request head (and part of a body), then read whatever the server answers within wait_s."""
-    with socket.create_connection(("127.0.0.1", port), timeout=wait_s) as s:
+def _raw(port: int, head: bytes, body: bytes = b"", *, wait_s: float = 5.0, source: str | None = None) -> bytes:
+    """Send a request head (and part of a body), from the loopback address ``source`` if given, then
+    read whatever the server answers within wait_s."""
+    with socket.create_connection(("127.0.0.1", port), timeout=wait_s,
+                                  source_address=(source, 0) if source else None) as s:
         s.sendall(head + body)
         s.settimeout(wait_s)
         data = b""
@@ -518,6 +520,34 @@ def test_stalled_bodies_from_elsewhere_do_not_take_a_devices_slots(db_url, serve
     finally:
         for s in held:
             s.close()
+        srv.stop()
+
+
+def test_an_address_naming_unknown_devices_is_limited_without_look_ups(db_url, server_x25519, publisher_key,
+                                                                       scanlog, device_key):
+    """Each request naming a device that is not enrolled costs a database look-up: an address that
+    names too many gets 429 without one, while devices heard from lately and other addresses pass."""
+    srv = _server(db_url, server_x25519, publisher_key, replace(LIMITS, unknown_senders_per_client="5/minute"))
+    try:
+        client = make_client(srv.url, scanlog, device_key)
+        client.enroll(token_for(db_url, "dev-1"))
+        assert _policy_status(srv.url, device_key) == 204  # its key is remembered from here on
+        looked_up: list[str] = []
+        real_look_up = srv.storage.active_device_key
+        srv.storage.active_device_key = lambda device_id: looked_up.append(device_id) or real_look_up(device_id)
+
+        def unknown(name: str, source: str = "127.0.0.1") -> bytes:
+            return _raw(srv.port, f"GET {API}/policy HTTP/1.1\r\nHost: x\r\nX-Device-Id: {name}\r\n"
+                        "X-Signature: AAAA\r\n\r\n".encode(), wait_s=3.0, source=source)
+
+        answers = [unknown(f"ghost-{i}") for i in range(8)]
+        assert all(a.startswith(b"HTTP/1.1 401") for a in answers[:5]), [a[:40] for a in answers]
+        assert all(a.startswith(b"HTTP/1.1 429") and b"retry-after: " in a.lower() for a in answers[5:])
+        assert looked_up == [f"ghost-{i}" for i in range(5)]  # the refused ones cost no look-up
+        assert _policy_status(srv.url, device_key) == 204  # a device heard from lately is not held up
+        assert unknown("ghost-x", source="127.0.0.2").startswith(b"HTTP/1.1 401")  # nor is another address
+        assert looked_up[-1] == "ghost-x"
+    finally:
         srv.stop()
 
 

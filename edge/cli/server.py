@@ -54,6 +54,20 @@ def _actor() -> str:
         return f"cli:uid{os.getuid()}"
 
 
+def _rate(_ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A rate in the ``limits`` library's notation, allowing at least one request per period."""
+    if value is None:
+        return None
+    from limits import parse_many
+    try:
+        if any(item.amount < 1 for item in parse_many(value)):
+            raise ValueError("a rate must allow at least one request")
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r}: {exc} (e.g. '60/minute' or '10/second;300/hour')",
+                                 param=param) from None
+    return value
+
+
 @click.group(invoke_without_command=True)
 @click.option("--db", "db_url", default=None,
               help="sqlite:///path or postgresql://... (default: DATA_DIR/server.sqlite)")
@@ -74,6 +88,10 @@ def _actor() -> str:
               help="Seconds a process keeps a device key it looked up [30]; pushes are checked against the "
                    "database anyway, other requests of a revoked device are refused within this time. 0: look "
                    "the key up for every request.")
+@click.option("--unknown-senders", default=None, metavar="RATE", callback=_rate,
+              help="Requests naming devices that are not enrolled, per client address, before that address gets "
+                   "429 for devices whose key is not remembered ['60/minute']; raise it where many checkpoints "
+                   "share one address.")
 @click.option("--rate-limit-storage", default="memory://", show_default=True,
               help="Where rate-limit counters live ('limits' storage URI, e.g. redis://host:6379 to share them "
                    "between server processes).")
@@ -81,7 +99,7 @@ def _actor() -> str:
 @reports_errors
 def server(ctx: click.Context, db_url: str | None, data_dir: Path, host: str, port: int, serve: str,
            insecure_cookies: bool, header_timeout: float | None, body_timeout: float | None,
-           key_cache: float | None, rate_limit_storage: str) -> None:
+           key_cache: float | None, unknown_senders: str | None, rate_limit_storage: str) -> None:
     """Run the central server (device API, and the fleet dashboard at / behind a login)."""
     if ctx.invoked_subcommand in OPS_COMMANDS:  # they name their own data directory and database
         return
@@ -104,7 +122,8 @@ def server(ctx: click.Context, db_url: str | None, data_dir: Path, host: str, po
     limits = settings.limits
     settings.limits = replace(limits, header_timeout_s=header_timeout or limits.header_timeout_s,
                               body_timeout_s=body_timeout or limits.body_timeout_s,
-                              device_key_cache_s=limits.device_key_cache_s if key_cache is None else key_cache)
+                              device_key_cache_s=limits.device_key_cache_s if key_cache is None else key_cache,
+                              unknown_senders_per_client=unknown_senders or limits.unknown_senders_per_client)
     app = create_app(settings, serve=serve)  # type: ignore[arg-type]
     if serve != "device" and host not in ("127.0.0.1", "::1", "localhost"):
         log.warning("event=admin_side_exposed host=%s action=the login page and admin API answer on this address "

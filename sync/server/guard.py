@@ -12,6 +12,8 @@ bytes of all bodies being read at once are capped too (503 beyond): memory stays
 sends. For the same reason a request counts against its device's rate only once the app has
 verified its signature, and a device's concurrent requests are counted per client address:
 requests that merely name a device (forged signatures, stalled bodies) cannot use up its allowance.
+Naming devices that are not enrolled costs a database look-up each, so those are limited per client
+address: beyond the limit, that address gets 429 for any device whose key is not remembered.
 """
 
 from __future__ import annotations
@@ -118,6 +120,8 @@ class RequestGuard:
         self.limits = limits
         self.device_rate = device_rate_limiter(limits.device_rate, rate_storage)
         self.keys = DeviceKeys(limits.device_key_cache_s)
+        #: requests naming a device that is not enrolled, per client address
+        self.unknown_senders = device_rate_limiter(limits.unknown_senders_per_client, rate_storage)
         #: body bytes being read now (all requests), and requests in flight per (device id, client host)
         self.inflight_bytes = 0
         self.device_inflight: dict[tuple[str, str], int] = {}
@@ -232,7 +236,9 @@ class RequestGuard:
             if name == _HEADER_DEVICE:
                 device_id = value.decode("latin-1")
                 break
+        host = _host(scope)
         if not _DEVICE_ID.fullmatch(device_id):
+            self._unknown_sender(host)
             log.warning("event=device_unauthorized reason=missing or malformed device id client=%s path=%s "
                         "action=refused before reading the body",
                         _client(scope), scope["path"])
@@ -241,10 +247,12 @@ class RequestGuard:
         key = self.keys.get(device_id, now)
         remembered = key is not None
         if key is None:
+            self._check_unknown_senders(scope, host, device_id)
             key = await self._look_up(device_id)
             if key is not None:
                 self.keys.put(device_id, key, now)
         if key is None:
+            self._unknown_sender(host)
             log.warning("event=device_unauthorized device=%s reason=not enrolled or revoked client=%s path=%s "
                         "action=refused before reading the body; if genuine, issue it a token",
                         device_id, _client(scope), scope["path"])
@@ -252,11 +260,11 @@ class RequestGuard:
         refused = self.device_rate.peek(device_id)
         if refused is not None:
             limit, wait_s = refused
-            retry = min(max(1, math.ceil(wait_s)), 3600)
+            retry = _retry_after_s(wait_s)
             log.warning("event=device_rate_limited device=%s limit=%s action=asked to retry in %d s",
                         device_id, limit, retry)
             raise _Rejected(429, "rate_limited", "too many requests; retry later", retry_after=retry)
-        slot = (device_id, _host(scope))
+        slot = (device_id, host)
         if self.device_inflight.get(slot, 0) >= self.limits.device_concurrency:
             log.warning("event=device_concurrency_limited device=%s client=%s in_flight=%d action=asked to retry",
                         device_id, _client(scope), self.device_inflight[slot])
@@ -264,6 +272,21 @@ class RequestGuard:
         self.device_inflight[slot] = self.device_inflight.get(slot, 0) + 1
         sender = scope.setdefault("state", {})["device"] = SignedSender(device_id, key)
         return sender, slot, remembered
+
+    def _unknown_sender(self, host: str) -> None:
+        self.unknown_senders.hit(f"client:{host}")
+
+    def _check_unknown_senders(self, scope: Scope, host: str, device_id: str) -> None:
+        """Refuse (429) a key look-up for an address over its limit of requests naming unknown devices."""
+        refused = self.unknown_senders.peek(f"client:{host}")
+        if refused is None:
+            return
+        limit, wait_s = refused
+        retry = _retry_after_s(wait_s)
+        log.warning("event=unknown_senders_limited client=%s device=%s limit=%s action=refused without a look-up; "
+                    "asked to retry in %d s (many requests from this address named devices not enrolled)",
+                    _client(scope), device_id, limit, retry)
+        raise _Rejected(429, "rate_limited", "too many requests; retry later", retry_after=retry)
 
     async def _look_up(self, device_id: str) -> bytes | None:
         try:
@@ -314,6 +337,11 @@ class RequestGuard:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+
+
+def _retry_after_s(wait_s: float) -> int:
+    """A Retry-After for a limiter's wait: whole seconds, 1 s to an hour."""
+    return min(max(1, math.ceil(wait_s)), 3600)
 
 
 def _host(scope: Scope) -> str:

@@ -56,6 +56,10 @@ class RequestLimits:
     #: (0: look it up for every request). A push is checked against the database in its ingest all
     #: the same; other requests see a revocation or a new key within this time
     device_key_cache_s: float = 30.0
+    #: requests per client address naming a device id that is not enrolled (or revoked, or
+    #: malformed); beyond it, that address's requests whose device key this process does not
+    #: remember get 429 without a database look-up (devices heard from lately still pass)
+    unknown_senders_per_client: str = "60/minute"
     #: wrong enrollment tokens per client address
     enroll_failures_per_client: str = "20/10minutes"
     #: wrong guesses of one device's token before further wrong ones wait ``token_lock_s`` (429)
