@@ -83,6 +83,13 @@ def test_storage_choice():
     assert refused is not None and refused[0] == "2 per 1 minute" and 0 < refused[1] <= 60
 
 
+def test_a_rate_that_allows_nothing_or_cannot_be_read_is_refused():
+    """A limit of 0 per period has no emission interval (it divided by zero at start-up)."""
+    for spec in ("0/minute", "10/second;0/hour", "lots"):
+        with pytest.raises(ValueError):
+            device_rate_limiter(spec)
+
+
 def test_peek_answers_as_hit_would_and_counts_nothing():
     clock = [0.0]
     limiter = CellRateLimiter(parse_many("2/minute"), clock=lambda: clock[0])

@@ -58,10 +58,9 @@ def _rate(_ctx: click.Context, param: click.Parameter, value: str | None) -> str
     """A rate in the ``limits`` library's notation, allowing at least one request per period."""
     if value is None:
         return None
-    from limits import parse_many
+    from sync.server.ratelimit import parse_rate
     try:
-        if any(item.amount < 1 for item in parse_many(value)):
-            raise ValueError("a rate must allow at least one request")
+        parse_rate(value)
     except ValueError as exc:
         raise click.BadParameter(f"{value!r}: {exc} (e.g. '60/minute' or '10/second;300/hour')",
                                  param=param) from None

@@ -109,9 +109,18 @@ class SharedRateLimiter:
         return None
 
 
+def parse_rate(spec: str) -> list[RateLimitItem]:
+    """The limits of ``spec`` ("30/second;1200/minute"); ValueError if it cannot be read or a limit
+    allows nothing (a rate of 0 per period has no emission interval)."""
+    items = parse_many(spec)
+    if any(item.amount < 1 for item in items):
+        raise ValueError("a rate must allow at least one request")
+    return items
+
+
 def device_rate_limiter(spec: str, storage_uri: str = "memory://") -> RateLimited:
     """The limiter for ``spec`` ("30/second;1200/minute") on the storage ``storage_uri``."""
-    items = parse_many(spec)
+    items = parse_rate(spec)
     if storage_uri.startswith("memory://"):
         return CellRateLimiter(items)
     return SharedRateLimiter(items, storage_uri)
